@@ -1,0 +1,255 @@
+"""The TOML config file (SPEC 8): where it lives, what it may hold, and errors that name file:line:key."""
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import LLMError
+
+APP = "jupyter-llm"
+DEFAULT_SCAN = (8080, 8092)
+
+
+def config_path() -> Path:
+    """`JUPYTER_LLM_CONFIG`, else the platform config dir (~/.config/jupyter-llm/config.toml)."""
+    env = os.environ.get("JUPYTER_LLM_CONFIG")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+    return Path(platformdirs.user_config_dir(APP, appauthor=False)) / "config.toml"
+
+
+def data_dir() -> Path:
+    """Where history and cache live: `JUPYTER_LLM_DATA_DIR`, else the platform data dir."""
+    env = os.environ.get("JUPYTER_LLM_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+    return Path(platformdirs.user_data_dir(APP, appauthor=False))
+
+
+@dataclass
+class Reliability:
+    retries: int = 3
+    timeout: float = 60.0          # seconds between stream chunks (read)
+    connect_timeout: float = 10.0
+    backoff: float = 0.5           # first retry wait, doubled each time, with full jitter
+    max_backoff: float = 20.0
+    circuit_failures: int = 5      # consecutive failures that open a target's circuit
+    circuit_cooldown: float = 30.0  # seconds before a half-open trial
+    fallback: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Config:
+    path: Path | None = None
+    default: str = "local"
+    local_host: str = "127.0.0.1"
+    local_ports: dict[int, str] = field(default_factory=dict)
+    local_scan: tuple[int, int] = DEFAULT_SCAN
+    providers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)
+    reliability: Reliability = field(default_factory=Reliability)
+    limits: dict[str, dict[str, float]] = field(default_factory=dict)  # provider -> {rpm, tpm}
+    budget_usd: float | None = None
+    defaults: dict[str, Any] = field(default_factory=dict)  # temperature, max_tokens, system, format, cache...
+    error: LLMError | None = None  # set when the file was bad and defaults were used instead
+
+
+_SETTINGS = {"temperature": float, "max_tokens": int, "top_p": float, "system": str,
+             "timeout": float, "format": str, "cache": bool}
+FORMATS = ("markdown", "text", "code", "json", "html")
+
+
+def load_config(path: Path | None = None, *, strict: bool = False) -> Config:
+    """Read the config. A bad file gives CONFIG_ERROR naming file, line and key; unless `strict`,
+    the error is kept on `Config.error` and defaults are used, so the extension still loads."""
+    path = config_path() if path is None else Path(path)
+    try:
+        cfg = _load(path)
+    except LLMError as exc:
+        if strict:
+            raise
+        return Config(path=path, error=exc)
+    return cfg
+
+
+def _load(path: Path) -> Config:
+    cfg = Config(path=path)
+    if not path.exists():
+        return cfg
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LLMError("CONFIG_ERROR", f"{path}: cannot read: {exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise LLMError("CONFIG_ERROR", f"{path}: {exc}") from None
+    check = _Checker(path, text)
+
+    known = {"default", "local", "providers", "aliases", "reliability", "budget", "limits", "defaults"}
+    for key in data:
+        if key not in known:
+            check.fail(key, f"unknown key {key!r} (known: {', '.join(sorted(known))})")
+    if "default" in data:
+        cfg.default = check.typed("default", data["default"], str)
+
+    local = check.table("local", data.get("local", {}))
+    for key, value in local.items():
+        if key == "host":
+            cfg.local_host = check.typed("local.host", value, str)
+        elif key == "ports":
+            for port, name in check.table("local.ports", value).items():
+                if not str(port).isdigit() or not 0 < int(port) < 65536:
+                    check.fail(f"local.ports.{port}", f"{port!r} is not a port number")
+                cfg.local_ports[int(port)] = check.typed(f"local.ports.{port}", name, str)
+        elif key == "scan":
+            rng = value
+            if (not isinstance(rng, list) or len(rng) != 2 or not all(isinstance(p, int) for p in rng)
+                    or not 0 < rng[0] <= rng[1] < 65536):
+                check.fail("local.scan", "must be [first_port, last_port]")
+            cfg.local_scan = (rng[0], rng[1])
+        else:
+            check.fail(f"local.{key}", f"unknown key {key!r} in [local] (known: host, ports, scan)")
+
+    for name, spec in check.table("providers", data.get("providers", {})).items():
+        spec = check.table(f"providers.{name}", spec)
+        for key, value in spec.items():
+            if key not in _PROVIDER_KEYS:
+                check.fail(f"providers.{name}.{key}", f"unknown key {key!r} (known: {', '.join(sorted(_PROVIDER_KEYS))})")
+            check.typed(f"providers.{name}.{key}", value, _PROVIDER_KEYS[key])
+        if spec.get("kind") not in (None, "openai-compatible", "anthropic", "gemini", "openai"):
+            check.fail(f"providers.{name}.kind", f"unknown kind {spec['kind']!r} (openai-compatible, anthropic, gemini)")
+        if spec.get("auth") not in (None, "api_key", "gateway", "command", "none"):
+            check.fail(f"providers.{name}.auth", f"unknown auth {spec['auth']!r} (api_key, gateway, command, none)")
+        cfg.providers[name.lower()] = dict(spec)
+
+    for name, target in check.table("aliases", data.get("aliases", {})).items():
+        cfg.aliases[name] = check.typed(f"aliases.{name}", target, str)
+
+    rel = check.table("reliability", data.get("reliability", {}))
+    for key, value in rel.items():
+        if key == "fallback":
+            if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+                check.fail("reliability.fallback", "must be a list of targets")
+            cfg.reliability.fallback = list(value)
+        elif key in ("retries", "circuit_failures"):
+            setattr(cfg.reliability, key, check.number(f"reliability.{key}", value, int, minimum=0))
+        elif key in ("timeout", "connect_timeout", "backoff", "max_backoff", "circuit_cooldown"):
+            setattr(cfg.reliability, key, float(check.number(f"reliability.{key}", value, float, minimum=0)))
+        else:
+            check.fail(f"reliability.{key}", f"unknown key {key!r} in [reliability]")
+
+    for name, lim in check.table("limits", data.get("limits", {})).items():
+        lim = check.table(f"limits.{name}", lim)
+        for key, value in lim.items():
+            if key not in ("rpm", "tpm"):
+                check.fail(f"limits.{name}.{key}", "known keys: rpm, tpm")
+            check.number(f"limits.{name}.{key}", value, float, minimum=0)
+        cfg.limits[name.lower()] = {k: float(v) for k, v in lim.items()}
+
+    budget = check.table("budget", data.get("budget", {}))
+    for key, value in budget.items():
+        if key != "session_usd":
+            check.fail(f"budget.{key}", "known key: session_usd")
+        cfg.budget_usd = float(check.number("budget.session_usd", value, float, minimum=0))
+
+    for key, value in check.table("defaults", data.get("defaults", {})).items():
+        cfg.defaults[key] = coerce_setting(key, value, where=check.where(f"defaults.{key}"))
+    return cfg
+
+
+_PROVIDER_KEYS = {"kind": str, "base_url": str, "model": str, "auth": str, "env": str,
+                  "organization": str, "project": str, "command": str, "models": list,
+                  "api_version": str}
+
+
+def coerce_setting(key: str, value: Any, *, where: str = "") -> Any:
+    """Validate one session setting (`%llm set`, `[defaults]`); raise BAD_ARGUMENT/CONFIG_ERROR."""
+    code = "CONFIG_ERROR" if where else "BAD_ARGUMENT"
+    prefix = f"{where}: " if where else ""
+    if key not in _SETTINGS:
+        raise LLMError(code, f"{prefix}unknown setting {key!r}", hint=f"known: {', '.join(_SETTINGS)}")
+    kind = _SETTINGS[key]
+    try:
+        if kind is bool:
+            if isinstance(value, str):
+                low = value.strip().lower()
+                if low not in ("true", "false", "on", "off", "1", "0", "yes", "no"):
+                    raise ValueError
+                value = low in ("true", "on", "1", "yes")
+            elif not isinstance(value, bool):
+                raise ValueError
+        elif kind is str:
+            value = str(value)
+        else:
+            if isinstance(value, bool):
+                raise ValueError
+            value = kind(value)
+            if kind is int and value != float(value):
+                raise ValueError
+    except (TypeError, ValueError):
+        raise LLMError(code, f"{prefix}{key} must be {kind.__name__}, got {value!r}") from None
+    if key == "temperature" and not 0 <= value <= 2:
+        raise LLMError(code, f"{prefix}temperature must be between 0 and 2, got {value}")
+    if key == "top_p" and not 0 < value <= 1:
+        raise LLMError(code, f"{prefix}top_p must be in (0, 1], got {value}")
+    if key in ("max_tokens", "timeout") and value <= 0:
+        raise LLMError(code, f"{prefix}{key} must be positive, got {value}")
+    if key == "format" and value not in FORMATS:
+        raise LLMError(code, f"{prefix}format must be one of {', '.join(FORMATS)}, got {value!r}")
+    return value
+
+
+class _Checker:
+    """Type checks that point at the offending line of the file."""
+
+    def __init__(self, path: Path, text: str):
+        self.path = path
+        self.lines = text.splitlines()
+
+    def line_of(self, dotted: str) -> int | None:
+        parts = dotted.split(".")
+        leaf = re.escape(parts[-1])
+        table = ".".join(parts[:-1])
+        in_table = table == ""
+        for no, line in enumerate(self.lines, 1):
+            s = line.strip()
+            m = re.match(r"^\[+\s*([^\]]+?)\s*\]+", s)
+            if m:
+                in_table = m.group(1) == table or (table and m.group(1).startswith(table + "."))
+                if m.group(1) == dotted:
+                    return no
+                continue
+            if re.match(rf'^["\']?{leaf}["\']?\s*=', s) and in_table:
+                return no
+            if re.search(rf'(^|[{{,\s]){leaf}\s*=', s) and (in_table or s.startswith(parts[0])):
+                return no
+        return None
+
+    def where(self, dotted: str) -> str:
+        line = self.line_of(dotted)
+        return f"{self.path}:{line}: {dotted}" if line else f"{self.path}: {dotted}"
+
+    def fail(self, dotted: str, message: str):
+        raise LLMError("CONFIG_ERROR", f"{self.where(dotted)}: {message}")
+
+    def typed(self, dotted: str, value: Any, kind: type) -> Any:
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            self.fail(dotted, f"must be {kind.__name__}, got {value!r}")
+        return value
+
+    def table(self, dotted: str, value: Any) -> dict:
+        return self.typed(dotted, value, dict)
+
+    def number(self, dotted: str, value: Any, kind: type, minimum: float | None = None):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
+            self.fail(dotted, f"must be a number, got {value!r}")
+        if minimum is not None and value < minimum:
+            self.fail(dotted, f"must be >= {minimum}, got {value!r}")
+        return value

@@ -1,0 +1,114 @@
+"""The one event stream every provider produces, the Request sent and the Response (`_llm`) kept.
+
+Adapters yield TextDelta* then Usage? then Finish; a failure is raised as LLMError (the router
+turns it into a StreamError event after the text already received, so nothing is lost).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, asdict
+from typing import Any, Iterator, Union
+
+from .errors import LLMError
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True)
+class Finish:
+    reason: str  # "stop", "length", "content_filter", "interrupted", "error", ...
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """The router is about to send to `target` (attempt number `n` on it); lets faces show a fallback."""
+    target: str
+    n: int = 1
+
+
+@dataclass(frozen=True)
+class StreamError:
+    error: LLMError
+
+
+Event = Union[TextDelta, Usage, Finish, Attempt, StreamError]
+
+
+@dataclass
+class Request:
+    """What is sent: chat messages plus sampling parameters. `messages` holds user/assistant turns."""
+    messages: list[dict[str, str]]
+    system: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    top_p: float | None = None
+    timeout: float | None = None  # seconds: connect and between stream chunks
+
+    def cache_key_parts(self) -> dict[str, Any]:
+        return {"messages": self.messages, "system": self.system, "temperature": self.temperature,
+                "max_tokens": self.max_tokens, "top_p": self.top_p}
+
+
+@dataclass
+class Response:
+    """The result of one exchange (the `_llm` object). Iterating yields the text chunks received."""
+    text: str = ""
+    target: str = ""            # what the user asked for
+    answered_by: str = ""       # who answered (differs when a fallback did)
+    usage: Usage = field(default_factory=Usage)
+    cost: float | None = None   # USD; None when the price is unknown
+    latency: float | None = None  # seconds, request start to last chunk
+    ttft: float | None = None     # seconds, request start to first text
+    finish_reason: str | None = None
+    cached: bool = False
+    incomplete: bool = False
+    error: LLMError | None = None
+    value: Any = None            # parsed JSON when format is json
+    chunks: list[str] = field(default_factory=list, repr=False)
+    started_at: float = field(default_factory=time.time, repr=False)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.chunks)
+
+    def __str__(self) -> str:
+        return self.text
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        if not self.usage.output_tokens or not self.latency:
+            return None
+        gen = self.latency - (self.ttft or 0.0)
+        return self.usage.output_tokens / gen if gen > 0 else None
+
+    def __repr__(self) -> str:
+        status = "ok" if self.ok else self.error.code
+        if self.incomplete:
+            status += ", incomplete"
+        cost = "?" if self.cost is None else f"${self.cost:.6f}"
+        via = f" via {self.answered_by}" if self.answered_by and self.answered_by != self.target else ""
+        return (f"<Response {self.target}{via} {status} {self.usage.output_tokens} tokens {cost}"
+                f"{' cached' if self.cached else ''}: {self.text[:60]!r}>")
+
+    def to_record(self) -> dict[str, Any]:
+        """A JSON-friendly dict (for history and the cache)."""
+        d = asdict(self)
+        d.pop("chunks", None)
+        d["error"] = self.error.line() if self.error else None
+        return d

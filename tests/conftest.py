@@ -1,0 +1,29 @@
+"""Shared test rig: every test runs with its own config, data dir and file keyring, never the user's."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+pytest_plugins = [
+    "tests.emulator.fixtures",   # `emulator`: wire-level OpenAI/Anthropic/Gemini fake on 127.0.0.1
+    "tests.llama",               # `llama_server`: a real llama.cpp server with a generated tiny GGUF
+    "tests.lab",                 # `lab`, `page`: JupyterLab on 127.0.0.1 driven by Playwright + Debian chromium
+]
+
+# A fake key that must never show up anywhere a user could see or save it.
+CANARY = "sk-canary-7f3a9c1e5d80b2461"
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path, monkeypatch):
+    """Own config path, data dir and plaintext file keyring under tmp_path; no provider keys from outside."""
+    monkeypatch.setenv("JUPYTER_LLM_CONFIG", str(tmp_path / "config.toml"))
+    monkeypatch.setenv("JUPYTER_LLM_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyrings.alt.file.PlaintextKeyring")
+    monkeypatch.setenv("KEYRING_PROPERTY_FILE_PATH", str(tmp_path / "keyring.cfg"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+    for var in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GOOGLE_API_KEY", "GEMINI_API_KEY", "DEEPSEEK_API_KEY",
+                "GROQ_API_KEY", "TOGETHER_API_KEY", "OPENROUTER_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    yield tmp_path

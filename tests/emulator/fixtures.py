@@ -1,0 +1,1 @@
+"""Fixtures for the provider emulator (filled in by the emulator work)."""

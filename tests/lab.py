@@ -1,0 +1,1 @@
+"""JupyterLab + Playwright fixtures (filled in by the browser work)."""

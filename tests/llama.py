@@ -1,0 +1,1 @@
+"""Real llama.cpp server fixtures (filled in by the llama.cpp work)."""
