@@ -214,21 +214,22 @@ class _Checker:
         self.lines = text.splitlines()
 
     def line_of(self, dotted: str) -> int | None:
+        """The line that defines `dotted` (a table header, a key, or a key inside an inline table)."""
         parts = dotted.split(".")
-        leaf = re.escape(parts[-1])
-        table = ".".join(parts[:-1])
-        in_table = table == ""
+        header: list[str] = []
         for no, line in enumerate(self.lines, 1):
             s = line.strip()
-            m = re.match(r"^\[+\s*([^\]]+?)\s*\]+", s)
+            m = re.match(r"^\[\[?\s*([^\]]+?)\s*\]\]?", s)
             if m:
-                in_table = m.group(1) == table or (table and m.group(1).startswith(table + "."))
-                if m.group(1) == dotted:
+                header = [h.strip().strip("\"'") for h in m.group(1).split(".")]
+                if header == parts:
                     return no
                 continue
-            if re.match(rf'^["\']?{leaf}["\']?\s*=', s) and in_table:
-                return no
-            if re.search(rf'(^|[{{,\s]){leaf}\s*=', s) and (in_table or s.startswith(parts[0])):
+            if parts[:len(header)] != header or len(parts) == len(header):
+                continue
+            rest = parts[len(header):]
+            if re.match(rf"^[\"']?{re.escape(rest[0])}[\"']?\s*[=.]", s) and all(
+                    re.search(rf"(^|[{{,\s.\"']){re.escape(r)}[\"']?\s*[=.]", s) for r in rest):
                 return no
         return None
 

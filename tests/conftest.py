@@ -9,6 +9,7 @@ pytest_plugins = [
     "tests.emulator.fixtures",   # `emulator`: wire-level OpenAI/Anthropic/Gemini fake on 127.0.0.1
     "tests.llama",               # `llama_server`: a real llama.cpp server with a generated tiny GGUF
     "tests.lab",                 # `lab`, `page`: JupyterLab on 127.0.0.1 driven by Playwright + Debian chromium
+    "tests.kernel",              # `kernel_factory`: real IPython kernels with iopub recording
 ]
 
 # A fake key that must never show up anywhere a user could see or save it.

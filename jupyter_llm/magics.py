@@ -1,0 +1,333 @@
+"""`%llm` and `%%llm`: parse what the user typed and call the Session; expected failures become one
+coded line (IPython UsageError, no traceback)."""
+from __future__ import annotations
+
+import argparse
+import shlex
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+
+from .config import FORMATS
+from .errors import LLMError
+from .tables import money, seconds, show_table
+
+HELP = """\
+%llm                      control panel (status in a terminal)
+%llm status               active target, credential, base URL, health, tokens and cost
+%llm use TARGET [--check] switch target now (conversation kept); --check probes it first
+%llm models [PROVIDER]    models of a provider (local: discovered servers)
+%llm providers            every provider: configured?, auth, credential source, health
+%llm discover [--ports 8080-8092] [--host 127.0.0.1]   find llama.cpp servers
+%llm login PROVIDER [--method api_key|gateway|command]  store a secret in the OS keyring
+%llm logout PROVIDER      delete the stored secret
+%llm set KEY=VALUE ...    temperature, max_tokens, top_p, system, timeout, format, cache
+%llm reset                clear the conversation
+%llm history [-n N]       last N exchanges
+%llm usage                tokens and cost this session, budget left
+%llm budget USD|off       cap this session's spend
+%llm fallback T1 T2 ...|off   targets tried in order when the active one fails
+%llm help                 this text
+
+%%llm [TARGET] [-f markdown|text|code|json|html] [--insert] [-o NAME] [--compare T1 T2 ...]
+      [--system TEXT] [-t X] [--max-tokens N] [--new] [--no-history] [--no-stream] [--no-cache|--cache]
+PROMPT with {variables} from the namespace ({{ }} for literal braces)"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports BAD_ARGUMENT instead of exiting the kernel."""
+
+    def error(self, message: str):
+        raise LLMError("BAD_ARGUMENT", f"{self.prog}: {message}", hint="see %llm help")
+
+    def exit(self, status: int = 0, message: str | None = None):
+        raise LLMError("BAD_ARGUMENT", message or f"{self.prog}: bad arguments")
+
+
+def _cell_parser() -> _Parser:
+    p = _Parser(prog="%%llm", add_help=False)
+    p.add_argument("target", nargs="?")
+    p.add_argument("-f", "--format", choices=FORMATS)
+    p.add_argument("--insert", action="store_true")
+    p.add_argument("-o", "--output")
+    p.add_argument("--compare", nargs="+")
+    p.add_argument("--system")
+    p.add_argument("-t", "--temperature", type=float)
+    p.add_argument("--max-tokens", type=int)
+    p.add_argument("--new", action="store_true")
+    p.add_argument("--no-history", action="store_true")
+    p.add_argument("--no-stream", action="store_true")
+    cache = p.add_mutually_exclusive_group()
+    cache.add_argument("--no-cache", dest="cache", action="store_false", default=None)
+    cache.add_argument("--cache", dest="cache", action="store_true", default=None)
+    return p
+
+
+def _split(line: str) -> list[str]:
+    try:
+        return shlex.split(line)
+    except ValueError as exc:
+        raise LLMError("BAD_ARGUMENT", f"cannot parse options: {exc}") from None
+
+
+@magics_class
+class LLMMagics(Magics):
+    """The magics; every method is a thin face over `self.session`."""
+
+    def __init__(self, shell, session):
+        super().__init__(shell)
+        self.session = session
+
+    # ---- %%llm ----
+    @cell_magic("llm")
+    def llm_cell(self, line: str, cell: str):
+        """Send the cell as a prompt to the active target (or TARGET) and stream the answer. See %llm help."""
+        try:
+            return self._cell(line, cell)
+        except LLMError as exc:
+            raise UsageError(exc.line()) from None
+
+    def _cell(self, line: str, cell: str):
+        from .prompt import interpolate
+        from .render import StreamRenderer, parse_json
+        args = _cell_parser().parse_args(_split(line))
+        if args.output is not None and not args.output.isidentifier():
+            raise LLMError("BAD_ARGUMENT", f"-o needs a variable name, got {args.output!r}")
+        fmt = args.format or ("code" if args.insert else self.session.settings.get("format") or "markdown")
+        if args.insert and fmt != "code":
+            raise LLMError("BAD_ARGUMENT", "--insert works with -f code only")
+        if args.temperature is not None or args.max_tokens is not None:
+            from .config import coerce_setting
+            if args.temperature is not None:
+                coerce_setting("temperature", args.temperature)
+            if args.max_tokens is not None:
+                coerce_setting("max_tokens", args.max_tokens)
+        if not cell.strip():
+            raise LLMError("BAD_ARGUMENT", "the cell is empty: write the prompt below %%llm")
+        prompt = interpolate(cell.strip("\n"), self.shell.user_ns)
+        params = dict(system=args.system, temperature=args.temperature, max_tokens=args.max_tokens)
+        if args.compare:
+            if args.target:
+                raise LLMError("BAD_ARGUMENT", "give targets after --compare only, not before it")
+            from .compare import run_compare
+            return run_compare(self.session, prompt, args.compare, fmt=fmt, new=args.new, cache=args.cache,
+                               shell=self.shell, **params)
+        target = self.session.parse(args.target) if args.target else self.session.active
+        renderer = StreamRenderer(fmt, target=str(target))
+        if not args.no_stream:
+            renderer.start()
+        response = self.session.ask(prompt, target=target, on_event=None if args.no_stream else renderer,
+                                    new=args.new, no_history=args.no_history, cache=args.cache, **params)
+        value: Any = response.text
+        if fmt == "json" and response.ok and not response.incomplete:
+            try:
+                response.value = value = parse_json(response.text)
+            except ValueError as exc:
+                response.error = LLMError("PROVIDER_ERROR", f"the answer is not valid JSON ({exc}); its text is in _llm.text")
+        elif fmt == "code":
+            from .render import extract_code
+            response.value = value = extract_code(response.text)[1]
+        renderer.finish(response)
+        self.shell.user_ns["_llm"] = response
+        if args.output and (response.text or response.value is not None):
+            self.shell.user_ns[args.output] = value
+        if args.insert and response.ok and value:
+            self.shell.set_next_input(value, replace=False)
+        if response.finish_reason == "interrupted":
+            raise UsageError(f"interrupted: the {len(response.text)} characters received so far are kept "
+                             "(in _llm.text and the history, marked incomplete)")
+        if response.error is not None:
+            raise response.error
+        if fmt == "json":
+            return response.value
+        return None
+
+    # ---- %llm ----
+    @line_magic("llm")
+    def llm_line(self, line: str):
+        """Control jupyter-llm: status, use, models, providers, discover, login, logout, set, reset,
+        history, usage, budget, fallback, help. See %llm help."""
+        try:
+            return self._line(line)
+        except LLMError as exc:
+            raise UsageError(exc.line()) from None
+
+    def _line(self, line: str):
+        words = _split(line)
+        cmd, rest = (words[0], words[1:]) if words else ("panel", [])
+        handler = getattr(self, f"cmd_{cmd}", None)
+        if handler is None:
+            raise LLMError("BAD_ARGUMENT", f"unknown command %llm {cmd}", hint="see %llm help")
+        return handler(rest)
+
+    def cmd_help(self, rest: list[str]) -> None:
+        print(HELP)
+
+    def cmd_panel(self, rest: list[str]):
+        from .render import in_kernel
+        if not in_kernel():
+            return self.cmd_status(rest)
+        from .panel import show_panel
+        return show_panel(self.session)
+
+    def cmd_status(self, rest: list[str]) -> None:
+        s = self.session.status()
+        rows = [("target", s["target"]), ("provider / model", f"{s['provider']} / {s['model'] or 'server default'}"),
+                ("auth", f"{s['auth']} from {s['source']}" + (f" ({s['key']})" if s["key"] else "")),
+                ("base URL", s["base_url"]), ("health", s["health"]),
+                ("conversation", f"{s['conversation']} exchanges"),
+                ("session", f"{s['requests']} requests, {s['input_tokens']} in / {s['output_tokens']} out tokens, {money(s['cost'])}"),
+                ("budget", "off" if s["budget"] is None else f"{money(s['budget_left'])} left of {money(s['budget'])}"),
+                ("fallback", " → ".join(s["fallback"]) or "off")]
+        if self.session.config.error is not None:
+            rows.append(("config", self.session.config.error.line()))
+        show_table(["", ""], rows)
+
+    def cmd_use(self, rest: list[str]) -> None:
+        p = _Parser(prog="%llm use", add_help=False)
+        p.add_argument("target")
+        p.add_argument("--check", action="store_true")
+        args = p.parse_args(rest)
+        target = self.session.use(args.target, check=args.check)
+        print(f"using {target}")
+
+    def cmd_models(self, rest: list[str]) -> None:
+        if len(rest) > 1:
+            raise LLMError("BAD_ARGUMENT", "%llm models takes one provider")
+        provider = rest[0] if rest else self.session.active.provider
+        models = self.session.models(provider)
+        rows = [(m.id, m.context or "", "" if m.input_price is None else f"${m.input_price:g}",
+                 "" if m.output_price is None else f"${m.output_price:g}", m.source) for m in models]
+        show_table(["model", "context", "input $/M", "output $/M", "source"], rows, caption=f"{provider} models")
+
+    def cmd_providers(self, rest: list[str]) -> None:
+        rows = [(r["provider"], "yes" if r["configured"] else "no", r["auth"], r["source"], r["key"], r["health"])
+                for r in self.session.providers()]
+        show_table(["provider", "configured", "auth", "credential", "key", "health"], rows)
+
+    def cmd_discover(self, rest: list[str]) -> None:
+        p = _Parser(prog="%llm discover", add_help=False)
+        p.add_argument("--ports")
+        p.add_argument("--host")
+        args = p.parse_args(rest)
+        ports = None
+        if args.ports:
+            a, _, b = args.ports.partition("-")
+            if not (a.isdigit() and (b or a).isdigit()) or not 0 < int(a) <= int(b or a) < 65536:
+                raise LLMError("BAD_ARGUMENT", f"--ports wants FIRST-LAST, e.g. 8080-8092, got {args.ports!r}")
+            ports = (int(a), int(b or a))
+        servers = self.session.discover(ports=ports, host=args.host)
+        if not servers:
+            lo, hi = ports or self.session.config.local_scan
+            print(f"no llama.cpp server found on {args.host or self.session.config.local_host} ports {lo}-{hi}")
+            return
+        rows = [(s.port, s.model, s.n_ctx, s.state) for s in servers]
+        show_table(["port", "model", "context", "state"], rows)
+
+    def cmd_login(self, rest: list[str]) -> None:
+        import getpass
+        p = _Parser(prog="%llm login", add_help=False)
+        p.add_argument("provider")
+        p.add_argument("--method", choices=("api_key", "gateway", "command"), default="api_key")
+        args = p.parse_args(rest)
+        self.session.parse(args.provider)
+        extra: dict[str, Any] = {}
+        try:
+            if args.method == "api_key":
+                secret = getpass.getpass(f"{args.provider} API key (hidden): ")
+            elif args.method == "gateway":
+                extra["base_url"] = input("gateway base URL: ").strip() or None
+                extra["organization"] = input("organization or project id (optional): ").strip() or None
+                expiry = input("token lifetime in hours (optional): ").strip()
+                if expiry:
+                    import time
+                    try:
+                        extra["expiry"] = time.time() + float(expiry) * 3600
+                    except ValueError:
+                        raise LLMError("BAD_ARGUMENT", f"lifetime must be a number of hours, got {expiry!r}") from None
+                secret = getpass.getpass("bearer token (hidden): ")
+            else:
+                secret = input("command that prints a token (e.g. gcloud auth print-access-token): ").strip()
+        except Exception as exc:  # StdinNotImplementedError outside an interactive front end
+            if isinstance(exc, LLMError):
+                raise
+            raise LLMError("BAD_ARGUMENT", "login needs an interactive prompt, and this front end has none",
+                           hint=f"set the provider's environment variable instead") from None
+        self.session.login(args.provider, secret.strip(), method=args.method, **extra)
+        print(f"stored the {args.provider} credential in the OS keyring ({args.method})")
+
+    def cmd_logout(self, rest: list[str]) -> None:
+        if len(rest) != 1:
+            raise LLMError("BAD_ARGUMENT", "usage: %llm logout PROVIDER")
+        removed = self.session.logout(rest[0])
+        print(f"removed the stored {rest[0]} credential" if removed else f"no stored {rest[0]} credential")
+
+    def cmd_set(self, rest: list[str]) -> None:
+        if not rest:
+            show_table(["setting", "value"], sorted((k, v) for k, v in self.session.settings.items()))
+            return
+        values = {}
+        for item in rest:
+            key, eq, value = item.partition("=")
+            if not eq or not key:
+                raise LLMError("BAD_ARGUMENT", f"expected KEY=VALUE, got {item!r}")
+            values[key.strip()] = value
+        done = self.session.set(**values)
+        print(", ".join(f"{k}={v!r}" for k, v in done.items()))
+
+    def cmd_reset(self, rest: list[str]) -> None:
+        self.session.reset()
+        print("conversation cleared")
+
+    def cmd_history(self, rest: list[str]) -> None:
+        p = _Parser(prog="%llm history", add_help=False)
+        p.add_argument("-n", type=int, default=10)
+        args = p.parse_args(rest)
+        if args.n <= 0:
+            raise LLMError("BAD_ARGUMENT", "-n must be positive")
+        import datetime as dt
+        rows = []
+        for h in self.session.history(args.n):
+            prompt = (h.get("prompt") or "").replace("\n", " ")
+            rows.append((dt.datetime.fromtimestamp(h["time"]).strftime("%Y-%m-%d %H:%M:%S"), h["target"]
+                         + (f" → {h['answered_by']}" if h.get("answered_by") and h["answered_by"] != h["target"] else ""),
+                         prompt[:60] + ("…" if len(prompt) > 60 else ""),
+                         f"{h.get('input_tokens') or 0}/{h.get('output_tokens') or 0}", money(h.get("cost")),
+                         seconds(h.get("latency")), h["status"] + (" (incomplete)" if h.get("incomplete") else "")
+                         + (" (cached)" if h.get("cached") else "")))
+        show_table(["time", "target", "prompt", "tokens in/out", "cost", "latency", "status"], rows)
+
+    def cmd_usage(self, rest: list[str]) -> None:
+        rows = [(p, m, t.requests, t.input_tokens, t.output_tokens, money(t.cost) + (" +?" if t.unpriced else ""))
+                for p, m, t in self.session.usage.rows()]
+        total = self.session.usage.summary()
+        rows.append(("total", "", total["requests"], total["input_tokens"], total["output_tokens"], money(total["cost"])))
+        b = self.session.budget
+        caption = "budget: off" if b is None else f"budget: {money(self.session.budget_left)} left of {money(b)}"
+        show_table(["provider", "model", "requests", "input tokens", "output tokens", "cost"], rows, caption=caption)
+
+    def cmd_budget(self, rest: list[str]) -> None:
+        if len(rest) != 1:
+            raise LLMError("BAD_ARGUMENT", "usage: %llm budget USD  or  %llm budget off")
+        if rest[0].lower() == "off":
+            self.session.set_budget(None)
+            print("budget off")
+            return
+        try:
+            usd = float(rest[0].lstrip("$"))
+        except ValueError:
+            raise LLMError("BAD_ARGUMENT", f"budget must be a number of USD or off, got {rest[0]!r}") from None
+        self.session.set_budget(usd)
+        print(f"session budget {money(usd)}, {money(self.session.budget_left)} left")
+
+    def cmd_fallback(self, rest: list[str]) -> None:
+        if not rest:
+            print(" → ".join(str(t) for t in self.session.fallback) or "fallback off")
+            return
+        if rest == ["off"]:
+            self.session.set_fallback([])
+            print("fallback off")
+            return
+        chain = self.session.set_fallback(rest)
+        print("fallback: " + " → ".join(str(t) for t in chain))

@@ -1,0 +1,49 @@
+"""`{name}`, `{name.attr}`, `{name[key]}` filled from the user namespace; other braces left alone.
+
+Only fields that look like Python format fields are filled (no expressions are evaluated);
+`{{` and `}}` give literal braces; JSON, code and other brace text pass through untouched.
+"""
+from __future__ import annotations
+
+import re
+import string
+from typing import Any, Mapping
+
+from .errors import LLMError
+
+_FIELD = re.compile(
+    r"\{\{|\}\}"
+    r"|\{(?P<field>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*|\[[^\[\]{}'\"]+\])*)"
+    r"(?P<conv>![rsa])?(?::(?P<spec>[^{}\n]*))?\}"
+)
+_formatter = string.Formatter()
+
+
+def interpolate(template: str, namespace: Mapping[str, Any]) -> str:
+    """Fill the fields of `template`; raise BAD_ARGUMENT naming the first unknown one (nothing is sent)."""
+
+    def fill(m: re.Match) -> str:
+        tok = m.group(0)
+        if tok == "{{":
+            return "{"
+        if tok == "}}":
+            return "}"
+        field, conv, spec = m.group("field"), m.group("conv"), m.group("spec") or ""
+        try:
+            value, _ = _formatter.get_field(field, (), namespace)
+        except KeyError as exc:
+            root = field.split(".")[0].split("[")[0]
+            if root not in namespace:
+                raise LLMError("BAD_ARGUMENT", f"unknown name {{{root}}} in the prompt; nothing was sent",
+                               hint="define it first, or write {{ and }} for literal braces") from None
+            raise LLMError("BAD_ARGUMENT", f"{{{field}}}: no key {exc.args[0]!r}; nothing was sent") from None
+        except (AttributeError, IndexError, TypeError) as exc:
+            raise LLMError("BAD_ARGUMENT", f"{{{field}}}: {exc}; nothing was sent") from None
+        if conv:
+            value = _formatter.convert_field(value, conv[1])
+        try:
+            return format(value, spec)
+        except (ValueError, TypeError) as exc:
+            raise LLMError("BAD_ARGUMENT", f"{{{field}:{spec}}}: {exc}; nothing was sent") from None
+
+    return _FIELD.sub(fill, template)

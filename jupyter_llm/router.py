@@ -1,0 +1,215 @@
+"""Reliability in one place: retries with backoff and jitter honouring Retry-After, per-provider
+token buckets, per-target circuit breakers, the fallback chain and credential refresh on 401."""
+from __future__ import annotations
+
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Iterator
+
+from .errors import FALLBACK_ON, LLMError
+from .events import Attempt, Event, Request, StreamError, TextDelta
+from .targets import Target
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .credentials import CredentialStore
+
+# A server asking us to wait longer than this gets an immediate RATE_LIMITED instead of a frozen cell.
+MAX_RETRY_AFTER = 30.0
+_HINT_FALLBACK = "switch to local with %llm use local, or set a fallback with %llm fallback TARGET"
+
+
+@dataclass
+class CircuitBreaker:
+    """Opens after `threshold` consecutive failures; after `cooldown` s lets one trial through."""
+    threshold: int
+    cooldown: float
+    clock: Callable[[], float] = time.monotonic
+    failures: int = 0
+    opened_at: float | None = None
+    trial_running: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def state(self) -> str:
+        if self.opened_at is None:
+            return "closed"
+        return "half-open" if self.clock() - self.opened_at >= self.cooldown else "open"
+
+    def allow(self) -> float | None:
+        """None if a request may go; else seconds until the next trial."""
+        with self.lock:
+            if self.opened_at is None or self.threshold <= 0:
+                return None
+            left = self.cooldown - (self.clock() - self.opened_at)
+            if left > 0:
+                return left
+            if self.trial_running:
+                return 0.0
+            self.trial_running = True
+            return None
+
+    def success(self) -> None:
+        with self.lock:
+            self.failures, self.opened_at, self.trial_running = 0, None, False
+
+    def failure(self) -> None:
+        with self.lock:
+            self.failures += 1
+            self.trial_running = False
+            if self.threshold > 0 and (self.failures >= self.threshold or self.opened_at is not None):
+                self.opened_at = self.clock()
+
+
+class TokenBucket:
+    """Requests- and tokens-per-minute limiter for one provider; `take` blocks until allowed."""
+
+    def __init__(self, rpm: float | None, tpm: float | None, clock: Callable[[], float] = time.monotonic):
+        self.rates = {"req": (rpm or 0) / 60.0, "tok": (tpm or 0) / 60.0}
+        self.caps = {"req": rpm or 0, "tok": tpm or 0}
+        self.level = dict(self.caps)
+        self.clock = clock
+        self.stamp = clock()
+        self.lock = threading.Lock()
+
+    def wait_time(self, tokens: int) -> float:
+        with self.lock:
+            now = self.clock()
+            for k in self.level:
+                self.level[k] = min(self.caps[k], self.level[k] + (now - self.stamp) * self.rates[k])
+            self.stamp = now
+            need = {"req": 1.0, "tok": float(min(tokens, self.caps["tok"]))}
+            waits = [(need[k] - self.level[k]) / self.rates[k]
+                     for k in self.level if self.caps[k] and self.level[k] < need[k]]
+            if waits:
+                return max(waits)
+            for k in self.level:
+                if self.caps[k]:
+                    self.level[k] -= need[k]
+            return 0.0
+
+    def take(self, tokens: int, sleep: Callable[[float], None]) -> None:
+        while (wait := self.wait_time(tokens)) > 0:
+            sleep(wait)
+
+
+class Router:
+    """Sends a Request to a target and, on failure, to the fallback chain; yields one event stream.
+
+    Terminal failures end the stream with a StreamError event (after any text already received),
+    so consumers never lose partial text. A chain is only walked before any text has arrived.
+    """
+
+    def __init__(self, config: "Config", credentials: "CredentialStore", *,
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+                 rng: random.Random | None = None):
+        self.config = config
+        self.credentials = credentials
+        self.sleep = sleep
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.breakers: dict[str, CircuitBreaker] = {}
+        self.buckets: dict[str, TokenBucket] = {}
+        self._lock = threading.Lock()
+
+    def breaker(self, target: Target) -> CircuitBreaker:
+        with self._lock:
+            key = str(target)
+            if key not in self.breakers:
+                rel = self.config.reliability
+                self.breakers[key] = CircuitBreaker(rel.circuit_failures, rel.circuit_cooldown, self.clock)
+            return self.breakers[key]
+
+    def bucket(self, provider: str) -> TokenBucket | None:
+        limits = self.config.limits.get(provider)
+        if not limits:
+            return None
+        with self._lock:
+            if provider not in self.buckets:
+                self.buckets[provider] = TokenBucket(limits.get("rpm"), limits.get("tpm"), self.clock)
+            return self.buckets[provider]
+
+    def stream(self, target: Target, request: Request, fallback: list[Target] = ()) -> Iterator[Event]:
+        chain = [target] + [t for t in fallback if str(t) != str(target)]
+        first_error: LLMError | None = None
+        for i, t in enumerate(chain):
+            got_text = False
+            try:
+                for ev in self._stream_one(t, request):
+                    if isinstance(ev, TextDelta):
+                        got_text = True
+                    yield ev
+                return
+            except LLMError as exc:
+                first_error = first_error or exc
+                last = i == len(chain) - 1
+                if got_text or last or exc.code not in FALLBACK_ON:
+                    yield StreamError(self._with_chain_note(exc, first_error, i))
+                    return
+
+    @staticmethod
+    def _with_chain_note(exc: LLMError, first: LLMError, index: int) -> LLMError:
+        if index == 0 or exc is first:
+            return exc
+        return LLMError(exc.code, f"{exc.message}; the fallback chain is exhausted (first failure: {first.code})",
+                        hint=exc.hint, retry_after=exc.retry_after, status=exc.status, retryable=exc.retryable)
+
+    def _stream_one(self, target: Target, request: Request) -> Iterator[Event]:
+        from .providers import get_provider, spec_for
+        spec = spec_for(target.provider, self.config)
+        provider = get_provider(target.provider, self.config)
+        breaker = self.breaker(target)
+        wait = breaker.allow()
+        if wait is not None:
+            raise LLMError("NETWORK_ERROR", f"circuit open for {target} after {breaker.failures} consecutive failures; "
+                           f"next try in {wait:.0f} s", hint=_HINT_FALLBACK, retryable=False)
+        auth = self.credentials.resolve(spec)
+        refreshed = False
+        retries = self.config.reliability.retries
+        attempt = 0
+        bucket = self.bucket(target.provider)
+        while True:
+            attempt += 1
+            if bucket is not None:
+                bucket.take(_estimate_tokens(request), self.sleep)
+            yield Attempt(str(target), attempt)
+            got_text = False
+            try:
+                for ev in provider.stream(target, request, auth):
+                    if isinstance(ev, TextDelta):
+                        got_text = True
+                    yield ev
+                breaker.success()
+                return
+            except LLMError as exc:
+                if exc.code == "INVALID_CREDENTIALS" and auth.method == "command" and not refreshed and not got_text:
+                    auth, refreshed = self.credentials.refresh(spec), True
+                    continue
+                if exc.code in ("NETWORK_ERROR", "TIMEOUT") or (exc.code == "PROVIDER_ERROR" and exc.retryable):
+                    breaker.failure()
+                else:
+                    breaker.success()  # the target answered; it is up
+                if got_text or not exc.retryable or attempt > retries:
+                    raise
+                delay = self._delay(attempt, exc)
+                if delay is None:
+                    raise
+                self.sleep(delay)
+            except GeneratorExit:
+                breaker.success()
+                raise
+
+    def _delay(self, attempt: int, exc: LLMError) -> float | None:
+        """Backoff before retry `attempt`+1: the server's Retry-After if given, else full jitter."""
+        if exc.retry_after is not None:
+            return None if exc.retry_after > MAX_RETRY_AFTER else max(0.0, exc.retry_after)
+        rel = self.config.reliability
+        cap = min(rel.max_backoff, rel.backoff * (2 ** (attempt - 1)))
+        return self.rng.uniform(cap / 2, cap)
+
+
+def _estimate_tokens(request: Request) -> int:
+    chars = sum(len(m.get("content", "")) for m in request.messages) + len(request.system or "")
+    return chars // 4 + (request.max_tokens or 256)

@@ -1,0 +1,416 @@
+"""The kernel-resident Session: active target, conversation, settings, usage, budget and observers.
+
+Every face (magics, panel, labextension comm) calls this object; none talks to a provider.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from typing import Any, Callable, Iterable
+
+from .config import Config, coerce_setting, load_config
+from .errors import LLMError
+from .events import Attempt, Event, Finish, Request, Response, StreamError, TextDelta, Usage
+from .targets import Target, parse_target
+from .usage import UsageLedger
+
+log = logging.getLogger("jupyter_llm")
+
+Observer = Callable[[str], None]
+CHANGES = ("target", "usage", "settings", "conversation", "credentials")
+
+
+class Session:
+    """One per kernel (see `jupyter_llm.session()`); also usable standalone in scripts and tests."""
+
+    def __init__(self, config: Config | None = None):
+        self.config = config if config is not None else load_config()
+        self.id = uuid.uuid4().hex[:12]
+        self.conversation: list[dict[str, str]] = []
+        self.settings: dict[str, Any] = {"temperature": None, "max_tokens": None, "top_p": None, "system": None,
+                                         "timeout": self.config.reliability.timeout, "format": "markdown",
+                                         "cache": False}
+        self.settings.update(self.config.defaults)
+        self.usage = UsageLedger()
+        self.budget: float | None = self.config.budget_usd
+        self.last: Response | None = None
+        self._observers: list[Observer] = []
+        self._lock = threading.RLock()
+        self._credentials = None
+        self._store = None
+        self._router = None
+        self.active = self._initial_target()
+        self.fallback: list[Target] = self._initial_fallback()
+
+    # ---- lazily built collaborators (keep %load_ext fast) ----
+    @property
+    def credentials(self):
+        if self._credentials is None:
+            from .credentials import CredentialStore
+            self._credentials = CredentialStore(self.config)
+        return self._credentials
+
+    @property
+    def store(self):
+        if self._store is None:
+            from .store import default_store
+            self._store = default_store()
+        return self._store
+
+    @property
+    def router(self):
+        if self._router is None:
+            from .router import Router
+            self._router = Router(self.config, self.credentials)
+        return self._router
+
+    def _initial_target(self) -> Target:
+        try:
+            target = parse_target(self.config.default, self.config)
+            self._spec(target)
+            return target
+        except LLMError as exc:
+            if self.config.error is None:
+                self.config.error = LLMError("CONFIG_ERROR", f"{self.config.path}: default: {exc.message}")
+            return Target("local")
+
+    def _initial_fallback(self) -> list[Target]:
+        out = []
+        for text in self.config.reliability.fallback:
+            try:
+                out.append(self.parse(text))
+            except LLMError as exc:
+                if self.config.error is None:
+                    self.config.error = LLMError("CONFIG_ERROR", f"{self.config.path}: reliability.fallback: {exc.message}")
+        return out
+
+    # ---- observers ----
+    def observe(self, callback: Observer) -> Callable[[], None]:
+        """Call `callback(change)` after every change (see CHANGES); returns the unsubscribe function."""
+        with self._lock:
+            self._observers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if callback in self._observers:
+                    self._observers.remove(callback)
+        return unsubscribe
+
+    def notify(self, change: str) -> None:
+        with self._lock:
+            observers = list(self._observers)
+        for cb in observers:
+            try:
+                cb(change)
+            except Exception:  # a broken face must not break a cell
+                log.debug("observer failed", exc_info=True)
+
+    # ---- targets ----
+    def parse(self, text: str | Target) -> Target:
+        """Parse and validate a target (provider known)."""
+        target = text if isinstance(text, Target) else parse_target(text, self.config)
+        self._spec(target)
+        return target
+
+    def _spec(self, target: Target):
+        from .providers import spec_for
+        return spec_for(target.provider, self.config)
+
+    def provider(self, target: Target):
+        from .providers import get_provider
+        return get_provider(target.provider, self.config)
+
+    def use(self, text: str | Target, *, check: bool = False) -> Target:
+        """Switch the active target at once; the conversation is kept. `check` refuses a dead target."""
+        target = self.parse(text)
+        if check:
+            health = self.check(target)
+            if not health.ok:
+                raise LLMError("NETWORK_ERROR", f"{target} failed its health check: {health.detail}; still using {self.active}",
+                               hint="start the server or fix the credentials, or switch without --check")
+        with self._lock:
+            previous, self.active = self.active, target
+        self._record_event("switch", {"from": str(previous), "to": str(target)})
+        self.notify("target")
+        return target
+
+    def set_fallback(self, targets: Iterable[str | Target]) -> list[Target]:
+        self.fallback = [self.parse(t) for t in targets]
+        return self.fallback
+
+    def known_targets(self) -> list[str]:
+        """Targets worth offering in a picker: active, aliases, local servers seen, provider defaults."""
+        from .providers import provider_ids, spec_for
+        out = [str(self.active)]
+        out += list(self.config.aliases)
+        out += [f"local:{port}" + (f"/{name}" if name else "") for port, name in self.config.local_ports.items()]
+        try:
+            out += [f"local:{s.port}" for s in self.discover(timeout=0.3)]
+        except Exception:
+            log.debug("discovery failed", exc_info=True)
+        for pid in provider_ids(self.config):
+            if pid == "local":
+                continue
+            spec = spec_for(pid, self.config)
+            if spec.default_model:
+                out.append(f"{pid}:{spec.default_model}")
+        return list(dict.fromkeys(out))
+
+    # ---- settings ----
+    def set(self, **values: Any) -> dict[str, Any]:
+        clean = {k: coerce_setting(k, v) for k, v in values.items()}
+        self.settings.update(clean)
+        self.notify("settings")
+        return clean
+
+    def reset(self) -> None:
+        self.conversation.clear()
+        self.notify("conversation")
+
+    def set_budget(self, usd: float | None) -> None:
+        if usd is not None and usd < 0:
+            raise LLMError("BAD_ARGUMENT", f"budget must be >= 0, got {usd}")
+        self.budget = usd
+        self._record_event("budget", {"usd": usd})
+        self.notify("usage")
+
+    @property
+    def budget_left(self) -> float | None:
+        return None if self.budget is None else max(0.0, self.budget - self.usage.cost)
+
+    # ---- credentials ----
+    def login(self, provider: str, secret: str, method: str = "api_key", **extra: Any) -> None:
+        spec = self._spec(Target(provider.lower()))
+        if method not in ("api_key", "gateway", "command"):
+            raise LLMError("BAD_ARGUMENT", f"unknown auth method {method!r}", hint="api_key, gateway or command")
+        if not secret:
+            raise LLMError("BAD_ARGUMENT", f"empty secret for {spec.id}; nothing stored")
+        self.credentials.store(spec.id, secret, method=method, **extra)
+        self._record_event("login", {"provider": spec.id, "method": method})
+        self.notify("credentials")
+
+    def logout(self, provider: str) -> bool:
+        spec = self._spec(Target(provider.lower()))
+        removed = self.credentials.delete(spec.id)
+        self._record_event("logout", {"provider": spec.id, "removed": removed})
+        self.notify("credentials")
+        return removed
+
+    def auth_for(self, target: Target):
+        return self.credentials.lookup(self._spec(target))
+
+    # ---- information ----
+    def check(self, target: str | Target | None = None):
+        """Live health check of a target (default: the active one)."""
+        from .providers import Health
+        target = self.active if target is None else self.parse(target)
+        spec = self._spec(target)
+        try:
+            auth = self.credentials.resolve(spec)
+            return self.provider(target).health(target, auth)
+        except LLMError as exc:
+            return Health(False, exc.line())
+
+    def discover(self, ports: tuple[int, int] | None = None, host: str | None = None, timeout: float = 0.5):
+        provider = self.provider(Target("local"))
+        port_list = None if ports is None else list(range(ports[0], ports[1] + 1))
+        return provider.discover(host=host, ports=port_list, timeout=timeout)
+
+    def models(self, provider: str | None = None):
+        target = Target(provider.lower()) if provider else Target(self.active.provider)
+        spec = self._spec(target)
+        return self.provider(target).list_models(self.credentials.lookup(spec))
+
+    def providers(self, *, probe: bool = True) -> list[dict[str, Any]]:
+        """One row per provider: configured?, auth method, credential source, masked key, health."""
+        from concurrent.futures import ThreadPoolExecutor
+        from .providers import provider_ids
+        rows = []
+        for pid in provider_ids(self.config):
+            spec = self._spec(Target(pid))
+            auth = self.credentials.lookup(spec) if spec.needs_key else None
+            rows.append({"provider": pid, "kind": spec.kind, "configured": (not spec.needs_key) or auth is not None,
+                         "auth": auth.method if auth else spec.auth, "source": auth.source if auth else ("-" if spec.needs_key else "none needed"),
+                         "key": auth.masked if auth and auth.secret else "", "health": ""})
+        if probe:
+            todo = [r for r in rows if r["configured"]]
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                for row, health in zip(todo, pool.map(lambda r: self.check(Target(r["provider"])), todo)):
+                    row["health"] = ("ok" if health.ok else "down") + (f" ({health.detail})" if health.detail else "")
+        return rows
+
+    def status(self, *, probe: bool = True) -> dict[str, Any]:
+        target = self.active
+        spec = self._spec(target)
+        auth = self.credentials.lookup(spec) if spec.needs_key else None
+        total = self.usage.summary()
+        info = {"target": str(target), "provider": target.provider,
+                "model": target.model or spec.default_model or "",
+                "auth": auth.method if auth else ("none" if not spec.needs_key else "missing"),
+                "source": auth.source if auth else ("-" if spec.needs_key else "none needed"),
+                "key": auth.masked if auth and auth.secret else "",
+                "base_url": (auth.base_url if auth and auth.base_url else None) or self._base_url(target, spec),
+                "conversation": len(self.conversation) // 2, "requests": total["requests"],
+                "input_tokens": total["input_tokens"], "output_tokens": total["output_tokens"],
+                "cost": total["cost"], "budget": self.budget, "budget_left": self.budget_left,
+                "fallback": [str(t) for t in self.fallback], "settings": dict(self.settings),
+                "last_latency": self.last.latency if self.last else None, "health": ""}
+        if probe:
+            h = self.check(target)
+            info["health"] = ("ok" if h.ok else "down") + (f" ({h.detail})" if h.detail else "")
+        return info
+
+    def _base_url(self, target: Target, spec) -> str:
+        if target.is_local:
+            if target.port is None:
+                lo, hi = self.config.local_scan
+                return f"http://{self.config.local_host}:{{first server on ports {lo}-{hi}}}/v1"
+            return f"http://{self.config.local_host}:{target.port}/v1"
+        return spec.base_url or ""
+
+    def history(self, n: int = 10) -> list[dict[str, Any]]:
+        return self.store.history(n)
+
+    # ---- asking ----
+    def build_request(self, prompt: str, *, system: str | None = None, temperature: float | None = None,
+                      max_tokens: int | None = None, top_p: float | None = None, new: bool = False,
+                      context: bool = True) -> Request:
+        s = self.settings
+        history = [] if (new or not context) else list(self.conversation)
+        return Request(messages=history + [{"role": "user", "content": prompt}],
+                       system=system if system is not None else s.get("system"),
+                       temperature=temperature if temperature is not None else s.get("temperature"),
+                       max_tokens=max_tokens if max_tokens is not None else s.get("max_tokens"),
+                       top_p=top_p if top_p is not None else s.get("top_p"),
+                       timeout=s.get("timeout") or self.config.reliability.timeout)
+
+    def ask(self, prompt: str, *, target: str | Target | None = None, on_event: Callable[[Event], None] | None = None,
+            new: bool = False, no_history: bool = False, cache: bool | None = None, fallback: bool = True,
+            **params: Any) -> Response:
+        """Send one prompt, streaming events to `on_event`; returns the Response (never raises LLMError
+        for provider failures: they are on `Response.error`). Bad arguments and the budget raise."""
+        target = self.active if target is None else self.parse(target)
+        if new:
+            self.reset()
+        request = self.build_request(prompt, **params)
+        self._check_budget(target, request)
+        use_cache = self.settings.get("cache") if cache is None else cache
+        response = Response(target=str(target), answered_by=str(target))
+        cache_key = None
+        if use_cache:
+            from .store import Store
+            cache_key = Store.cache_key(str(target), request.cache_key_parts())
+            hit = self.store.cache_get(cache_key)
+            if hit:
+                self._from_cache(response, hit, on_event)
+        if not response.cached:
+            self._stream(target, request, response, on_event, self.fallback if fallback else [])
+        self._account(target, prompt, response)
+        if not no_history and response.text:
+            with self._lock:
+                self.conversation += [{"role": "user", "content": prompt},
+                                      {"role": "assistant", "content": response.text}]
+            self.notify("conversation")
+        if cache_key and not response.cached and response.ok and not response.incomplete:
+            self.store.cache_put(cache_key, response.to_record())
+        self.last = response
+        return response
+
+    def _check_budget(self, target: Target, request: Request) -> None:
+        if self.budget is None or target.is_local:
+            return
+        from . import pricing
+        model = target.model or self._spec(target).default_model or ""
+        estimate = pricing.estimate(target.provider, model, request)
+        spent = self.usage.cost
+        if estimate is None:
+            return
+        if spent + estimate > self.budget + 1e-12:
+            raise LLMError("BUDGET_EXCEEDED",
+                           f"this request to {target} could cost up to ${estimate:.4f}; ${spent:.4f} of the "
+                           f"${self.budget:.2f} session budget is spent; nothing was sent",
+                           hint="raise it with %llm budget USD, lower --max-tokens, or switch to local")
+
+    def _from_cache(self, response: Response, hit: dict, on_event) -> None:
+        response.text = hit.get("text", "")
+        response.chunks = [response.text]
+        usage = hit.get("usage") or {}
+        response.usage = Usage(usage.get("input_tokens", 0), usage.get("output_tokens", 0))
+        response.finish_reason = hit.get("finish_reason")
+        response.answered_by = hit.get("answered_by") or response.target
+        response.cached = True
+        response.latency = response.ttft = 0.0
+        if on_event:
+            on_event(TextDelta(response.text))
+            on_event(Finish(response.finish_reason or "stop"))
+
+    def _stream(self, target: Target, request: Request, response: Response, on_event, fallback) -> None:
+        start = time.perf_counter()
+        events = self.router.stream(target, request, fallback)
+        try:
+            for ev in events:
+                if isinstance(ev, TextDelta):
+                    if response.ttft is None:
+                        response.ttft = time.perf_counter() - start
+                    response.chunks.append(ev.text)
+                elif isinstance(ev, Attempt):
+                    response.answered_by = ev.target
+                elif isinstance(ev, Usage):
+                    response.usage = ev
+                elif isinstance(ev, Finish):
+                    response.finish_reason = ev.reason
+                elif isinstance(ev, StreamError):
+                    response.error = ev.error
+                    response.finish_reason = "error"
+                if on_event:
+                    on_event(ev)
+        except KeyboardInterrupt:
+            response.finish_reason = "interrupted"
+            response.incomplete = True
+        finally:
+            events.close()
+            response.latency = time.perf_counter() - start
+            response.text = "".join(response.chunks)
+        if response.error is not None and response.text:
+            response.incomplete = True
+        if response.usage.output_tokens == 0 and response.text:
+            response.usage = Usage(response.usage.input_tokens or _approx_tokens(request), _approx_tokens_text(response.text))
+
+    def _account(self, target: Target, prompt: str, response: Response) -> None:
+        from . import pricing
+        answered = parse_target(response.answered_by, self.config) if response.answered_by else target
+        model = answered.model or self._spec(answered).default_model or ""
+        if answered.is_local:
+            model = answered.model or str(answered.port or "")
+        if not response.cached and (response.usage.input_tokens or response.usage.output_tokens):
+            response.cost = pricing.cost(answered.provider, model, response.usage)
+            self.usage.add(answered.provider, model, response.usage.input_tokens, response.usage.output_tokens, response.cost)
+        elif response.cached:
+            response.cost = 0.0
+        status = response.error.code if response.error else ("interrupted" if response.finish_reason == "interrupted" else "ok")
+        try:
+            self.store.record_exchange(session_id=self.id, target=response.target, answered_by=response.answered_by,
+                                       prompt=prompt, response=response.text, input_tokens=response.usage.input_tokens,
+                                       output_tokens=response.usage.output_tokens, cost=response.cost,
+                                       latency=response.latency, ttft=response.ttft, status=status,
+                                       incomplete=response.incomplete, cached=response.cached,
+                                       finish_reason=response.finish_reason)
+        except Exception:
+            log.warning("could not write the history database", exc_info=True)
+        self.notify("usage")
+
+    def _record_event(self, kind: str, detail: dict) -> None:
+        try:
+            self.store.record_event(kind, detail, session_id=self.id)
+        except Exception:
+            log.debug("could not record event", exc_info=True)
+
+
+def _approx_tokens_text(text: str) -> int:
+    return max(1, (len(text) + 3) // 4)
+
+
+def _approx_tokens(request: Request) -> int:
+    return _approx_tokens_text("".join(m.get("content", "") for m in request.messages) + (request.system or ""))

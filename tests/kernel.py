@@ -1,0 +1,110 @@
+"""A real IPython kernel driven over ZMQ (jupyter_client), recording every iopub message of a cell."""
+from __future__ import annotations
+
+import os
+import queue
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class CellRun:
+    """The iopub traffic and the reply of one executed cell."""
+    messages: list[dict] = field(default_factory=list)
+    reply: dict = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        return self.reply.get("status", "")
+
+    def of(self, *types: str) -> list[dict]:
+        return [m for m in self.messages if m["msg_type"] in types]
+
+    @property
+    def stdout(self) -> str:
+        return "".join(m["content"]["text"] for m in self.of("stream") if m["content"]["name"] == "stdout")
+
+    @property
+    def stderr(self) -> str:
+        return "".join(m["content"]["text"] for m in self.of("stream") if m["content"]["name"] == "stderr")
+
+    @property
+    def error(self) -> dict | None:
+        errs = self.of("error")
+        return errs[-1]["content"] if errs else None
+
+    def texts(self, mime: str = "text/plain") -> list[str]:
+        return [m["content"]["data"].get(mime, "") for m in self.of("display_data", "update_display_data", "execute_result")]
+
+    def iopub_bytes(self) -> int:
+        import json
+        return sum(len(json.dumps(m["content"], default=str)) for m in self.messages)
+
+
+class Kernel:
+    """Start a kernel with a given environment and run cells in it."""
+
+    def __init__(self, env: dict[str, str]):
+        from jupyter_client import KernelManager
+        self.km = KernelManager(kernel_name="python3")
+        full = dict(os.environ)
+        full.update(env)
+        full["PYTHONPATH"] = str(ROOT) + os.pathsep + full.get("PYTHONPATH", "")
+        self.km.start_kernel(env=full, cwd=str(ROOT))
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        self.kc.wait_for_ready(timeout=60)
+
+    def run(self, code: str, timeout: float = 60, *, stdin=None) -> CellRun:
+        """Execute `code`; collect iopub until the kernel is idle again. `stdin` answers input requests."""
+        import time
+        msg_id = self.kc.execute(code, allow_stdin=stdin is not None)
+        run = CellRun()
+        deadline = time.monotonic() + timeout
+        while True:
+            if stdin is not None:
+                try:
+                    req = self.kc.get_stdin_msg(timeout=0.01)
+                    self.kc.input(stdin(req["content"]))
+                except queue.Empty:
+                    pass
+            try:
+                msg = self.kc.get_iopub_msg(timeout=0.05)
+            except queue.Empty:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"cell did not finish in {timeout} s: {code[:60]!r}") from None
+                continue
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                break
+            if msg["msg_type"] != "status":
+                run.messages.append(msg)
+        run.reply = self.kc.get_shell_msg(timeout=timeout)["content"]
+        return run
+
+    def interrupt(self) -> None:
+        self.km.interrupt_kernel()
+
+    def shutdown(self) -> None:
+        self.kc.stop_channels()
+        self.km.shutdown_kernel(now=True)
+
+
+@pytest.fixture
+def kernel_factory():
+    """Build kernels with a custom environment; all are shut down after the test."""
+    kernels: list[Kernel] = []
+
+    def make(**env: str) -> Kernel:
+        k = Kernel({key: str(v) for key, v in env.items()})
+        kernels.append(k)
+        return k
+
+    yield make
+    for k in kernels:
+        k.shutdown()
