@@ -17,7 +17,7 @@ def session():
     """The process-wide Session the magics, the panel and the labextension drive (created on first use)."""
     global _session
     if _session is None:
-        from .session import Session
+        from .kernel_session import Session
         _session = Session()
     return _session
 

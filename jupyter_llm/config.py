@@ -122,7 +122,10 @@ def _load(path: Path) -> Config:
         for key, value in spec.items():
             if key not in _PROVIDER_KEYS:
                 check.fail(f"providers.{name}.{key}", f"unknown key {key!r} (known: {', '.join(sorted(_PROVIDER_KEYS))})")
-            check.typed(f"providers.{name}.{key}", value, _PROVIDER_KEYS[key])
+            if key == "ttl":
+                check.number(f"providers.{name}.ttl", value, float, minimum=0)
+            else:
+                check.typed(f"providers.{name}.{key}", value, _PROVIDER_KEYS[key])
         if spec.get("kind") not in (None, "openai-compatible", "anthropic", "gemini", "openai"):
             check.fail(f"providers.{name}.kind", f"unknown kind {spec['kind']!r} (openai-compatible, anthropic, gemini)")
         if spec.get("auth") not in (None, "api_key", "gateway", "command", "none"):
@@ -166,7 +169,7 @@ def _load(path: Path) -> Config:
 
 _PROVIDER_KEYS = {"kind": str, "base_url": str, "model": str, "auth": str, "env": str,
                   "organization": str, "project": str, "command": str, "models": list,
-                  "api_version": str}
+                  "api_version": str, "ttl": float}
 
 
 def coerce_setting(key: str, value: Any, *, where: str = "") -> Any:

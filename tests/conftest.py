@@ -1,8 +1,6 @@
 """Shared test rig: every test runs with its own config, data dir and file keyring, never the user's."""
 from __future__ import annotations
 
-import os
-
 import pytest
 
 pytest_plugins = [
@@ -24,6 +22,9 @@ def isolated_env(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyrings.alt.file.PlaintextKeyring")
     monkeypatch.setenv("KEYRING_PROPERTY_FILE_PATH", str(tmp_path / "keyring.cfg"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))  # no user keyringrc.cfg
+    import keyring.core
+    monkeypatch.setattr(keyring.core, "_keyring_backend", None)  # keyring caches its backend process-wide
     for var in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GOOGLE_API_KEY", "GEMINI_API_KEY", "DEEPSEEK_API_KEY",
                 "GROQ_API_KEY", "TOGETHER_API_KEY", "OPENROUTER_API_KEY"):
         monkeypatch.delenv(var, raising=False)

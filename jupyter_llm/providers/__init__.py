@@ -65,7 +65,7 @@ def spec_for(provider_id: str, config: "Config") -> ProviderSpec:
                            hint=f"set base_url under [providers.{provider_id}]")
         env = conf.get("env") or f"{provider_id.upper().replace('-', '_')}_API_KEY"
         base = ProviderSpec(provider_id, kind, None, (env,), None)
-    overrides: dict[str, Any] = {"settings": dict(conf)}
+    overrides: dict[str, Any] = {"settings": {"connect_timeout": config.reliability.connect_timeout, **conf}}
     if conf.get("base_url"):
         overrides["base_url"] = conf["base_url"]
     if conf.get("model"):

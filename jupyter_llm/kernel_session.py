@@ -20,6 +20,7 @@ log = logging.getLogger("jupyter_llm")
 
 Observer = Callable[[str], None]
 CHANGES = ("target", "usage", "settings", "conversation", "credentials")
+_NULLABLE = ("temperature", "max_tokens", "top_p", "system")  # settings whose default is None
 
 
 class Session:
@@ -160,7 +161,8 @@ class Session:
 
     # ---- settings ----
     def set(self, **values: Any) -> dict[str, Any]:
-        clean = {k: coerce_setting(k, v) for k, v in values.items()}
+        """Validate and store settings; None puts temperature/max_tokens/top_p/system back to the default."""
+        clean = {k: None if v is None and k in _NULLABLE else coerce_setting(k, v) for k, v in values.items()}
         self.settings.update(clean)
         self.notify("settings")
         return clean
@@ -230,7 +232,7 @@ class Session:
         rows = []
         for pid in provider_ids(self.config):
             spec = self._spec(Target(pid))
-            auth = self.credentials.lookup(spec) if spec.needs_key else None
+            auth = self.credentials.lookup(spec, run_command=False) if spec.needs_key else None
             rows.append({"provider": pid, "kind": spec.kind, "configured": (not spec.needs_key) or auth is not None,
                          "auth": auth.method if auth else spec.auth, "source": auth.source if auth else ("-" if spec.needs_key else "none needed"),
                          "key": auth.masked if auth and auth.secret else "", "health": ""})
@@ -244,7 +246,7 @@ class Session:
     def status(self, *, probe: bool = True) -> dict[str, Any]:
         target = self.active
         spec = self._spec(target)
-        auth = self.credentials.lookup(spec) if spec.needs_key else None
+        auth = self.credentials.lookup(spec, run_command=False) if spec.needs_key else None
         total = self.usage.summary()
         info = {"target": str(target), "provider": target.provider,
                 "model": target.model or spec.default_model or "",
@@ -323,7 +325,7 @@ class Session:
             return
         from . import pricing
         model = target.model or self._spec(target).default_model or ""
-        estimate = pricing.estimate(target.provider, model, request)
+        estimate = pricing.estimate(target.provider, model, request, base_url=self._spec(target).base_url)
         spent = self.usage.cost
         if estimate is None:
             return
@@ -385,7 +387,7 @@ class Session:
         if answered.is_local:
             model = answered.model or str(answered.port or "")
         if not response.cached and (response.usage.input_tokens or response.usage.output_tokens):
-            response.cost = pricing.cost(answered.provider, model, response.usage)
+            response.cost = pricing.cost(answered.provider, model, response.usage, base_url=self._spec(answered).base_url)
             self.usage.add(answered.provider, model, response.usage.input_tokens, response.usage.output_tokens, response.cost)
         elif response.cached:
             response.cost = 0.0

@@ -1,0 +1,208 @@
+"""What the SDK adapters share: HTTP status and transport failures to LLMError, Retry-After, finish
+reasons, timeouts and a small client cache. Imports no SDK."""
+from __future__ import annotations
+
+import re
+import threading
+import time
+from email.utils import parsedate_to_datetime
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
+
+from ..errors import LLMError
+from ..events import Request
+from ..targets import Target
+from .base import Auth, Health
+
+NETWORK_HINT = "switch to local with %llm use local, or set a fallback with %llm fallback TARGET"
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 60.0
+
+_NAMES = {"openai": "OpenAI", "anthropic": "Anthropic", "gemini": "Gemini", "deepseek": "DeepSeek",
+          "groq": "Groq", "together": "Together", "openrouter": "OpenRouter", "local": "llama.cpp"}
+_CONTEXT_RE = re.compile(r"context[ _-]?length|context window|maximum context|too long|too many tokens|"
+                         r"exceeds the maximum number of tokens|input token count|reduce the length", re.I)
+_BAD_KEY_RE = re.compile(r"api[ _-]?key (not valid|invalid|is invalid)|API_KEY_INVALID|invalid[ _-]api[ _-]key", re.I)
+_KEYLIKE_RE = re.compile(r"\b(sk-[A-Za-z0-9_\-]{6,}|AIza[0-9A-Za-z_\-]{10,}|Bearer\s+\S+)")
+_TIMEOUT_NAMES = {"TimeoutException", "APITimeoutError", "TimeoutError", "timeout"}
+_NETWORK_NAMES = {"TransportError", "NetworkError", "RemoteProtocolError", "ProtocolError", "ConnectError",
+                  "ReadError", "WriteError", "APIConnectionError", "ConnectionError", "IncompleteRead"}
+_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "stop": "stop", "max_tokens": "length",
+           "length": "length", "refusal": "content_filter", "content_filter": "content_filter",
+           "safety": "content_filter", "recitation": "content_filter", "blocklist": "content_filter",
+           "prohibited_content": "content_filter", "spii": "content_filter", "tool_use": "tool_calls",
+           "tool_calls": "tool_calls", "function_call": "tool_calls"}
+
+
+def display_name(provider_id: str) -> str:
+    return _NAMES.get(provider_id, provider_id)
+
+
+def scrub(text: Any, secret: str | None = None, limit: int = 160) -> str:
+    """One short line of server text with the secret and anything key-like removed."""
+    line = " ".join(str(text or "").split())
+    if secret:
+        line = line.replace(secret, "****")
+    line = _KEYLIKE_RE.sub("****", line)
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def where(base_url: str | None) -> str:
+    """host[:port] of a base URL: never its user-info, path or query."""
+    parts = urlsplit(base_url or "")
+    return parts.hostname and (f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname) or "the server"
+
+
+def retry_after(headers: Mapping[str, str] | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from `retry-after-ms`, or `Retry-After` as seconds or an HTTP date."""
+    if not headers:
+        return None
+    get = headers.get
+    ms = get("retry-after-ms") or get("Retry-After-Ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    value = get("retry-after") or get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when - (time.time() if now is None else now))
+
+
+def status_error(provider_id: str, status: int, server_message: Any = "", *, model: str | None = None,
+                 secret: str | None = None, headers: Mapping[str, str] | None = None,
+                 wait: float | None = None) -> LLMError:
+    """The LLMError for an HTTP error reply (or an error event inside a 200 stream)."""
+    name = display_name(provider_id)
+    text = scrub(server_message, secret)
+    wait = retry_after(headers) if wait is None else wait
+    if status in (401, 403) or (status == 400 and _BAD_KEY_RE.search(str(server_message))):
+        what = "rejected the credential" if status != 403 else "refused access with this credential"
+        return LLMError("INVALID_CREDENTIALS", f"{name} {what} (HTTP {status})",
+                        hint=f"%llm login {provider_id}", status=status)
+    if status == 404:
+        return LLMError("MODEL_NOT_FOUND", f"{name} has no model {model!r} (HTTP 404)" if model else f"{name} answered HTTP 404",
+                        hint=f"%llm models {provider_id}", status=status)
+    if status == 429:
+        when = f"retry in {wait:.3g}s" if wait is not None else "retry later"
+        return LLMError("RATE_LIMITED", f"{name} rate limit reached, {when}", retry_after=wait, status=status,
+                        hint="wait, or set a fallback with %llm fallback TARGET")
+    if status == 413 or (400 <= status < 500 and _CONTEXT_RE.search(str(server_message))):
+        return LLMError("CONTEXT_TOO_LONG", f"the conversation is too long for {name} {model or ''}".rstrip(),
+                        hint="start afresh with %llm reset or --new", status=status)
+    if 400 <= status < 500:
+        return LLMError("PROVIDER_ERROR", f"{name} rejected the request (HTTP {status}): {text}", status=status,
+                        retryable=False)
+    if status >= 500:
+        return LLMError("PROVIDER_ERROR", f"{name} server error (HTTP {status}): {text}", status=status,
+                        retry_after=wait, retryable=True)
+    return LLMError("PROVIDER_ERROR", f"{name} reported an error mid-answer: {text}", retryable=True)
+
+
+def transport_kind(exc: BaseException) -> str | None:
+    """'timeout', 'network' or None, by the exception (or its causes) class names: httpx, httpx2, SDKs."""
+    seen = 0
+    while exc is not None and seen < 6:
+        names = {cls.__name__ for cls in type(exc).__mro__}
+        if names & _TIMEOUT_NAMES or "Timeout" in type(exc).__name__:
+            return "timeout"
+        if names & _NETWORK_NAMES:
+            return "network"
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+        seen += 1
+    return None
+
+
+def transport_error(provider_id: str, kind: str, *, base_url: str | None, timeout: float | None,
+                    mid_stream: bool) -> LLMError:
+    name = display_name(provider_id)
+    if kind == "timeout":
+        message = (f"{name} stopped sending for {timeout:g}s mid-answer" if mid_stream
+                   else f"{name} did not answer within {timeout:g}s") if timeout else f"{name} timed out"
+        return LLMError("TIMEOUT", message, hint=NETWORK_HINT)
+    message = (f"connection to {name} ({where(base_url)}) dropped mid-answer" if mid_stream
+               else f"cannot reach {name} at {where(base_url)}")
+    return LLMError("NETWORK_ERROR", message, hint=NETWORK_HINT)
+
+
+def finish_reason(raw: Any) -> str:
+    """stop | length | content_filter | tool_calls | the provider's own word, lower-case."""
+    if raw is None:
+        return "unknown"
+    word = str(getattr(raw, "value", raw)).lower()
+    word = word.removeprefix("finishreason.")
+    return _FINISH.get(word, word)
+
+
+def timeouts(spec: Any, request: Request | None) -> tuple[float, float]:
+    """(connect, read) seconds: read is the request's timeout (between chunks)."""
+    settings = getattr(spec, "settings", {}) or {}
+    connect = float(settings.get("connect_timeout") or CONNECT_TIMEOUT)
+    read = float((request.timeout if request is not None else None) or settings.get("timeout") or READ_TIMEOUT)
+    return connect, read
+
+
+def model_for(spec: Any, target: Target) -> str:
+    model = target.model or spec.default_model
+    if not model:
+        raise LLMError("BAD_ARGUMENT", f"no model given for {spec.id} and it has no default",
+                       hint=f"write {spec.id}:MODEL, see %llm models {spec.id}")
+    return model
+
+
+def base_url(spec: Any, auth: Auth | None) -> str | None:
+    return (auth.base_url if auth is not None and auth.base_url else None) or spec.base_url
+
+
+def require_secret(spec: Any, auth: Auth | None) -> str | None:
+    """The secret to send; MISSING_CREDENTIALS when the provider needs one and there is none."""
+    secret = auth.secret if auth is not None else None
+    if not secret and spec.needs_key:
+        env = " or ".join(spec.env_vars) or "an API key"
+        raise LLMError("MISSING_CREDENTIALS", f"no credential for {display_name(spec.id)}",
+                       hint=f"%llm login {spec.id}, or set {env}")
+    return secret
+
+
+def check_health(spec: Any, auth: Auth | None, model: str | None, list_ids: Callable[[], list[str]]) -> Health:
+    """Time one cheap model-list call; failures become Health(ok=False) with the error line."""
+    start = time.monotonic()
+    try:
+        require_secret(spec, auth)
+        ids = list_ids()
+    except LLMError as exc:
+        return Health(False, exc.line(), time.monotonic() - start, model)
+    latency = time.monotonic() - start
+    listed = model is None or not ids or model in ids or f"models/{model}" in ids
+    detail = f"{len(ids)} models" + ("" if listed else f"; {model} not listed")
+    return Health(True, detail, latency, model)
+
+
+class ClientCache:
+    """SDK clients kept per key (base URL, secret, timeouts...), a handful at most."""
+
+    def __init__(self, size: int = 16):
+        self._size = size
+        self._clients: dict[tuple, Any] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple, make: Callable[[], Any]) -> Any:
+        with self._lock:
+            client = self._clients.get(key)
+            if client is None:
+                if len(self._clients) >= self._size:
+                    self._clients.pop(next(iter(self._clients)))
+                client = self._clients[key] = make()
+            return client
+
+    def __repr__(self) -> str:  # keys hold secrets
+        return f"<ClientCache {len(self._clients)} clients>"

@@ -1,0 +1,133 @@
+"""Anthropic messages over the official `anthropic` SDK (imported on first use)."""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from ..errors import LLMError
+from ..events import Event, Finish, Request, TextDelta, Usage
+from ..targets import Target
+from . import _wire
+from .base import Auth, Health, ModelInfo
+from .catalogue import catalogue, model_info
+
+DEFAULT_MAX_TOKENS = 4096
+
+
+class AnthropicProvider:
+    """Claude models. This SDK release sends keys and gateway tokens alike as `Authorization: Bearer`."""
+
+    def __init__(self, spec: Any):
+        self.spec = spec
+        self.id = spec.id
+        self.kind = spec.kind
+        self.env_vars = spec.env_vars
+        self.default_model = spec.default_model
+        self.needs_key = spec.needs_key
+        self._clients = _wire.ClientCache()
+
+    def __repr__(self) -> str:
+        return f"<AnthropicProvider {self.id} {self.spec.base_url}>"
+
+    def _client(self, auth: Auth | None, connect: float, read: float):
+        secret = _wire.require_secret(self.spec, auth)
+        url = _wire.base_url(self.spec, auth)
+        bearer = auth is not None and auth.method in ("gateway", "command")
+
+        def make():
+            import anthropic
+            creds = {"auth_token": secret} if bearer else {"api_key": secret or "no-key"}
+            return anthropic.Anthropic(**creds, base_url=url, max_retries=0,
+                                       timeout=anthropic.Timeout(read, connect=connect))
+        return self._clients.get((url, secret, bearer, connect, read), make)
+
+    @staticmethod
+    def _params(model: str, request: Request) -> dict[str, Any]:
+        system = [request.system] if request.system else []
+        system += [m["content"] for m in request.messages if m.get("role") == "system"]
+        params: dict[str, Any] = {
+            "model": model, "stream": True, "max_tokens": request.max_tokens or DEFAULT_MAX_TOKENS,
+            "messages": [{"role": m["role"], "content": m["content"]} for m in request.messages if m.get("role") != "system"],
+        }
+        if system:
+            params["system"] = "\n\n".join(system)
+        # This SDK release no longer types temperature/top_p; the API still takes them for most models.
+        extra = {k: v for k, v in (("temperature", request.temperature), ("top_p", request.top_p)) if v is not None}
+        if extra:
+            params["extra_body"] = extra
+        return params
+
+    def stream(self, target: Target, request: Request, auth: Auth) -> Iterator[Event]:
+        model = _wire.model_for(self.spec, target)
+        connect, read = _wire.timeouts(self.spec, request)
+        client = self._client(auth, connect, read)
+        input_tokens = output_tokens = None
+        finish = None
+        started = False
+        sdk_stream = None
+        try:
+            sdk_stream = client.messages.create(**self._params(model, request))
+            for event in sdk_stream:
+                kind = event.type
+                if kind == "content_block_delta" and getattr(event.delta, "type", "") == "text_delta":
+                    if event.delta.text:
+                        started = True
+                        yield TextDelta(event.delta.text)
+                elif kind == "message_start":
+                    input_tokens = event.message.usage.input_tokens
+                elif kind == "message_delta":
+                    finish = event.delta.stop_reason or finish
+                    if event.usage is not None:
+                        output_tokens = event.usage.output_tokens
+                        input_tokens = getattr(event.usage, "input_tokens", None) or input_tokens
+        except Exception as exc:
+            raise self._error(exc, model, auth, read, started) from None
+        finally:
+            if sdk_stream is not None:
+                sdk_stream.close()
+        if input_tokens is not None or output_tokens is not None:
+            yield Usage(input_tokens or 0, output_tokens or 0)
+        yield Finish(_wire.finish_reason(finish))
+
+    def _error(self, exc: Exception, model: str | None, auth: Auth | None, read: float | None,
+               mid_stream: bool) -> Exception:
+        """The LLMError for an anthropic SDK or transport exception; anything else is returned unchanged."""
+        if isinstance(exc, LLMError):
+            return exc
+        import anthropic
+        secret = auth.secret if auth is not None else None
+        if isinstance(exc, anthropic.APIStatusError):
+            status = exc.status_code if exc.status_code >= 400 else _stream_status(exc)
+            message = getattr(exc, "api_message", None) or exc.message
+            return _wire.status_error(self.id, status, message, model=model, secret=secret,
+                                      headers=exc.response.headers)
+        kind = _wire.transport_kind(exc)
+        if kind:
+            return _wire.transport_error(self.id, kind, base_url=_wire.base_url(self.spec, auth), timeout=read,
+                                         mid_stream=mid_stream)
+        if isinstance(exc, anthropic.APIError):
+            return _wire.status_error(self.id, 200, exc.message, model=model, secret=secret)
+        return exc
+
+    def _live_ids(self, auth: Auth | None, read: float = 15.0) -> list[str]:
+        connect, _ = _wire.timeouts(self.spec, None)
+        try:
+            return [m.id for m in self._client(auth, connect, read).models.list(limit=100)]
+        except Exception as exc:
+            raise self._error(exc, None, auth, read, False) from None
+
+    def list_models(self, auth: Auth | None) -> list[ModelInfo]:
+        """Live from /v1/models when a key is set, else the built-in catalogue."""
+        if (auth is not None and auth.secret) or not self.needs_key:
+            return [model_info(self.id, m, "live") for m in self._live_ids(auth)]
+        return catalogue(self.id, self.spec.settings.get("models"), self.default_model)
+
+    def health(self, target: Target, auth: Auth | None) -> Health:
+        return _wire.check_health(self.spec, auth, target.model or self.default_model,
+                                  lambda: self._live_ids(auth, 10.0))
+
+
+def _stream_status(exc: Any) -> int:
+    """An `error` event inside a 200 stream: overloaded and api errors count as 5xx, the rest as-is."""
+    etype = getattr(exc, "type", None) or ""
+    return {"overloaded_error": 529, "api_error": 500, "rate_limit_error": 429,
+            "authentication_error": 401, "permission_error": 403, "not_found_error": 404}.get(etype, 200)

@@ -1,0 +1,172 @@
+"""Google Gemini over the official `google-genai` SDK (imported on first use), one attempt per call."""
+from __future__ import annotations
+
+import re
+import threading
+from typing import Any, Iterator
+
+from ..errors import LLMError
+from ..events import Event, Finish, Request, TextDelta, Usage
+from ..targets import Target
+from . import _wire
+from .base import Auth, Health, ModelInfo
+from .catalogue import catalogue, model_info
+
+# google-genai sends the request timeout as the server-side deadline too; ours is between chunks.
+SERVER_DEADLINE = "600"
+
+
+class GeminiProvider:
+    """Gemini API keys go as `x-goog-api-key`; gateway and command tokens as `Authorization: Bearer`."""
+
+    def __init__(self, spec: Any):
+        self.spec = spec
+        self.id = spec.id
+        self.kind = spec.kind
+        self.env_vars = spec.env_vars
+        self.default_model = spec.default_model
+        self.needs_key = spec.needs_key
+        self._clients = _wire.ClientCache()
+        self._local = threading.local()  # the streaming HTTP response of this thread, to close early
+
+    def __repr__(self) -> str:
+        return f"<GeminiProvider {self.id} {self.spec.base_url}>"
+
+    def _remember(self, response: Any) -> None:
+        self._local.response = response
+
+    def _client(self, auth: Auth | None, read: float):
+        secret = _wire.require_secret(self.spec, auth)
+        url = _wire.base_url(self.spec, auth)
+        bearer = auth is not None and auth.method in ("gateway", "command")
+        version = self.spec.settings.get("api_version")
+
+        def make():
+            from google import genai
+            from google.genai import types
+            headers = {"X-Server-Timeout": SERVER_DEADLINE}
+            if bearer:
+                headers["Authorization"] = f"Bearer {secret}"
+            options = types.HttpOptions(
+                base_url=url, api_version=version, headers=headers, timeout=int(read * 1000),
+                retry_options=types.HttpRetryOptions(attempts=1),
+                client_args={"event_hooks": {"response": [self._remember]}})
+            return genai.Client(api_key="gateway" if bearer else (secret or "no-key"), vertexai=False,
+                                http_options=options)
+        return self._clients.get((url, secret, bearer, version, read), make)
+
+    @staticmethod
+    def _contents(request: Request) -> list[dict[str, Any]]:
+        return [{"role": "model" if m.get("role") == "assistant" else "user", "parts": [{"text": m["content"]}]}
+                for m in request.messages if m.get("role") != "system"]
+
+    @staticmethod
+    def _config(request: Request) -> dict[str, Any]:
+        config: dict[str, Any] = {}
+        system = [request.system] if request.system else []
+        system += [m["content"] for m in request.messages if m.get("role") == "system"]
+        if system:
+            config["system_instruction"] = "\n\n".join(system)
+        if request.temperature is not None:
+            config["temperature"] = request.temperature
+        if request.top_p is not None:
+            config["top_p"] = request.top_p
+        if request.max_tokens is not None:
+            config["max_output_tokens"] = request.max_tokens
+        return config
+
+    def stream(self, target: Target, request: Request, auth: Auth) -> Iterator[Event]:
+        model = _wire.model_for(self.spec, target)
+        _, read = _wire.timeouts(self.spec, request)
+        client = self._client(auth, read)
+        usage = finish = None
+        started = False
+        chunks = None
+        self._local.response = None
+        try:
+            chunks = client.models.generate_content_stream(model=model, contents=self._contents(request),
+                                                           config=self._config(request) or None)
+            for chunk in chunks:
+                if chunk.usage_metadata is not None and chunk.usage_metadata.prompt_token_count is not None:
+                    meta = chunk.usage_metadata
+                    usage = Usage(meta.prompt_token_count or 0,
+                                  (meta.candidates_token_count or 0) + (meta.thoughts_token_count or 0))
+                if not chunk.candidates:
+                    if chunk.prompt_feedback is not None and chunk.prompt_feedback.block_reason:
+                        finish = "content_filter"
+                    continue
+                cand = chunk.candidates[0]
+                for part in (cand.content.parts if cand.content is not None else None) or ():
+                    if part.text and not part.thought:
+                        started = True
+                        yield TextDelta(part.text)
+                if cand.finish_reason:
+                    finish = cand.finish_reason
+        except Exception as exc:
+            raise self._error(exc, model, auth, read, started) from None
+        finally:
+            if chunks is not None:
+                chunks.close()
+            response, self._local.response = self._local.response, None
+            if response is not None:
+                response.close()
+        if usage is not None:
+            yield usage
+        yield Finish(_wire.finish_reason(finish))
+
+    def _error(self, exc: Exception, model: str | None, auth: Auth | None, read: float | None,
+               mid_stream: bool) -> Exception:
+        """The LLMError for a google-genai or transport exception; anything else is returned unchanged."""
+        if isinstance(exc, LLMError):
+            return exc
+        from google.genai import errors
+        secret = auth.secret if auth is not None else None
+        if isinstance(exc, errors.APIError) and isinstance(exc.code, int):
+            headers = getattr(exc.response, "headers", None)
+            wait = _wire.retry_after(headers) if headers is not None else None
+            message = f"{exc.message or ''} {_reasons(exc.details)}"
+            return _wire.status_error(self.id, exc.code, message, model=model, secret=secret,
+                                      wait=wait if wait is not None else _retry_delay(exc.details))
+        kind = _wire.transport_kind(exc)
+        if kind:
+            return _wire.transport_error(self.id, kind, base_url=_wire.base_url(self.spec, auth), timeout=read,
+                                         mid_stream=mid_stream)
+        return exc
+
+    def _live(self, auth: Auth | None, read: float = 15.0) -> list[Any]:
+        try:
+            models = list(self._client(auth, read).models.list(config={"page_size": 100}))
+        except Exception as exc:
+            raise self._error(exc, None, auth, read, False) from None
+        return [m for m in models if not m.supported_actions or "generateContent" in m.supported_actions]
+
+    def list_models(self, auth: Auth | None) -> list[ModelInfo]:
+        """Live from models.list when a key is set, else the built-in catalogue."""
+        if (auth is not None and auth.secret) or not self.needs_key:
+            return [model_info(self.id, (m.name or "").removeprefix("models/"), "live", m.input_token_limit)
+                    for m in self._live(auth)]
+        return catalogue(self.id, self.spec.settings.get("models"), self.default_model)
+
+    def health(self, target: Target, auth: Auth | None) -> Health:
+        return _wire.check_health(self.spec, auth, target.model or self.default_model,
+                                  lambda: [(m.name or "").removeprefix("models/") for m in self._live(auth, 10.0)])
+
+
+def _details(body: Any) -> list[dict]:
+    err = body.get("error", body) if isinstance(body, dict) else {}
+    details = err.get("details") if isinstance(err, dict) else None
+    return [d for d in details or [] if isinstance(d, dict)]
+
+
+def _reasons(body: Any) -> str:
+    """ErrorInfo reasons such as API_KEY_INVALID, which tell a bad key from other 400s."""
+    return " ".join(str(d.get("reason")) for d in _details(body) if d.get("reason"))
+
+
+def _retry_delay(body: Any) -> float | None:
+    """google.rpc.RetryInfo `retryDelay` ("5s", "1.5s") from an error body."""
+    for d in _details(body):
+        m = re.fullmatch(r"(\d+(?:\.\d+)?)s", str(d.get("retryDelay", "")))
+        if m:
+            return float(m[1])
+    return None

@@ -1,0 +1,126 @@
+"""OpenAI chat completions over the official `openai` SDK: OpenAI, DeepSeek, Groq, Together,
+OpenRouter and any configured OpenAI-compatible endpoint. The SDK is imported on first use."""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from ..errors import LLMError
+from ..events import Event, Finish, Request, TextDelta, Usage
+from ..targets import Target
+from . import _wire
+from .base import Auth, Health, ModelInfo
+from .catalogue import catalogue, model_info
+
+
+class OpenAICompatProvider:
+    """One OpenAI-compatible endpoint (spec.base_url, or the gateway URL from auth)."""
+
+    def __init__(self, spec: Any):
+        self.spec = spec
+        self.id = spec.id
+        self.kind = spec.kind
+        self.env_vars = spec.env_vars
+        self.default_model = spec.default_model
+        self.needs_key = spec.needs_key
+        self._clients = _wire.ClientCache()
+
+    def __repr__(self) -> str:
+        return f"<OpenAICompatProvider {self.id} {self.spec.base_url}>"
+
+    def _client(self, auth: Auth | None, connect: float, read: float):
+        secret = _wire.require_secret(self.spec, auth)
+        url = _wire.base_url(self.spec, auth)
+        org = auth.organization if auth is not None else None
+        project = auth.project if auth is not None else None
+
+        def make():
+            import openai
+            return openai.OpenAI(api_key=secret or "no-key", base_url=url, organization=org, project=project,
+                                 max_retries=0, timeout=openai.Timeout(read, connect=connect))
+        return self._clients.get((url, secret, org, project, connect, read), make)
+
+    def _params(self, model: str, request: Request) -> dict[str, Any]:
+        messages = ([{"role": "system", "content": request.system}] if request.system else []) + list(request.messages)
+        params: dict[str, Any] = {"model": model, "messages": messages, "stream": True}
+        if self.spec.settings.get("stream_usage", True):
+            params["stream_options"] = {"include_usage": True}
+        if request.temperature is not None:
+            params["temperature"] = request.temperature
+        if request.top_p is not None:
+            params["top_p"] = request.top_p
+        if request.max_tokens is not None:
+            default_key = "max_completion_tokens" if self.id == "openai" else "max_tokens"
+            params[self.spec.settings.get("max_tokens_param", default_key)] = request.max_tokens
+        return params
+
+    def stream(self, target: Target, request: Request, auth: Auth) -> Iterator[Event]:
+        model = _wire.model_for(self.spec, target)
+        connect, read = _wire.timeouts(self.spec, request)
+        client = self._client(auth, connect, read)
+        usage = finish = None
+        started = False
+        sdk_stream = None
+        try:
+            sdk_stream = client.chat.completions.create(**self._params(model, request))
+            for chunk in sdk_stream:
+                if chunk.usage is not None:
+                    usage = Usage(chunk.usage.prompt_tokens or 0, chunk.usage.completion_tokens or 0)
+                for choice in chunk.choices or ():
+                    text = choice.delta.content if choice.delta is not None else None
+                    if text:
+                        started = True
+                        yield TextDelta(text)
+                    if choice.finish_reason:
+                        finish = choice.finish_reason
+        except Exception as exc:
+            raise self._error(exc, model, auth, read, started) from None
+        finally:
+            if sdk_stream is not None:
+                sdk_stream.close()
+        if usage is not None:
+            yield usage
+        yield Finish(_wire.finish_reason(finish))
+
+    def _error(self, exc: Exception, model: str | None, auth: Auth | None, read: float | None,
+               mid_stream: bool) -> Exception:
+        """The LLMError for an openai SDK or transport exception; anything else is returned unchanged."""
+        if isinstance(exc, LLMError):
+            return exc
+        import openai
+        secret = auth.secret if auth is not None else None
+        if isinstance(exc, openai.APIStatusError):
+            return _wire.status_error(self.id, exc.status_code, _message(exc), model=model, secret=secret,
+                                      headers=exc.response.headers)
+        kind = _wire.transport_kind(exc)
+        if kind:
+            return _wire.transport_error(self.id, kind, base_url=_wire.base_url(self.spec, auth), timeout=read,
+                                         mid_stream=mid_stream)
+        if isinstance(exc, openai.APIError):  # an error event inside the stream
+            return _wire.status_error(self.id, 200, _message(exc), model=model, secret=secret)
+        return exc
+
+    def _live_ids(self, auth: Auth | None, read: float = 15.0) -> list[str]:
+        connect, _ = _wire.timeouts(self.spec, None)
+        try:
+            return [m.id for m in self._client(auth, connect, read).models.list()]
+        except Exception as exc:
+            raise self._error(exc, None, auth, read, False) from None
+
+    def list_models(self, auth: Auth | None) -> list[ModelInfo]:
+        """Live from /models when a key is set (or none is needed), else the built-in catalogue."""
+        if (auth is not None and auth.secret) or not self.needs_key:
+            return [model_info(self.id, m, "live") for m in self._live_ids(auth)]
+        return catalogue(self.id, self.spec.settings.get("models"), self.default_model)
+
+    def health(self, target: Target, auth: Auth | None) -> Health:
+        return _wire.check_health(self.spec, auth, target.model or self.default_model,
+                                  lambda: self._live_ids(auth, 10.0))
+
+
+def _message(exc: Exception) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"]) + (f" [{err['code']}]" if err.get("code") else "")
+    return str(getattr(exc, "message", "") or exc)

@@ -1,0 +1,275 @@
+"""Local SQLite history (SPEC 10): every exchange, session events and the response cache, in one file.
+
+Nothing here may break a user's cell: a store that cannot be opened or written logs one warning and
+then answers with empty results. One connection shared by threads behind a lock; WAL so that
+several kernels can use the same file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
+
+if TYPE_CHECKING:
+    from .events import Response
+
+__all__ = ["Store", "default_store", "EXCHANGE_FIELDS", "FILENAME"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+FILENAME = "history.sqlite3"
+SCHEMA_VERSION = 1
+EXCHANGE_FIELDS = ("time", "session_id", "target", "answered_by", "prompt", "response", "input_tokens",
+                   "output_tokens", "cost", "latency", "ttft", "status", "incomplete", "cached", "finish_reason")
+_BOOL_FIELDS = ("incomplete", "cached")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS exchanges (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time REAL NOT NULL,
+    session_id TEXT,
+    target TEXT,
+    answered_by TEXT,
+    prompt TEXT,
+    response TEXT,
+    input_tokens INTEGER,
+    output_tokens INTEGER,
+    cost REAL,
+    latency REAL,
+    ttft REAL,
+    status TEXT NOT NULL DEFAULT 'ok',
+    incomplete INTEGER NOT NULL DEFAULT 0,
+    cached INTEGER NOT NULL DEFAULT 0,
+    finish_reason TEXT
+);
+CREATE INDEX IF NOT EXISTS exchanges_session ON exchanges(session_id, id);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time REAL NOT NULL,
+    session_id TEXT,
+    kind TEXT NOT NULL,
+    detail TEXT
+);
+CREATE TABLE IF NOT EXISTS cache (
+    key TEXT PRIMARY KEY,
+    time REAL NOT NULL,
+    target TEXT,
+    response TEXT NOT NULL
+);
+"""
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, default=str, ensure_ascii=False)
+
+
+class Store:
+    """History, events and response cache in one SQLite file, opened on first use."""
+
+    def __init__(self, path: Path | str, *, timeout: float = 2.0):
+        self.path = Path(path).expanduser()
+        self.timeout = timeout          # seconds to wait for another writer's lock before giving up
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self._disabled: str | None = None   # why the file could not be opened
+        self._warned = False
+
+    def __repr__(self) -> str:
+        state = "disabled" if self._disabled else ("open" if self._conn else "closed")
+        return f"<Store {str(self.path)!r} {state}>"
+
+    @property
+    def ok(self) -> bool:
+        """False once the file proved impossible to open (everything then degrades to no-ops)."""
+        return self._disabled is None
+
+    # ---- plumbing -------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is not None:
+            return self._conn
+        if self._disabled:
+            raise sqlite3.OperationalError(self._disabled)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(self.path), timeout=self.timeout, check_same_thread=False,
+                                   isolation_level=None)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.executescript(_SCHEMA)
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            except Exception:
+                conn.close()
+                raise
+        except (sqlite3.Error, OSError) as exc:
+            if isinstance(exc, OSError) or "unable to open" in str(exc):
+                self._disabled = f"{type(exc).__name__}: {exc}"   # a busy/locked file may work later
+            raise
+        conn.row_factory = sqlite3.Row
+        self._conn = conn
+        return conn
+
+    def _run(self, what: str, fn: Callable[[sqlite3.Connection], T], default: T) -> T:
+        """Run `fn` on the connection under the lock; any database or disk error returns `default`."""
+        with self._lock:
+            try:
+                return fn(self._connect())
+            except (sqlite3.Error, OSError, ValueError, TypeError) as exc:
+                if not self._warned:
+                    self._warned = True
+                    log.warning("jupyter-llm history at %s unavailable (%s: %s); carrying on without it. "
+                                "Set JUPYTER_LLM_DATA_DIR to a writable folder to keep history.",
+                                self.path, what, exc)
+                else:
+                    log.debug("history %s failed: %s", what, exc)
+                return default
+
+    def close(self) -> None:
+        """Close the connection (a later call reopens it)."""
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    self._conn.close()
+                except sqlite3.Error:
+                    pass
+                self._conn = None
+
+    # ---- exchanges ------------------------------------------------------------------------
+
+    def record_exchange(self, **fields: Any) -> int:
+        """Append one exchange (fields as EXCHANGE_FIELDS); returns its id, or 0 if it was not recorded."""
+        unknown = sorted(set(fields) - set(EXCHANGE_FIELDS))
+        if unknown:
+            log.debug("record_exchange ignores unknown fields %s", unknown)
+        row = {k: fields.get(k) for k in EXCHANGE_FIELDS}
+        row["time"] = float(row["time"]) if row["time"] is not None else time.time()
+        row["status"] = row["status"] or "ok"
+        for key in _BOOL_FIELDS:
+            row[key] = 1 if row[key] else 0
+        cols = ", ".join(EXCHANGE_FIELDS)
+        marks = ", ".join("?" for _ in EXCHANGE_FIELDS)
+
+        def insert(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(f"INSERT INTO exchanges ({cols}) VALUES ({marks})",
+                               [row[k] for k in EXCHANGE_FIELDS])
+            return int(cur.lastrowid or 0)
+
+        return self._run("record", insert, 0)
+
+    def record_response(self, response: "Response", prompt: str, session_id: str | None = None) -> int:
+        """Append the exchange that produced `response` (an events.Response); returns its id or 0."""
+        status = response.error.code if response.error is not None else "ok"
+        return self.record_exchange(
+            time=response.started_at, session_id=session_id, target=response.target,
+            answered_by=response.answered_by or response.target, prompt=prompt, response=response.text,
+            input_tokens=response.usage.input_tokens, output_tokens=response.usage.output_tokens,
+            cost=response.cost, latency=response.latency, ttft=response.ttft, status=status,
+            incomplete=response.incomplete, cached=response.cached, finish_reason=response.finish_reason)
+
+    def history(self, n: int = 10, session_id: str | None = None) -> list[dict]:
+        """The last `n` exchanges (of one session, if given), oldest first and newest last."""
+        if n is None or n <= 0:
+            return []
+
+        def select(conn: sqlite3.Connection) -> list[dict]:
+            where, args = ("WHERE session_id = ?", [session_id]) if session_id is not None else ("", [])
+            rows = conn.execute(f"SELECT * FROM exchanges {where} ORDER BY id DESC LIMIT ?", [*args, int(n)])
+            out = []
+            for r in rows.fetchall():
+                d = dict(r)
+                for key in _BOOL_FIELDS:
+                    d[key] = bool(d[key])
+                out.append(d)
+            out.reverse()
+            return out
+
+        return self._run("history", select, [])
+
+    # ---- events ---------------------------------------------------------------------------
+
+    def record_event(self, kind: str, detail: Any = None, session_id: str | None = None) -> int:
+        """Append a session event (switch, login, logout, budget...) with a JSON detail; returns id or 0."""
+        def insert(conn: sqlite3.Connection) -> int:
+            cur = conn.execute("INSERT INTO events (time, session_id, kind, detail) VALUES (?, ?, ?, ?)",
+                               [time.time(), session_id, str(kind), _json(detail)])
+            return int(cur.lastrowid or 0)
+
+        return self._run("event", insert, 0)
+
+    def events(self, n: int = 20, kind: str | None = None, session_id: str | None = None) -> list[dict]:
+        """The last `n` events (optionally of one kind / session), newest last, detail decoded."""
+        if n is None or n <= 0:
+            return []
+
+        def select(conn: sqlite3.Connection) -> list[dict]:
+            clauses, args = [], []
+            if kind is not None:
+                clauses.append("kind = ?")
+                args.append(kind)
+            if session_id is not None:
+                clauses.append("session_id = ?")
+                args.append(session_id)
+            where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+            rows = conn.execute(f"SELECT * FROM events {where} ORDER BY id DESC LIMIT ?", [*args, int(n)]).fetchall()
+            out = []
+            for r in reversed(rows):
+                d = dict(r)
+                try:
+                    d["detail"] = json.loads(d["detail"]) if d["detail"] is not None else None
+                except ValueError:
+                    pass
+                out.append(d)
+            return out
+
+        return self._run("events", select, [])
+
+    # ---- response cache -------------------------------------------------------------------
+
+    @staticmethod
+    def cache_key(target: str, parts: dict) -> str:
+        """sha256 of the canonical JSON of target and request parts (sorted keys, no whitespace)."""
+        canonical = json.dumps({"target": str(target), "parts": parts}, sort_keys=True, separators=(",", ":"),
+                               ensure_ascii=False, default=str)
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+    def cache_get(self, key: str) -> dict | None:
+        """The cached response record for `key`, or None."""
+        def select(conn: sqlite3.Connection) -> dict | None:
+            row = conn.execute("SELECT response FROM cache WHERE key = ?", [key]).fetchone()
+            if row is None:
+                return None
+            value = json.loads(row[0])
+            return value if isinstance(value, dict) else None
+
+        return self._run("cache read", select, None)
+
+    def cache_put(self, key: str, record: dict) -> None:
+        """Store (or replace) a response record (e.g. Response.to_record()) under `key`."""
+        payload = _json(record)
+        target = record.get("target") if isinstance(record, dict) else None
+
+        def upsert(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT OR REPLACE INTO cache (key, time, target, response) VALUES (?, ?, ?, ?)",
+                         [key, time.time(), target, payload])
+
+        self._run("cache write", upsert, None)
+
+    def cache_clear(self) -> int:
+        """Empty the response cache; returns how many entries were removed."""
+        def delete(conn: sqlite3.Connection) -> int:
+            return conn.execute("DELETE FROM cache").rowcount
+
+        return self._run("cache clear", delete, 0)
+
+
+def default_store() -> Store:
+    """A Store on `config.data_dir()/history.sqlite3` (nothing is created until it is first used)."""
+    from .config import data_dir
+    return Store(data_dir() / FILENAME)
