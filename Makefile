@@ -1,0 +1,48 @@
+# Two entry points (see README): `make demo` runs the quickstart on a local llama.cpp server,
+# `make test` runs every test. Both set everything up from a fresh clone.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PORT   ?= 8080
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lab install browser model server stop bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Debian's chromium for the browser tests (never a downloaded browser).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+model: $(STAMP)
+	$(BIN)/python scripts/make_tiny_gguf.py .cache/models/tiny-llama.gguf
+
+server: $(STAMP)
+	$(BIN)/python scripts/llama_server.py start --port $(PORT) --alias tiny-llama
+
+stop:
+	-$(BIN)/python scripts/llama_server.py stop --port $(PORT)
+
+# The demo: tiny generated model, real llama.cpp server on 127.0.0.1:$(PORT), quickstart executed.
+demo: $(STAMP)
+	$(BIN)/python scripts/demo.py --port $(PORT)
+
+# Open the quickstart in JupyterLab against the same local server.
+lab: $(STAMP)
+	$(BIN)/python scripts/llama_server.py start --port $(PORT) --alias tiny-llama || true
+	$(BIN)/jupyter lab --ip 127.0.0.1 notebooks/quickstart.ipynb
+
+test: $(STAMP) browser
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) .cache build dist jupyter_llm/labextension labextension/node_modules labextension/lib
