@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 if TYPE_CHECKING:
     from .events import Request, Usage
 
-__all__ = ["cost", "estimate", "prices", "estimate_tokens", "genai_provider", "FREE_PROVIDERS",
+__all__ = ["cost", "estimate", "prices", "context_window", "estimate_tokens", "genai_provider", "FREE_PROVIDERS",
            "PROVIDER_MAP", "DEFAULT_OUTPUT_TOKENS"]
 
 # Our provider ids -> genai-prices provider ids. Other (configured) providers are matched by model name.
@@ -141,3 +141,18 @@ def prices(provider_id: str, model: str | None) -> tuple[float, float] | None:
     if not model:
         return None
     return _prices((provider_id or "").lower(), model)
+
+
+@lru_cache(maxsize=512)
+def context_window(provider_id: str, model: str | None) -> int | None:
+    """The model's context size in tokens where genai-prices records it, else None."""
+    if not model:
+        return None
+    where = _where((provider_id or "").lower(), model)
+    if where is None:
+        return None
+    from genai_prices import Usage as GUsage, calc_price
+    try:
+        return calc_price(GUsage(input_tokens=1), where[1], provider_id=where[0]).model.context_window
+    except (LookupError, ValueError, AttributeError):
+        return None

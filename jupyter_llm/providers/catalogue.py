@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 from .base import ModelInfo
 
@@ -19,8 +18,6 @@ CATALOGUE: dict[str, tuple[str, ...]] = {
 # Context sizes genai-prices does not know.
 _CONTEXT = {"llama-3.1-8b-instant": 131072, "llama-3.3-70b-versatile": 131072,
             "meta-llama/Llama-3.3-70B-Instruct-Turbo": 131072}
-# Our provider ids that genai-prices names differently.
-_PRICES_ID = {"gemini": "google"}
 
 
 @dataclass(frozen=True)
@@ -30,26 +27,13 @@ class PriceInfo:
     context: int | None         # tokens
 
 
-@lru_cache(maxsize=512)
 def price_info(provider_id: str, model: str) -> PriceInfo | None:
-    """Prices (USD per million tokens) and context size from genai-prices; None when it does not know
-    the model. Priced on 1,000 tokens so tiered (long-context) prices do not leak in."""
-    if not model:
+    """Prices (USD per million tokens) and context size, from the one genai-prices lookup in pricing.py."""
+    from .. import pricing
+    found = pricing.prices(provider_id, model)
+    if found is None:
         return None
-    try:
-        from genai_prices import Usage, calc_price
-    except ImportError:  # pragma: no cover - a declared dependency
-        return None
-    pid = _PRICES_ID.get(provider_id, provider_id)
-    for kwargs in ({"provider_id": pid}, {}):
-        try:
-            calc_in = calc_price(Usage(input_tokens=1000), model, **kwargs)
-            calc_out = calc_price(Usage(output_tokens=1000), model, **kwargs)
-        except (LookupError, ValueError, TypeError):
-            continue
-        return PriceInfo(float(calc_in.input_price) * 1000, float(calc_out.output_price) * 1000,
-                         calc_in.model.context_window or _CONTEXT.get(model))
-    return None
+    return PriceInfo(found[0], found[1], pricing.context_window(provider_id, model) or _CONTEXT.get(model))
 
 
 def model_info(provider_id: str, model: str, source: str, context: int | None = None, **extra) -> ModelInfo:
