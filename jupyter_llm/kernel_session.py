@@ -325,7 +325,7 @@ class Session:
             return
         from . import pricing
         model = target.model or self._spec(target).default_model or ""
-        estimate = pricing.estimate(target.provider, model, request, base_url=self._spec(target).base_url)
+        estimate = pricing.estimate(target.provider, model, request)
         spent = self.usage.cost
         if estimate is None:
             return
@@ -387,7 +387,7 @@ class Session:
         if answered.is_local:
             model = answered.model or str(answered.port or "")
         if not response.cached and (response.usage.input_tokens or response.usage.output_tokens):
-            response.cost = pricing.cost(answered.provider, model, response.usage, base_url=self._spec(answered).base_url)
+            response.cost = pricing.cost(answered.provider, model, response.usage)
             self.usage.add(answered.provider, model, response.usage.input_tokens, response.usage.output_tokens, response.cost)
         elif response.cached:
             response.cost = 0.0

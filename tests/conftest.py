@@ -29,3 +29,32 @@ def isolated_env(tmp_path, monkeypatch):
                 "GROQ_API_KEY", "TOGETHER_API_KEY", "OPENROUTER_API_KEY"):
         monkeypatch.delenv(var, raising=False)
     yield tmp_path
+
+
+def emulator_config(emulator, extra: str = "", default: str = "openai:gpt-4o-mini") -> str:
+    """A config text pointing every cloud provider (and a configured gateway) at the emulator."""
+    return (f'default = "{default}"\n'
+            f'[providers.openai]\nbase_url = "{emulator.url("openai")}"\n'
+            f'[providers.anthropic]\nbase_url = "{emulator.url("anthropic")}"\n'
+            f'[providers.gemini]\nbase_url = "{emulator.url("gemini")}"\n'
+            f'[providers.groq]\nbase_url = "{emulator.url("groq")}"\n'
+            f'[providers.mygateway]\nkind = "openai-compatible"\nbase_url = "{emulator.url("mygateway")}"\n'
+            f'model = "gpt-4o"\n'
+            '[reliability]\nretries = 2\nbackoff = 0.01\nmax_backoff = 0.05\ntimeout = 5\n' + extra)
+
+
+@pytest.fixture
+def cloud(isolated_env, emulator, monkeypatch):
+    """A fresh Session whose clouds are the emulator, with the canary as every provider's key."""
+    from jupyter_llm.config import load_config
+    from jupyter_llm.kernel_session import Session
+
+    def make(extra: str = "", default: str = "openai:gpt-4o-mini", keys: bool = True) -> Session:
+        path = isolated_env / "config.toml"
+        path.write_text(emulator_config(emulator, extra, default))
+        if keys:
+            for var in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GROQ_API_KEY", "MYGATEWAY_API_KEY"):
+                monkeypatch.setenv(var, CANARY)
+        config = load_config(path, strict=True)
+        return Session(config)
+    return make

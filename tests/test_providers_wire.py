@@ -183,7 +183,7 @@ def test_status_faults_map_to_codes(emulator, name, kind, code, retryable):
     assert error.status == int(emulator.calls(name)[0].outcome.split(":")[1])
     assert_clean(error, name)
     if kind == "429":
-        assert error.retry_after == 2 and "2s" in error.message
+        assert error.retry_after == 2 and "retry in 2 s" in error.message
     if kind == "404":
         assert "some-model" in error.message and error.hint == f"%llm models {name}"
     if code in ("PROVIDER_ERROR", "RATE_LIMITED", "MODEL_NOT_FOUND", "INVALID_CREDENTIALS"):

@@ -93,7 +93,7 @@ def status_error(provider_id: str, status: int, server_message: Any = "", *, mod
         return LLMError("MODEL_NOT_FOUND", f"{name} has no model {model!r} (HTTP 404)" if model else f"{name} answered HTTP 404",
                         hint=f"%llm models {provider_id}", status=status)
     if status == 429:
-        when = f"retry in {wait:.3g}s" if wait is not None else "retry later"
+        when = f"retry in {_duration(wait)}" if wait is not None else "retry later"
         return LLMError("RATE_LIMITED", f"{name} rate limit reached, {when}", retry_after=wait, status=status,
                         hint="wait, or set a fallback with %llm fallback TARGET")
     if status == 413 or (400 <= status < 500 and _CONTEXT_RE.search(str(server_message))):
@@ -206,3 +206,14 @@ class ClientCache:
 
     def __repr__(self) -> str:  # keys hold secrets
         return f"<ClientCache {len(self._clients)} clients>"
+
+
+def _duration(seconds: float) -> str:
+    """A wait as people read it: 1.5 s, 45 s, 12 min, 1 h 5 min."""
+    if seconds < 10:
+        return f"{seconds:.3g} s"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
