@@ -266,15 +266,17 @@ class LlamaCppProvider:
         if loading:
             raise self._loading_error(loading[0])
         raise LLMError("NETWORK_ERROR", f"no llama.cpp server found on {self.host} ports {_describe(ports)}",
-                       hint=START_HINT)
+                       hint=START_HINT, retryable=False)
 
     def _loading_error(self, info: ServerInfo) -> LLMError:
         return LLMError("PROVIDER_ERROR", f"llama.cpp server at {info.host}:{info.port} is still loading its model",
                         hint="try again in a moment", status=503, retry_after=1.0, retryable=True)
 
     def _refused(self, port: int) -> LLMError:
+        # Refused on this machine is definitive: fail (or fall back) at once instead of backing off.
         return LLMError("NETWORK_ERROR", f"no llama.cpp server answers at {self.host}:{port} (connection refused)",
-                        hint=f"{START_HINT.replace('8080', str(port))}; or switch with %llm use local, or set a fallback")
+                        hint=f"{START_HINT.replace('8080', str(port))}; or switch with %llm use local, or set a fallback",
+                        retryable=False)
 
     def _server(self, target: Target, auth: Auth | None, props: bool = True) -> ServerInfo:
         """Probe the target's server (or find one) and fail with a clear LLMError if it cannot take requests."""
