@@ -253,7 +253,7 @@ class LLMMagics(Magics):
             if isinstance(exc, LLMError):
                 raise
             raise LLMError("BAD_ARGUMENT", "login needs an interactive prompt, and this front end has none",
-                           hint=f"set the provider's environment variable instead") from None
+                           hint="set the provider's environment variable instead") from None
         self.session.login(args.provider, secret.strip(), method=args.method, **extra)
         print(f"stored the {args.provider} credential in the OS keyring ({args.method})")
 

@@ -4,10 +4,7 @@ from __future__ import annotations
 import sys
 import time
 
-import pytest
-
 from tests.conftest import CANARY
-
 
 def test_gateway_sends_token_org_and_base_url(cloud, emulator):
     s = cloud(extra=f'[providers.corp]\nkind = "openai-compatible"\nbase_url = "{emulator.url("unused")}"\n'
@@ -24,7 +21,6 @@ def test_gateway_sends_token_org_and_base_url(cloud, emulator):
     assert st["auth"] == "gateway" and st["source"] == "keyring" and st["base_url"] == emulator.url("corpgw")
     assert CANARY not in repr(st)
 
-
 def test_expired_gateway_token_is_invalid_credentials(cloud, emulator):
     s = cloud(extra='[providers.corp]\nkind = "openai-compatible"\nbase_url = "http://127.0.0.1:9/v1"\nauth = "gateway"\n',
               keys=False)
@@ -32,7 +28,6 @@ def test_expired_gateway_token_is_invalid_credentials(cloud, emulator):
     r = s.ask("hi", target="corp:gpt-4o")
     assert r.error.code == "INVALID_CREDENTIALS" and "expired" in r.error.message and CANARY not in r.error.line()
     assert emulator.calls() == []
-
 
 def test_command_token_is_cached_and_rerun_once_after_401(cloud, emulator, tmp_path):
     counter = tmp_path / "n"

@@ -210,3 +210,23 @@ def test_unload_removes_the_magics(ip, capsys):
     assert "llm" not in ip.magics_manager.magics["cell"] and "llm" not in ip.magics_manager.magics["line"]
     jupyter_llm.load_ipython_extension(ip)
     assert "llm" in ip.magics_manager.magics["cell"]
+
+
+def test_bad_config_still_loads_and_names_file_line_key(isolated_env, capsys):
+    from IPython import get_ipython
+    from IPython.testing.globalipapp import start_ipython
+    start_ipython()
+    shell = get_ipython()
+    path = isolated_env / "config.toml"
+    path.write_text('default = "local"\n[reliability]\nretries = "many"\n')
+    jupyter_llm._session = None
+    try:
+        jupyter_llm.load_ipython_extension(shell)
+        err = capsys.readouterr().err
+        assert f"CONFIG_ERROR: {path}:3: reliability.retries" in err and "Traceback" not in err
+        assert "llm" in shell.magics_manager.magics["cell"]
+        shell.run_cell("%llm status")
+        assert "CONFIG_ERROR" in capsys.readouterr().out
+    finally:
+        jupyter_llm.unload_ipython_extension(shell)
+        jupyter_llm._session = None

@@ -208,6 +208,41 @@ class ClientCache:
         return f"<ClientCache {len(self._clients)} clients>"
 
 
+class SDKAdapter:
+    """What the SDK adapters share: the spec's identity, a client cache, a secret-free repr, and
+    the rule that models are listed live when a key is set and from the catalogue otherwise."""
+
+    def __init__(self, spec: Any):
+        self.spec = spec
+        self.id = spec.id
+        self.kind = spec.kind
+        self.env_vars = spec.env_vars
+        self.default_model = spec.default_model
+        self.needs_key = spec.needs_key
+        self._clients = ClientCache()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.id} {self.spec.base_url}>"
+
+    def _models(self, auth: Auth | None, live: Callable[[], list]) -> list:
+        if (auth is not None and auth.secret) or not self.needs_key:
+            return live()
+        from .catalogue import catalogue
+        return catalogue(self.id, self.spec.settings.get("models"), self.default_model)
+
+    def _live_ids(self, auth: Auth | None, read: float = 15.0) -> list[str]:
+        raise NotImplementedError
+
+    def list_models(self, auth: Auth | None) -> list:
+        """Live from the provider's model list when a key is set (or none is needed), else the catalogue."""
+        from .catalogue import model_info
+        return self._models(auth, lambda: [model_info(self.id, m, "live") for m in self._live_ids(auth)])
+
+    def health(self, target: Target, auth: Auth | None) -> Health:
+        """A live model-list call: cheap, authenticated, and it tells whether the model exists."""
+        return check_health(self.spec, auth, target.model or self.default_model, lambda: self._live_ids(auth, 10.0))
+
+
 def _duration(seconds: float) -> str:
     """A wait as people read it: 1.5 s, 45 s, 12 min, 1 h 5 min."""
     if seconds < 10:

@@ -9,28 +9,19 @@ from ..errors import LLMError
 from ..events import Event, Finish, Request, TextDelta, Usage
 from ..targets import Target
 from . import _wire
-from .base import Auth, Health, ModelInfo
-from .catalogue import catalogue, model_info
+from .base import Auth, ModelInfo
+from .catalogue import model_info
 
 # google-genai sends the request timeout as the server-side deadline too; ours is between chunks.
 SERVER_DEADLINE = "600"
 
 
-class GeminiProvider:
+class GeminiProvider(_wire.SDKAdapter):
     """Gemini API keys go as `x-goog-api-key`; gateway and command tokens as `Authorization: Bearer`."""
 
     def __init__(self, spec: Any):
-        self.spec = spec
-        self.id = spec.id
-        self.kind = spec.kind
-        self.env_vars = spec.env_vars
-        self.default_model = spec.default_model
-        self.needs_key = spec.needs_key
-        self._clients = _wire.ClientCache()
+        super().__init__(spec)
         self._local = threading.local()  # the streaming HTTP response of this thread, to close early
-
-    def __repr__(self) -> str:
-        return f"<GeminiProvider {self.id} {self.spec.base_url}>"
 
     def _remember(self, response: Any) -> None:
         self._local.response = response
@@ -142,14 +133,12 @@ class GeminiProvider:
 
     def list_models(self, auth: Auth | None) -> list[ModelInfo]:
         """Live from models.list when a key is set, else the built-in catalogue."""
-        if (auth is not None and auth.secret) or not self.needs_key:
-            return [model_info(self.id, (m.name or "").removeprefix("models/"), "live", m.input_token_limit)
-                    for m in self._live(auth)]
-        return catalogue(self.id, self.spec.settings.get("models"), self.default_model)
+        return self._models(auth, lambda: [
+            model_info(self.id, (m.name or "").removeprefix("models/"), "live", m.input_token_limit)
+            for m in self._live(auth)])
 
-    def health(self, target: Target, auth: Auth | None) -> Health:
-        return _wire.check_health(self.spec, auth, target.model or self.default_model,
-                                  lambda: [(m.name or "").removeprefix("models/") for m in self._live(auth, 10.0)])
+    def _live_ids(self, auth: Auth | None, read: float = 15.0) -> list[str]:
+        return [(m.name or "").removeprefix("models/") for m in self._live(auth, read)]
 
 
 def _details(body: Any) -> list[dict]:

@@ -8,24 +8,11 @@ from ..errors import LLMError
 from ..events import Event, Finish, Request, TextDelta, Usage
 from ..targets import Target
 from . import _wire
-from .base import Auth, Health, ModelInfo
-from .catalogue import catalogue, model_info
+from .base import Auth
 
 
-class OpenAICompatProvider:
+class OpenAICompatProvider(_wire.SDKAdapter):
     """One OpenAI-compatible endpoint (spec.base_url, or the gateway URL from auth)."""
-
-    def __init__(self, spec: Any):
-        self.spec = spec
-        self.id = spec.id
-        self.kind = spec.kind
-        self.env_vars = spec.env_vars
-        self.default_model = spec.default_model
-        self.needs_key = spec.needs_key
-        self._clients = _wire.ClientCache()
-
-    def __repr__(self) -> str:
-        return f"<OpenAICompatProvider {self.id} {self.spec.base_url}>"
 
     def _client(self, auth: Auth | None, connect: float, read: float):
         secret = _wire.require_secret(self.spec, auth)
@@ -106,15 +93,6 @@ class OpenAICompatProvider:
         except Exception as exc:
             raise self._error(exc, None, auth, read, False) from None
 
-    def list_models(self, auth: Auth | None) -> list[ModelInfo]:
-        """Live from /models when a key is set (or none is needed), else the built-in catalogue."""
-        if (auth is not None and auth.secret) or not self.needs_key:
-            return [model_info(self.id, m, "live") for m in self._live_ids(auth)]
-        return catalogue(self.id, self.spec.settings.get("models"), self.default_model)
-
-    def health(self, target: Target, auth: Auth | None) -> Health:
-        return _wire.check_health(self.spec, auth, target.model or self.default_model,
-                                  lambda: self._live_ids(auth, 10.0))
 
 
 def _message(exc: Exception) -> str:
