@@ -54,3 +54,8 @@ def unload_ipython_extension(ipython) -> None:
         comm.unregister(ipython)
     except Exception:
         pass
+
+
+def _jupyter_labextension_paths():
+    """Where the prebuilt JupyterLab extension lives, for `jupyter labextension develop`."""
+    return [{"src": "labextension", "dest": "jupyter-llm-labextension"}]
