@@ -1,0 +1,416 @@
+"""`%%llm --compare`: one prompt to several targets at once, answers side by side, then a metrics table.
+
+Worker threads only call `Session.ask` and push `(column, event)` into a queue; the calling (main)
+thread alone touches the display, so output never lands in another cell. The display is one HTML
+output (a one-row table of columns, escaped text, then the metrics table) updated through a display
+handle at most 10 times a second and at most ~BYTE_RATE bytes a second; its last update is the final,
+static view a saved or nbconvert'ed notebook keeps. In the IPython terminal each answer is printed as
+a block when it completes, then the table.
+
+Compare never touches the active target, the conversation or `_llm`: the cell's value is the list of
+Responses (a `Comparison`, in target order) and `_llm_compare` holds the table as a pandas DataFrame
+(plain row dicts when pandas is missing).
+"""
+from __future__ import annotations
+
+import html
+import queue
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import LLMError
+from .events import Attempt, Finish, Response, StreamError, TextDelta
+from .tables import html_table, money, seconds, text_table
+
+INTERVAL = 0.1        # seconds between display updates (at most 10 per second overall)
+BYTE_RATE = 100_000   # bytes per second of display traffic, at most: big answers update less often
+HEADERS = ["target", "TTFT", "total time", "output tokens", "tokens/s", "cost", "status"]
+FRAME_COLUMNS = ["target", "resolved", "ttft_s", "total_s", "output_tokens", "tokens_per_s", "cost_usd", "status", "text"]
+
+
+@dataclass(frozen=True)
+class _Done:
+    response: Response
+
+
+class Comparison(list):
+    """The Responses of one compare, in target order; shown as one short line per target, not the texts."""
+
+    def __repr__(self) -> str:
+        lines = [f"[{i}] {r.target}  {status(r)}  {r.usage.output_tokens} tokens  {seconds(r.latency)}"
+                 for i, r in enumerate(self)]
+        return "\n".join([f"<Comparison of {len(self)} responses; table in _llm_compare>"] + lines)
+
+    def _repr_pretty_(self, p, cycle) -> None:
+        p.text(repr(self))
+
+
+def status(r: Response) -> str:
+    """One word for a response: ok, cached, interrupted, an error code, plus `incomplete`."""
+    if r.error is not None:
+        word = r.error.code
+    elif r.finish_reason == "interrupted":
+        word = "interrupted"
+    else:
+        word = "cached" if r.cached else "ok"
+    if r.incomplete and word != "interrupted":
+        word += " (incomplete)"
+    return word
+
+
+def metrics_rows(responses: list[Response], labels: list[str] | None = None) -> list[list[str]]:
+    """The metrics table as display strings, one row per response (`labels`: the targets as typed)."""
+    rows = []
+    for label, r in zip(labels or [r.target for r in responses], responses):
+        tps = r.tokens_per_second
+        cost = "" if r.cost is None and not r.usage.output_tokens else money(r.cost)
+        rows.append([label, seconds(r.ttft), seconds(r.latency), str(r.usage.output_tokens),
+                     "" if tps is None else f"{tps:.1f}", cost, status(r)])
+    return rows
+
+
+def records(responses: list[Response], labels: list[str] | None = None) -> list[dict[str, Any]]:
+    """The table as numbers (seconds, USD), with the resolved target and each answer's text: `_llm_compare`."""
+    return [dict(zip(FRAME_COLUMNS, (label, r.target, r.ttft, r.latency, r.usage.output_tokens,
+                                     r.tokens_per_second, r.cost, status(r), r.text)))
+            for label, r in zip(labels or [r.target for r in responses], responses)]
+
+
+def to_frame(responses: list[Response], labels: list[str] | None = None) -> Any:
+    """A pandas DataFrame of `records` (pandas imported only now), or the records if pandas is missing."""
+    rows = records(responses, labels)
+    try:
+        import pandas as pd
+    except ImportError:
+        return rows
+    return pd.DataFrame(rows, columns=FRAME_COLUMNS)
+
+
+def _parse_all(session, targets: list[str]) -> list:
+    """Every target parsed before anything is sent; duplicates and an empty list are BAD_ARGUMENT."""
+    if not targets:
+        raise LLMError("BAD_ARGUMENT", "--compare needs at least one target", hint="e.g. --compare local:8081 openai:gpt-4o-mini")
+    parsed, seen = [], {}
+    for text in targets:
+        t = session.parse(text)
+        if str(t) in seen:
+            dup = seen[str(t)]
+            same = f"{dup!r} and {text!r} both name {t}" if dup != text else f"{text!r} is given twice"
+            raise LLMError("BAD_ARGUMENT", f"duplicate compare target: {same}", hint="name each target once")
+        seen[str(t)] = text
+        parsed.append(t)
+    return parsed
+
+
+def _check_budget(session, parsed: list, prompt: str, params: dict) -> None:
+    """Refuse the whole fan-out before anything is sent when its estimated total cost passes the budget."""
+    if session.budget is None:
+        return
+    from . import pricing
+    request = session.build_request(prompt, **params)
+    total = 0.0
+    for t in parsed:
+        if t.is_local:
+            continue
+        est = pricing.estimate(t.provider, t.model or session._spec(t).default_model, request)
+        total += est or 0.0
+    spent = session.usage.cost
+    if total and spent + total > session.budget + 1e-12:
+        raise LLMError("BUDGET_EXCEEDED", f"this compare could cost up to ${total:.4f}; ${spent:.4f} of the "
+                       f"${session.budget:.2f} session budget is spent; nothing was sent",
+                       hint="raise it with %llm budget USD, lower --max-tokens, or compare fewer targets")
+
+
+def _worker(session, index: int, target, prompt: str, out: queue.SimpleQueue, stop: threading.Event,
+            kwargs: dict) -> None:
+    """Run one column's request; push its events and finally `_Done(response)`. Never raises."""
+    def on_event(ev) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt  # Session.ask keeps the text so far and marks it interrupted
+        out.put((index, ev))
+
+    try:
+        response = session.ask(prompt, target=target, on_event=on_event, no_history=True, fallback=False, **kwargs)
+    except LLMError as exc:
+        response = Response(target=str(target), answered_by=str(target), error=exc, finish_reason="error")
+    except KeyboardInterrupt:
+        response = Response(target=str(target), answered_by=str(target), finish_reason="interrupted", incomplete=True)
+    except Exception as exc:  # a bug in an adapter must not kill the other columns
+        response = Response(target=str(target), answered_by=str(target), finish_reason="error",
+                            error=LLMError("PROVIDER_ERROR", f"{type(exc).__name__}: {exc}"))
+    out.put((index, _Done(response)))
+
+
+@dataclass
+class _Column:
+    target: str                     # resolved, e.g. local:8081/tiny-a
+    label: str                      # as the user typed it, e.g. tiny-a
+    parts: list[str] = field(default_factory=list)
+    note: str = ""
+    first: float | None = None      # monotonic time of the first text
+    response: Response | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+class CompareView:
+    """Column state plus the display: throttled HTML updates in a kernel, blocks of text in a terminal."""
+
+    def __init__(self, targets: list[str], fmt: str = "markdown", *, labels: list[str] | None = None,
+                 rich: bool = True, interval: float = INTERVAL, byte_rate: int = BYTE_RATE):
+        self.columns = [_Column(t, label) for t, label in zip(targets, labels or targets)]
+        self.fmt = fmt
+        self.rich = rich
+        self.interval = interval
+        self.byte_rate = byte_rate
+        self.start_time = time.monotonic()
+        self.handle = None
+        self.dirty = False
+        self.last_update = 0.0
+        self.last_size = 0
+        self.updates = 0          # display updates sent (tests check the rate)
+        self.bytes = 0            # bytes of display data sent
+
+    # ---- state ----
+    def apply(self, index: int, ev) -> None:
+        col = self.columns[index]
+        if isinstance(ev, TextDelta) and ev.text:
+            if col.first is None:
+                col.first = time.monotonic()
+            col.parts.append(ev.text)
+            col.note = ""
+        elif isinstance(ev, Attempt) and ev.n > 1:
+            col.note = f"retrying (attempt {ev.n})…"
+        elif isinstance(ev, StreamError):
+            col.note = ev.error.code
+        elif isinstance(ev, Finish) or not isinstance(ev, _Done):
+            return
+        else:
+            col.response = ev.response
+            if not self.rich:
+                self._print_block(col)
+        self.dirty = self.rich  # the terminal has nothing to refresh
+
+    def responses(self) -> list[Response]:
+        """A Response per column: the finished ones, and for unfinished ones the text so far, interrupted."""
+        out = []
+        now = time.monotonic()
+        for col in self.columns:
+            if col.response is not None:
+                out.append(col.response)
+                continue
+            text = col.text
+            out.append(Response(text=text, target=col.target, answered_by=col.target, chunks=list(col.parts),
+                                latency=now - self.start_time, finish_reason="interrupted", incomplete=True,
+                                ttft=None if col.first is None else col.first - self.start_time))
+        return out
+
+    # ---- display ----
+    def start(self) -> None:
+        if self.rich:
+            from IPython.display import display
+            data = self.bundle()
+            self.handle = display(data, raw=True, display_id=True)
+            self._count(data)
+            self.last_update = time.monotonic()
+        else:
+            print("comparing " + ", ".join(self._title(c) for c in self.columns) + " …", flush=True)
+
+    def due_in(self) -> float:
+        """Seconds until the next update may be sent (0 when one is due now)."""
+        gap = max(self.interval, self.last_size / self.byte_rate)
+        return max(0.0, self.last_update + gap - time.monotonic())
+
+    def flush(self, force: bool = False) -> None:
+        """Send an update if something changed and the rate limit allows it (always when `force`)."""
+        if not self.rich or not self.dirty or (not force and self.due_in() > 0):
+            return
+        data = self.bundle()
+        self.handle.update(data, raw=True)
+        self._count(data)
+        self.updates += 1
+        self.dirty = False
+        self.last_update = time.monotonic()
+
+    @property
+    def labels(self) -> list[str]:
+        return [c.label for c in self.columns]
+
+    def finish(self, responses: list[Response]) -> None:
+        """The final view: complete columns and the metrics table."""
+        for col, r in zip(self.columns, responses):
+            col.response = r
+        if self.rich:
+            self.dirty = True
+            self.flush(force=True)
+            return
+        print(text_table(HEADERS, metrics_rows(responses, self.labels)), flush=True)
+
+    def _count(self, data: dict) -> None:
+        size = sum(len(v) for v in data.values())
+        self.last_size = size
+        self.bytes += size
+
+    def _print_block(self, col: _Column) -> None:
+        r = col.response
+        print(f"\n── {self._title(col)} ({status(r)}, {seconds(r.latency) or '-'}) " + "─" * 20, flush=True)
+        if r.text:
+            print(r.text.rstrip("\n"), flush=True)
+        if r.error is not None:
+            print(f"✗ {r.error.line()}", flush=True)
+
+    # ---- rendering ----
+    def live_rows(self) -> list[list[str]]:
+        now = time.monotonic()
+        rows = []
+        for col in self.columns:
+            if col.response is not None:
+                rows.extend(metrics_rows([col.response], [col.label]))
+                continue
+            ttft = None if col.first is None else col.first - self.start_time
+            word = col.note or ("streaming…" if col.parts else "waiting…")
+            rows.append([col.label, seconds(ttft), seconds(now - self.start_time), "", "", "", word])
+        return rows
+
+    def bundle(self) -> dict[str, str]:
+        return {"text/html": self.html(), "text/plain": self.text()}
+
+    def html(self) -> str:
+        mono = "font-family:var(--jp-code-font-family,monospace);" if self.fmt in ("code", "json", "html") else ""
+        cell = ("text-align:left;vertical-align:top;white-space:pre-wrap;overflow-wrap:anywhere;"
+                "padding:6px 8px;border:1px solid #8884;" + mono)
+        heads, bodies = [], []
+        for col in self.columns:
+            heads.append(f"<th style='text-align:left;padding:4px 8px;border:1px solid #8884'>"
+                         f"{html.escape(self._title(col))} <span style='font-weight:normal;opacity:.7'>"
+                         f"{html.escape(self._state(col))}</span></th>")
+            bodies.append(f"<td style='{cell}'>{self._body(col)}</td>")
+        width = f"{100 / max(1, len(self.columns)):.3f}%"
+        cols = "".join(f"<col style='width:{width}'>" for _ in self.columns)
+        return ("<div class='jupyter-llm-compare'>"
+                "<table style='width:100%;table-layout:fixed;border-collapse:collapse;margin-bottom:8px'>"
+                f"<colgroup>{cols}</colgroup><thead><tr>{''.join(heads)}</tr></thead>"
+                f"<tbody><tr>{''.join(bodies)}</tr></tbody></table>"
+                f"{html_table(HEADERS, self.live_rows())}</div>")
+
+    @staticmethod
+    def _title(col: _Column) -> str:
+        same = col.label == col.target or col.target.startswith(col.label + "/")  # local:8081 -> local:8081/alias
+        return col.label if same else f"{col.label} ({col.target})"
+
+    def _state(self, col: _Column) -> str:
+        r = col.response
+        if r is None:
+            return col.note or ("streaming…" if col.parts else "waiting…")
+        return status(r)
+
+    def _body(self, col: _Column) -> str:
+        r = col.response
+        text = r.text if r is not None else col.text
+        body = html.escape(text) if text else ("<span style='opacity:.5'>…</span>" if r is None else "")
+        if r is not None and r.error is not None:
+            body += f"<div style='color:#d32f2f;white-space:normal'>✗ {html.escape(r.error.line())}</div>"
+        elif r is not None and r.incomplete:
+            why = "interrupted" if r.finish_reason == "interrupted" else "cut"
+            body += f"<div style='color:#b26a00;white-space:normal'>⚠ incomplete ({why}): the text so far is kept</div>"
+        return body
+
+    def text(self) -> str:
+        parts = []
+        for col in self.columns:
+            r = col.response
+            parts.append(f"── {self._title(col)} ({self._state(col)})")
+            text = r.text if r is not None else col.text
+            if text:
+                parts.append(text.rstrip("\n"))
+            if r is not None and r.error is not None:
+                parts.append(f"✗ {r.error.line()}")
+        parts.append(text_table(HEADERS, self.live_rows()))
+        return "\n".join(parts)
+
+
+def _pump(view: CompareView, events: queue.SimpleQueue, n: int) -> None:
+    """Consume worker events in this (the main) thread until every column is done."""
+    done = 0
+    while done < n:
+        timeout = view.due_in() if view.dirty else 1.0
+        try:
+            index, ev = events.get(timeout=max(timeout, 0.001))
+        except queue.Empty:
+            view.flush()
+            continue
+        if isinstance(ev, _Done):
+            done += 1
+        view.apply(index, ev)
+        view.flush()
+
+
+def _drain(view: CompareView, events: queue.SimpleQueue) -> None:
+    """Take what has already arrived, without waiting."""
+    while True:
+        try:
+            index, ev = events.get_nowait()
+        except queue.Empty:
+            return
+        view.apply(index, ev)
+
+
+def _preload_pandas() -> None:
+    """Import pandas while the answers stream (it takes ~1 s), so the table is ready when they end."""
+    try:
+        import pandas  # noqa: F401
+    except ImportError:
+        pass
+
+
+def run_compare(session, prompt: str, targets: list[str], *, fmt: str = "markdown", new: bool = False,
+                cache: bool | None = None, shell=None, system: str | None = None, temperature: float | None = None,
+                max_tokens: int | None = None, rich: bool | None = None) -> Comparison:
+    """Send `prompt` to every target concurrently, stream the answers side by side, show the metrics table.
+
+    `new` sends the prompt without the conversation (which is never changed); `rich` None detects a
+    kernel. Returns the Responses in target order; Ctrl-C stops waiting, keeps every column's text so
+    far and then raises UsageError.
+    """
+    parsed = _parse_all(session, list(targets))
+    params = {k: v for k, v in (("system", system), ("temperature", temperature), ("max_tokens", max_tokens))
+              if v is not None}
+    _check_budget(session, parsed, prompt, dict(params, context=not new))
+    session.router, session.store  # build the shared collaborators here, not racing in the workers
+    for t in parsed:
+        session.provider(t)
+    if shell is not None and "pandas" not in sys.modules:
+        threading.Thread(target=_preload_pandas, name="llm-compare-pandas", daemon=True).start()
+    if rich is None:
+        from .render import in_kernel
+        rich = in_kernel()
+    view = CompareView([str(t) for t in parsed], fmt, labels=[str(t).strip() for t in targets], rich=rich)
+    events: queue.SimpleQueue = queue.SimpleQueue()
+    stop = threading.Event()
+    kwargs = dict(params, cache=cache, context=not new)
+    view.start()
+    for i, t in enumerate(parsed):
+        threading.Thread(target=_worker, args=(session, i, t, prompt, events, stop, kwargs),
+                         name=f"llm-compare-{i}", daemon=True).start()
+    interrupted = False
+    try:
+        _pump(view, events, len(parsed))
+    except KeyboardInterrupt:
+        stop.set()
+        interrupted = True
+        _drain(view, events)
+    results = Comparison(view.responses())
+    view.finish(results)
+    if shell is not None:
+        shell.user_ns["_llm_compare"] = to_frame(results, view.labels)
+    if interrupted:
+        from IPython.core.error import UsageError
+        kept = sum(len(r.text) for r in results)
+        raise UsageError(f"interrupted: the {kept} characters received so far are kept in the columns above "
+                         "and in _llm_compare (text column)")
+    return results

@@ -1,0 +1,431 @@
+"""`%llm panel`: one compact ipywidgets control panel over the Session (imported only when shown).
+
+Every button calls the same Session method the magics call (Switch is `Session.use`, like `%llm use`).
+The panel observes the session, so a change made anywhere shows here; callbacks arriving on other
+threads are moved to the kernel's main loop. A secret typed into the key field is taken out of the
+widget at once (held in kernel memory until "Save key" writes it to the keyring), so it never stays
+in widget state and cannot be saved into the .ipynb. Slow look-ups (server scan, model lists,
+health checks) run with short time limits and are cached until the refresh button is pressed.
+"""
+from __future__ import annotations
+
+import html
+import logging
+import threading
+from typing import Any, Callable
+
+import ipywidgets as w
+
+from .errors import LLMError
+from .providers import mask, provider_ids, spec_for
+from .tables import money, seconds
+from .targets import Target
+
+log = logging.getLogger("jupyter_llm")
+
+LIST_TIMEOUT = 3.0     # seconds a model list may take before the panel shows what it has
+CHECK_TIMEOUT = 8.0    # seconds for "Test connection"
+SCAN_TIMEOUT = 0.3     # per-port probe when scanning for llama.cpp servers
+METHODS = ("api_key", "gateway", "command")
+PLACEHOLDER = {"api_key": "API key", "gateway": "bearer token", "command": "command that prints a token"}
+
+_live: dict[str, "Panel"] = {}   # session id -> the panel on show (a new one closes the old one)
+
+
+def show_panel(session) -> None:
+    """Display the control panel for `session` (closing any earlier one of the same session)."""
+    from IPython.display import display
+    old = _live.pop(session.id, None)
+    if old is not None:
+        old.close()
+    panel = Panel(session)
+    _live[session.id] = panel
+    display(panel.root)
+
+
+def current_panel(session) -> "Panel | None":
+    """The panel on show for `session`, if any."""
+    return _live.get(session.id)
+
+
+def _bounded(fn: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Run `fn` in a daemon thread and wait at most `timeout` seconds, so a dead host cannot freeze the kernel."""
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # handed to the caller
+            box["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="llm-panel", daemon=True).start()
+    if not done.wait(timeout):
+        raise LLMError("TIMEOUT", f"{what} took longer than {timeout:g} s", hint="press ⟳ to try again")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _on_main(fn: Callable[[], None]) -> None:
+    """Run `fn` on the kernel's main thread (now if already there), where widget updates belong."""
+    if threading.current_thread() is threading.main_thread():
+        fn()
+        return
+    loop = None
+    try:
+        from IPython import get_ipython
+        loop = getattr(getattr(get_ipython(), "kernel", None), "io_loop", None)
+    except Exception:
+        pass
+    if loop is not None:
+        loop.add_callback(fn)
+    else:  # no kernel (scripts, tests): plain traitlets, no comm traffic to interleave
+        fn()
+
+
+class Panel:
+    """The widgets, their handlers and a cache of slow look-ups; `root` is what gets displayed."""
+
+    def __init__(self, session):
+        self.session = session
+        self._lock = threading.RLock()
+        self._syncing = False           # True while the panel itself sets widget values
+        self._pending: str | None = None  # a secret taken out of the widget, waiting for "Save key"
+        self._servers: list | None = None
+        self._models: dict[str, list[tuple[str, str]]] = {}
+        self._health: dict[str, bool] = {}
+        self._queued: set[str] = set()
+        self._build()
+        self._unsubscribe = session.observe(self._on_session)
+        self.root.observe(self._on_comm, names="comm")
+        self._sync_all()
+
+    # ---- layout ----
+    def _build(self) -> None:
+        wide = {"description_width": "initial"}
+        self.provider = w.Dropdown(description="provider", style=wide, layout=w.Layout(width="230px"))
+        self.model = w.Dropdown(description="model", style=wide, layout=w.Layout(width="340px"))
+        self.refresh = w.Button(icon="refresh", tooltip="scan servers, reload model lists and credentials",
+                                layout=w.Layout(width="36px"))
+        self.temperature = w.Text(description="temperature", placeholder="default", continuous_update=False,
+                                  style=wide, layout=w.Layout(width="160px"))
+        self.max_tokens = w.Text(description="max tokens", placeholder="default", continuous_update=False,
+                                 style=wide, layout=w.Layout(width="160px"))
+        self.switch = w.Button(description="Switch", button_style="primary", icon="exchange",
+                               tooltip="use this target from now on (like %llm use)")
+        self.test = w.Button(description="Test connection", icon="plug", tooltip="live health check of this target")
+        self.method = w.Dropdown(options=METHODS, value="api_key", description="auth", style=wide,
+                                 layout=w.Layout(width="160px"))
+        self.secret = w.Password(placeholder=PLACEHOLDER["api_key"], continuous_update=False,
+                                 layout=w.Layout(width="260px"))
+        self.gateway_url = w.Text(placeholder="gateway base URL", layout=w.Layout(width="220px", display="none"))
+        self.save = w.Button(description="Save key", icon="key", tooltip="store in the OS keyring; the field is cleared")
+        self.status = w.HTML()
+        self.message = w.HTML()
+        self.root = w.VBox([
+            w.HBox([self.provider, self.model, self.refresh]),
+            w.HBox([self.temperature, self.max_tokens, self.switch, self.test]),
+            w.HBox([self.method, self.secret, self.gateway_url, self.save]),
+            self.status, self.message,
+        ], layout=w.Layout(border="1px solid #8884", padding="4px", width="fit-content"))
+        self.root.add_class("jupyter-llm-panel")
+        self.provider.observe(self._on_provider, names="value")
+        self.method.observe(self._on_method, names="value")
+        self.secret.observe(self._on_secret, names="value")
+        self.temperature.observe(lambda c: self._on_setting("temperature", c), names="value")
+        self.max_tokens.observe(lambda c: self._on_setting("max_tokens", c), names="value")
+        self.switch.on_click(self._guard(self._do_switch))
+        self.test.on_click(self._guard(self._do_test))
+        self.save.on_click(self._guard(self._do_save))
+        self.refresh.on_click(self._guard(self._do_refresh))
+
+    def widgets(self) -> list:
+        """Every widget of the panel (for tests and for closing)."""
+        out, todo = [], [self.root]
+        while todo:
+            x = todo.pop()
+            out.append(x)
+            todo.extend(getattr(x, "children", ()))
+        return out
+
+    def close(self) -> None:
+        """Stop observing the session and close every widget."""
+        self._stop()
+        for x in self.widgets():
+            x.close()
+
+    def _stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        self._pending = None
+        if _live.get(self.session.id) is self:
+            _live.pop(self.session.id, None)
+
+    def _on_comm(self, change) -> None:
+        if change["new"] is None:  # the root widget was closed
+            self._stop()
+
+    # ---- messages ----
+    def _guard(self, fn: Callable[[], None]) -> Callable[[Any], None]:
+        """A click handler that shows errors in the panel instead of raising them into the kernel log."""
+        def handler(_button=None) -> None:
+            try:
+                fn()
+            except LLMError as exc:
+                self._say(exc.line(), error=True)
+            except Exception as exc:
+                log.debug("panel action failed", exc_info=True)
+                self._say(f"{type(exc).__name__}: {exc}", error=True)
+        return handler
+
+    def _say(self, text: str, *, error: bool = False) -> None:
+        color = "#d32f2f" if error else "inherit"
+        mark = "✗ " if error else ""
+        self.message.value = f"<span style='color:{color}'>{html.escape(mark + text)}</span>" if text else ""
+
+    # ---- reading the session (slow parts cached) ----
+    def _scan(self, force: bool = False) -> list:
+        if self._servers is None or force:
+            try:
+                self._servers = _bounded(lambda: self.session.discover(timeout=SCAN_TIMEOUT), 3.0, "the server scan")
+            except LLMError as exc:
+                self._say(exc.line(), error=True)
+                self._servers = []
+        return self._servers
+
+    def _mark(self, pid: str) -> str:
+        """`✓ openai`, `✗ anthropic (no key)`, `● local (2 servers)`: credential and last known health."""
+        spec = spec_for(pid, self.session.config)
+        if self._health.get(pid) is False:
+            return f"✗ {pid} (down)"
+        if pid == "local":
+            n = sum(1 for s in self._scan() if s.state == "ok")
+            return f"● local ({n} server{'s' if n != 1 else ''})" if n else "○ local (none found)"
+        if not spec.needs_key:
+            return f"● {pid}"
+        try:
+            auth = self.session.credentials.lookup(spec, run_command=False)
+        except LLMError:
+            return f"? {pid} (keyring unavailable)"
+        return f"✓ {pid}" if auth is not None else f"✗ {pid} (no key)"
+
+    def _model_options(self, pid: str, force: bool = False) -> list[tuple[str, str]]:
+        if pid in self._models and not force:
+            return self._models[pid]
+        if pid == "local":
+            options = self._local_options(force)
+        else:
+            options = self._cloud_options(pid)
+        self._models[pid] = options
+        return options
+
+    def _local_options(self, force: bool) -> list[tuple[str, str]]:
+        config = self.session.config
+        names: dict[int, list[str]] = {}
+        for alias, text in config.aliases.items():
+            try:
+                t = self.session.parse(alias)
+            except LLMError:
+                continue
+            if t.is_local and t.port is not None:
+                names.setdefault(t.port, []).append(alias)
+        options, seen = [], set()
+        for s in self._scan(force):
+            label = " / ".join(names.get(s.port, []) + [n for n in [s.name] if n and n not in names.get(s.port, [])])
+            detail = ", ".join(x for x in [s.model and f"model {s.model}", s.n_ctx and f"ctx {s.n_ctx}",
+                                           s.state != "ok" and s.state] if x)
+            options.append((f"{s.port}" + (f" · {label}" if label else "") + (f" ({detail})" if detail else ""),
+                            f"local:{s.port}"))
+            seen.add(s.port)
+        for port, name in config.local_ports.items():
+            if port not in seen:
+                options.append((f"{port} · {name} (not running)", f"local:{port}"))
+        return options
+
+    def _cloud_options(self, pid: str) -> list[tuple[str, str]]:
+        try:
+            models = _bounded(lambda: self.session.models(pid), LIST_TIMEOUT, f"the {pid} model list")
+        except LLMError as exc:
+            self._say(exc.line(), error=True)
+            models = []
+        options = []
+        for m in models:
+            price = ""
+            if m.input_price is not None and m.output_price is not None:
+                price = f" (${m.input_price:g}/${m.output_price:g} per M)"
+            options.append((m.id + price, f"{pid}:{m.id}"))
+        default = spec_for(pid, self.session.config).default_model
+        if default and f"{pid}:{default}" not in {v for _, v in options}:
+            options.insert(0, (default, f"{pid}:{default}"))
+        return options
+
+    def _value_for(self, target: Target) -> str:
+        """The model-dropdown value that stands for `target`."""
+        if target.is_local and target.port is not None:
+            return f"local:{target.port}"
+        return str(target)
+
+    # ---- writing the widgets (only ever on the main thread) ----
+    def _sync_all(self) -> None:
+        with self._lock:
+            self._syncing = True
+            try:
+                active = self.session.active
+                self._mark_providers(active.provider)
+                self._fill_models(active.provider, select=self._value_for(active))
+                self._sync_settings()
+                self._sync_status()
+            finally:
+                self._syncing = False
+
+    def _mark_providers(self, select: str | None) -> None:
+        """Relabel the provider dropdown (marks may have changed) keeping `select` chosen."""
+        ids = provider_ids(self.session.config)
+        self.provider.options = [(self._mark(p), p) for p in ids]
+        self.provider.value = select if select in ids else self.session.active.provider
+
+    def _fill_models(self, pid: str, select: str | None = None, force: bool = False) -> None:
+        options = list(self._model_options(pid, force))
+        if select is not None and select not in {v for _, v in options}:
+            options.insert(0, (select, select))
+        self.model.options = options
+        if select is not None:
+            self.model.value = select
+        elif options:
+            self.model.value = options[0][1]
+
+    def _sync_settings(self) -> None:
+        s = self.session.settings
+        self.temperature.value = "" if s.get("temperature") is None else f"{s['temperature']:g}"
+        self.max_tokens.value = "" if s.get("max_tokens") is None else str(s["max_tokens"])
+
+    def _sync_status(self) -> None:
+        s = self.session
+        total = s.usage.summary()
+        last = s.last
+        parts = [f"<b>{html.escape(str(s.active))}</b>",
+                 f"last {seconds(last.latency)}" if last is not None and last.latency is not None else "no request yet",
+                 f"{total['requests']} requests", f"{total['input_tokens'] + total['output_tokens']} tokens",
+                 money(total["cost"])]
+        if s.budget is not None:
+            parts.append(f"{money(s.budget_left)} budget left")
+        parts.append(f"conversation {len(s.conversation) // 2}")
+        self.status.value = "<span class='jupyter-llm-status'>" + " · ".join(parts) + "</span>"
+
+    def _on_session(self, change: str) -> None:
+        """Session observer (any thread): queue the change and apply it on the main thread, coalesced."""
+        with self._lock:
+            first = not self._queued
+            self._queued.add(change)
+        if first:
+            _on_main(self._apply_queued)
+
+    def _apply_queued(self) -> None:
+        with self._lock:
+            changes, self._queued = self._queued, set()
+            if self._unsubscribe is None:
+                return
+            self._syncing = True
+            try:
+                if "target" in changes:
+                    active = self.session.active
+                    self.provider.value = active.provider
+                    self._fill_models(active.provider, select=self._value_for(active))
+                if "credentials" in changes:
+                    self._mark_providers(self.provider.value)
+                if "settings" in changes:
+                    self._sync_settings()
+                self._sync_status()
+            except Exception:
+                log.debug("panel refresh failed", exc_info=True)
+            finally:
+                self._syncing = False
+
+    # ---- user actions ----
+    def _on_provider(self, change) -> None:
+        if self._syncing or change["new"] is None:
+            return
+        pid = change["new"]
+        self._guard(lambda: self._fill_models(pid, select=self._value_for(self.session.active)
+                                              if self.session.active.provider == pid else None))()
+        spec = spec_for(pid, self.session.config)
+        self.secret.placeholder = PLACEHOLDER[self.method.value] + ("" if spec.needs_key else " (not needed)")
+
+    def _on_method(self, change) -> None:
+        self.secret.placeholder = PLACEHOLDER[change["new"]]
+        self.gateway_url.layout.display = None if change["new"] == "gateway" else "none"
+
+    def _on_secret(self, change) -> None:
+        """Take a typed secret out of the widget at once: only kernel memory holds it until saved."""
+        value = change["new"]
+        if not value:
+            return
+        self._pending = value
+        self.secret.value = ""
+        self._say(f"key received ({mask(value)}): press Save key to store it in the keyring")
+
+    def _on_setting(self, key: str, change) -> None:
+        if self._syncing:
+            return
+        text = (change["new"] or "").strip()
+        try:
+            self.session.set(**{key: text or None})
+            self._say(f"{key} = {text or 'default'}")
+        except LLMError as exc:
+            self._say(exc.line(), error=True)
+            with self._lock:
+                self._syncing = True
+                try:
+                    self._sync_settings()
+                finally:
+                    self._syncing = False
+
+    def _do_switch(self) -> None:
+        value = self.model.value
+        if not value:
+            raise LLMError("BAD_ARGUMENT", f"no model to switch to for {self.provider.value}", hint="press ⟳ to rescan")
+        target = self.session.use(value)
+        self._say(f"using {target}")
+
+    def _do_test(self) -> None:
+        value = self.model.value or str(self.session.active)
+        self._say(f"checking {value}…")
+        health = _bounded(lambda: self.session.check(value), CHECK_TIMEOUT, f"the health check of {value}")
+        pid = self.session.parse(value).provider
+        self._health[pid] = health.ok
+        with self._lock:
+            self._syncing = True
+            try:
+                self._mark_providers(self.provider.value)
+            finally:
+                self._syncing = False
+        took = f" ({seconds(health.latency)})" if health.latency is not None else ""
+        self._say((f"✓ {value}: {health.detail}" if health.ok else f"{value}: {health.detail}") + took, error=not health.ok)
+
+    def _do_save(self) -> None:
+        secret, self._pending = (self._pending or self.secret.value), None
+        self.secret.value = ""  # whatever happens next, the widget holds no secret
+        provider = self.provider.value
+        if not secret:
+            raise LLMError("BAD_ARGUMENT", f"type the {PLACEHOLDER[self.method.value]} first, then press Save key")
+        extra = {}
+        if self.method.value == "gateway" and self.gateway_url.value.strip():
+            extra["base_url"] = self.gateway_url.value.strip()
+        self.session.login(provider, secret, method=self.method.value, **extra)
+        self._health.pop(provider, None)
+        self._models.pop(provider, None)
+        self._say(f"stored the {provider} credential in the OS keyring ({self.method.value}, {mask(secret)})")
+
+    def _do_refresh(self) -> None:
+        pid = self.provider.value
+        self._servers = None
+        self._models.clear()
+        self._health.clear()
+        self._say("")
+        self._sync_all()
+        if pid != self.session.active.provider:
+            self.provider.value = pid  # the user's choice stays; its observer refills the models
