@@ -311,6 +311,17 @@ class Notebook:
         self.wait_ready(timeout)
         return outputs
 
+    def start(self, code: str) -> None:
+        """Append a code cell and start running it without waiting for it to finish."""
+        self.activate()
+        self.eval("""
+          const nb = panel.content, model = nb.model;
+          model.sharedModel.insertCell(model.cells.length, {cell_type: 'code', source: arg});
+          nb.activeCellIndex = model.cells.length - 1;
+          nb.deselectAll();
+          app.commands.execute('notebook:run-cell');
+        """, code)
+
     def run_text(self, code: str, timeout: float = 60) -> str:
         """Run `code` like `run` and return its outputs as plain text."""
         return outputs_text(self.run(code, timeout))

@@ -254,18 +254,6 @@ def test_local_llama_server_side_by_side_with_a_cloud_target(emulator, llama_ser
 
 # ---- in a real JupyterLab ------------------------------------------------------------------------
 
-def start_cell(nb, code: str) -> None:
-    """Append a code cell and start running it without waiting for it to finish."""
-    nb.activate()
-    nb.eval("""
-      const nb = panel.content, model = nb.model;
-      model.sharedModel.insertCell(model.cells.length, {cell_type: 'code', source: arg});
-      nb.activeCellIndex = model.cells.length - 1;
-      nb.deselectAll();
-      app.commands.execute('notebook:run-cell');
-    """, code)
-
-
 def column_texts(page) -> list[str]:
     return page.locator(".jupyter-llm-compare table").first.locator("tbody td").all_inner_texts()
 
@@ -288,7 +276,7 @@ def test_compare_columns_fill_progressively_in_jupyterlab(lab, open_notebook, em
     nb.run("%load_ext jupyter_llm")
     page = nb.page
     page.evaluate(RECORD)  # every version of the columns the page shows, as text lengths
-    start_cell(nb, f"%%llm --compare emu:chatty+tokens-60+delay-0.05 local:{llama_server.port} emu:broken+fault-500 "
+    nb.start(f"%%llm --compare emu:chatty+tokens-60+delay-0.05 local:{llama_server.port} emu:broken+fault-500 "
                    "--max-tokens 1200 -t 0\nTell me a <long> story.")
     page.wait_for_function("""() => {
         const t = document.querySelector('.jupyter-llm-compare');
