@@ -382,8 +382,10 @@ def run_compare(session, prompt: str, targets: list[str], *, fmt: str = "markdow
               if v is not None}
     _check_budget(session, parsed, prompt, dict(params, context=not new))
     session.router, session.store  # build the shared collaborators here, not racing in the workers
-    for t in parsed:
-        session.provider(t)
+    for t in parsed:  # SDK imports happen here, one at a time: concurrent imports race (see SDKAdapter.preload)
+        provider = session.provider(t)
+        if hasattr(provider, "preload"):
+            provider.preload()
     if shell is not None and "pandas" not in sys.modules:
         threading.Thread(target=_preload_pandas, name="llm-compare-pandas", daemon=True).start()
     if rich is None:

@@ -81,6 +81,22 @@ def test_targets_run_concurrently_and_updates_are_bounded(session, emulator, she
     assert len(updates) <= 10 * wall + 2, f"{len(updates)} updates in {wall:.2f} s"
 
 
+def test_sdks_are_imported_in_the_calling_thread_before_workers_start(session, emulator, shell, monkeypatch):
+    """Concurrent first imports of two SDKs race (openai reads a half-imported httpx): compare must not."""
+    from jupyter_llm.providers import _wire
+    calls = []
+    original = _wire.SDKAdapter.preload
+
+    def preload(self):
+        calls.append((self.id, threading.current_thread() is threading.main_thread(), threading.active_count()))
+        original(self)
+    monkeypatch.setattr(_wire.SDKAdapter, "preload", preload)
+    before = threading.active_count()
+    captured(shell, lambda: run_compare(session, "hi", ["openai:gpt-4o-mini", "anthropic:claude-3-5-haiku-latest"], shell=shell))
+    assert [c[0] for c in calls] == ["openai", "anthropic"]
+    assert all(main and count <= before + 1 for _, main, count in calls)  # main thread, no column running yet
+
+
 def test_a_failing_target_shows_its_error_and_the_others_complete(session, emulator, shell):
     emulator.script("All good here.", tokens=3)
     targets = ["openai:gpt-4o-mini", "openai:fault-401", "emu:fault-404", "anthropic:claude-3-5-haiku-latest"]

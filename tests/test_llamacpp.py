@@ -322,3 +322,25 @@ def test_cli_start_status_stop(llama_server):
         (llama_server_module().RUN / f"llama-{lo}.log").unlink(missing_ok=True)
     assert stopped.returncode == 0 and f"stopped server on port {lo}" in stopped.stdout
     assert _closed(lo)
+
+
+@pytest.mark.llama
+def test_a_healthy_probe_is_reused_briefly_and_dropped_after_a_failure(llama_server, monkeypatch):
+    from jupyter_llm.providers import llamacpp
+    probes = []
+    real_probe = llamacpp.probe
+    monkeypatch.setattr(llamacpp, "probe", lambda *a, **k: probes.append(a[1]) or real_probe(*a, **k))
+    p = provider()
+    target = Target("local", None, llama_server.port)
+    for _ in range(3):
+        assert list(p.stream(target, ask(max_tokens=2), None))[-1] == Finish("length")
+    assert probes == [llama_server.port]  # one probe for three chats within PROBE_TTL
+    monkeypatch.setattr(llamacpp, "PROBE_TTL", 0.0)
+    list(p.stream(target, ask(max_tokens=2), None))
+    assert len(probes) == 2  # stale: probed again
+    monkeypatch.setattr(llamacpp, "PROBE_TTL", 60.0)
+    chat = p._chat_provider(llama_server.port)
+    monkeypatch.setattr(chat, "stream", lambda *a: (_ for _ in ()).throw(LLMError("NETWORK_ERROR", "dropped")))
+    with pytest.raises(LLMError):
+        list(p.stream(target, ask(max_tokens=2), None))
+    assert llama_server.port not in p._healthy  # a failure forgets the probe

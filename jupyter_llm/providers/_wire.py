@@ -3,6 +3,7 @@ reasons, timeouts and a small client cache. Imports no SDK."""
 from __future__ import annotations
 
 import re
+import sys
 import threading
 import time
 from email.utils import parsedate_to_datetime
@@ -208,9 +209,19 @@ class ClientCache:
         return f"<ClientCache {len(self._clients)} clients>"
 
 
+def settle_httpx() -> None:
+    """Wait for a concurrent import of `httpx` to finish. The openai SDK reads sys.modules['httpx'] on
+    every request; if google-genai is importing httpx in another thread (a compare column, a panel
+    probe), openai would see a half-initialised module. A real import statement waits on its lock."""
+    if "httpx" in sys.modules:
+        import httpx  # noqa: F401
+
+
 class SDKAdapter:
     """What the SDK adapters share: the spec's identity, a client cache, a secret-free repr, and
     the rule that models are listed live when a key is set and from the catalogue otherwise."""
+
+    sdk_modules: tuple[str, ...] = ()
 
     def __init__(self, spec: Any):
         self.spec = spec
@@ -223,6 +234,14 @@ class SDKAdapter:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.id} {self.spec.base_url}>"
+
+    def preload(self) -> None:
+        """Import the SDK in this thread. Compare calls it before its workers start: SDKs imported
+        concurrently can see each other's half-imported modules (openai reads sys.modules['httpx'],
+        which google-genai may be importing at that moment)."""
+        import importlib
+        for name in self.sdk_modules:
+            importlib.import_module(name)
 
     def _models(self, auth: Auth | None, live: Callable[[], list]) -> list:
         if (auth is not None and auth.secret) or not self.needs_key:

@@ -15,6 +15,8 @@ DEFAULT_MAX_TOKENS = 4096
 class AnthropicProvider(_wire.SDKAdapter):
     """Claude models. This SDK release sends keys and gateway tokens alike as `Authorization: Bearer`."""
 
+    sdk_modules = ("anthropic",)
+
     def _client(self, auth: Auth | None, connect: float, read: float):
         secret = _wire.require_secret(self.spec, auth)
         url = _wire.base_url(self.spec, auth)

@@ -19,6 +19,8 @@ SERVER_DEADLINE = "600"
 class GeminiProvider(_wire.SDKAdapter):
     """Gemini API keys go as `x-goog-api-key`; gateway and command tokens as `Authorization: Bearer`."""
 
+    sdk_modules = ("google.genai", "google.genai.errors", "google.genai.types")
+
     def __init__(self, spec: Any):
         super().__init__(spec)
         self._local = threading.local()  # the streaming HTTP response of this thread, to close early

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 START_HINT = ("start one with `python scripts/llama_server.py start --port 8080` (dev checkout) or "
               "`llama-server -m MODEL.gguf --port 8080`, then `%llm discover`")
+PROBE_TTL = 5.0  # seconds a healthy probe is trusted before the next chat probes again
 _NO_KEY = "sk-no-key-required"  # llama-server ignores the key unless started with --api-key
 
 
@@ -202,7 +203,12 @@ class LlamaCppProvider:
         self.default_model = spec.default_model
         self.needs_key = spec.needs_key
         self._chat: dict[str, object] = {}
+        self._healthy: dict[int | None, tuple[float, ServerInfo]] = {}  # port (None: discovered) -> last good probe
         self._lock = threading.Lock()
+
+    def preload(self) -> None:
+        """Import the SDK now (chat goes through the openai SDK); see SDKAdapter.preload."""
+        import openai  # noqa: F401
 
     # ---- where to look ----
     @property
@@ -296,9 +302,20 @@ class LlamaCppProvider:
         return info
 
     # ---- Provider protocol ----
+    def _server_for_chat(self, target: Target, auth: Auth | None) -> ServerInfo:
+        """The probed server, reusing a healthy probe for PROBE_TTL seconds (a probe costs ~1 ms per ask)."""
+        with self._lock:
+            hit = self._healthy.get(target.port)
+        if hit is not None and time.monotonic() - hit[0] < PROBE_TTL and (not target.model or hit[1].serves(target.model)):
+            return hit[1]
+        info = self._server(target, auth, props=False)
+        with self._lock:
+            self._healthy[target.port] = (time.monotonic(), info)
+        return info
+
     def stream(self, target: Target, request: Request, auth: Auth | None) -> Iterator[Event]:
         """Chat with the target's server through the OpenAI-compatible adapter, naming host:port on failure."""
-        info = self._server(target, auth, props=False)
+        info = self._server_for_chat(target, auth)
         model = self._model_for(target, info)
         chat = self._chat_provider(info.port)
         if auth is not None and auth.secret:  # a configured key ([providers.local] auth); the URL stays the port's
@@ -308,6 +325,8 @@ class LlamaCppProvider:
         try:
             yield from chat.stream(Target("local", model, info.port), request, inner_auth)
         except LLMError as exc:
+            with self._lock:
+                self._healthy.pop(target.port, None)  # probe afresh next time
             if exc.code != "NETWORK_ERROR" or f"{self.host}:{info.port}" in exc.message:
                 raise
             raise LLMError("NETWORK_ERROR", f"llama.cpp server at {self.host}:{info.port}: {exc.message}",

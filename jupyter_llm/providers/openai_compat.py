@@ -14,6 +14,8 @@ from .base import Auth
 class OpenAICompatProvider(_wire.SDKAdapter):
     """One OpenAI-compatible endpoint (spec.base_url, or the gateway URL from auth)."""
 
+    sdk_modules = ("openai",)
+
     def _client(self, auth: Auth | None, connect: float, read: float):
         secret = _wire.require_secret(self.spec, auth)
         url = _wire.base_url(self.spec, auth)
@@ -48,6 +50,7 @@ class OpenAICompatProvider(_wire.SDKAdapter):
         started = False
         sdk_stream = None
         try:
+            _wire.settle_httpx()
             sdk_stream = client.chat.completions.create(**self._params(model, request))
             for chunk in sdk_stream:
                 if chunk.usage is not None:
@@ -89,6 +92,7 @@ class OpenAICompatProvider(_wire.SDKAdapter):
     def _live_ids(self, auth: Auth | None, read: float = 15.0) -> list[str]:
         connect, _ = _wire.timeouts(self.spec, None)
         try:
+            _wire.settle_httpx()
             return [m.id for m in self._client(auth, connect, read).models.list()]
         except Exception as exc:
             raise self._error(exc, None, auth, read, False) from None
