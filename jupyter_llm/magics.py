@@ -3,6 +3,7 @@ coded line (IPython UsageError, no traceback)."""
 from __future__ import annotations
 
 import argparse
+import functools
 import shlex
 from typing import Any
 
@@ -45,6 +46,7 @@ class _Parser(argparse.ArgumentParser):
         raise LLMError("BAD_ARGUMENT", message or f"{self.prog}: bad arguments")
 
 
+@functools.lru_cache(maxsize=1)
 def _cell_parser() -> _Parser:
     p = _Parser(prog="%%llm", add_help=False)
     p.add_argument("target", nargs="?")
