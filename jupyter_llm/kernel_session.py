@@ -399,8 +399,8 @@ class Session:
                                        latency=response.latency, ttft=response.ttft, status=status,
                                        incomplete=response.incomplete, cached=response.cached,
                                        finish_reason=response.finish_reason)
-        except Exception:
-            log.warning("could not write the history database", exc_info=True)
+        except Exception as exc:  # the store handles its own errors; this is the last guard, no traceback
+            log.warning("jupyter-llm: could not write the history database: %s", exc)
         self.notify("usage")
 
     def _record_event(self, kind: str, detail: dict) -> None:
