@@ -7,7 +7,7 @@ import sys
 import threading
 import time
 from email.utils import parsedate_to_datetime
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 from urllib.parse import urlsplit
 
 from ..errors import LLMError
@@ -251,6 +251,39 @@ class SDKAdapter:
 
     def _live_ids(self, auth: Auth | None, read: float = 15.0) -> list[str]:
         raise NotImplementedError
+
+    def _error(self, exc: Exception, model: str | None, auth: Auth | None, read: float | None,
+               mid_stream: bool) -> Exception:
+        raise NotImplementedError
+
+    def _events(self, open_stream: Callable[[], Any], parse: Callable[[Any], Iterator], *, model: str,
+                auth: Auth | None, read: float | None, cleanup: Callable[[], None] | None = None) -> Iterator:
+        """The shape every stream() shares: open the SDK stream, let `parse` turn its chunks into
+        TextDelta / Usage / finish-reason strings, map any failure to an LLMError (raised after the text
+        already yielded), always close the stream, then yield the last Usage and the Finish."""
+        from ..events import Finish, TextDelta, Usage
+        usage = finish = sdk_stream = None
+        started = False
+        try:
+            sdk_stream = open_stream()
+            for item in parse(sdk_stream):
+                if isinstance(item, TextDelta):
+                    started = True
+                    yield item
+                elif isinstance(item, Usage):
+                    usage = item
+                elif item:
+                    finish = item
+        except Exception as exc:
+            raise self._error(exc, model, auth, read, started) from None
+        finally:
+            if sdk_stream is not None:
+                sdk_stream.close()
+            if cleanup is not None:
+                cleanup()
+        if usage is not None:
+            yield usage
+        yield Finish(finish_reason(finish))
 
     def list_models(self, auth: Auth | None) -> list:
         """Live from the provider's model list when a key is set (or none is needed), else the catalogue."""

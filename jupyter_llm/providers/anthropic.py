@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from ..errors import LLMError
-from ..events import Event, Finish, Request, TextDelta, Usage
+from ..events import Event, Request, TextDelta, Usage
 from ..targets import Target
 from . import _wire
 from .base import Auth
@@ -49,33 +49,27 @@ class AnthropicProvider(_wire.SDKAdapter):
         model = _wire.model_for(self.spec, target)
         connect, read = _wire.timeouts(self.spec, request)
         client = self._client(auth, connect, read)
+        return self._events(lambda: client.messages.create(**self._params(model, request)), self._parse,
+                            model=model, auth=auth, read=read)
+
+    @staticmethod
+    def _parse(sdk_stream) -> Iterator:
         input_tokens = output_tokens = None
-        finish = None
-        started = False
-        sdk_stream = None
-        try:
-            sdk_stream = client.messages.create(**self._params(model, request))
-            for event in sdk_stream:
-                kind = event.type
-                if kind == "content_block_delta" and getattr(event.delta, "type", "") == "text_delta":
-                    if event.delta.text:
-                        started = True
-                        yield TextDelta(event.delta.text)
-                elif kind == "message_start":
-                    input_tokens = event.message.usage.input_tokens
-                elif kind == "message_delta":
-                    finish = event.delta.stop_reason or finish
-                    if event.usage is not None:
-                        output_tokens = event.usage.output_tokens
-                        input_tokens = getattr(event.usage, "input_tokens", None) or input_tokens
-        except Exception as exc:
-            raise self._error(exc, model, auth, read, started) from None
-        finally:
-            if sdk_stream is not None:
-                sdk_stream.close()
-        if input_tokens is not None or output_tokens is not None:
-            yield Usage(input_tokens or 0, output_tokens or 0)
-        yield Finish(_wire.finish_reason(finish))
+        for event in sdk_stream:
+            kind = event.type
+            if kind == "content_block_delta" and getattr(event.delta, "type", "") == "text_delta":
+                if event.delta.text:
+                    yield TextDelta(event.delta.text)
+            elif kind == "message_start":
+                input_tokens = event.message.usage.input_tokens
+                yield Usage(input_tokens or 0, 0)
+            elif kind == "message_delta":
+                if event.delta.stop_reason:
+                    yield event.delta.stop_reason
+                if event.usage is not None:
+                    output_tokens = event.usage.output_tokens
+                    input_tokens = getattr(event.usage, "input_tokens", None) or input_tokens
+                    yield Usage(input_tokens or 0, output_tokens or 0)
 
     def _error(self, exc: Exception, model: str | None, auth: Auth | None, read: float | None,
                mid_stream: bool) -> Exception:

@@ -6,7 +6,7 @@ import threading
 from typing import Any, Iterator
 
 from ..errors import LLMError
-from ..events import Event, Finish, Request, TextDelta, Usage
+from ..events import Event, Request, TextDelta, Usage
 from ..targets import Target
 from . import _wire
 from .base import Auth, ModelInfo
@@ -72,40 +72,32 @@ class GeminiProvider(_wire.SDKAdapter):
         model = _wire.model_for(self.spec, target)
         _, read = _wire.timeouts(self.spec, request)
         client = self._client(auth, read)
-        usage = finish = None
-        started = False
-        chunks = None
         self._local.response = None
-        try:
-            chunks = client.models.generate_content_stream(model=model, contents=self._contents(request),
-                                                           config=self._config(request) or None)
-            for chunk in chunks:
-                if chunk.usage_metadata is not None and chunk.usage_metadata.prompt_token_count is not None:
-                    meta = chunk.usage_metadata
-                    usage = Usage(meta.prompt_token_count or 0,
-                                  (meta.candidates_token_count or 0) + (meta.thoughts_token_count or 0))
-                if not chunk.candidates:
-                    if chunk.prompt_feedback is not None and chunk.prompt_feedback.block_reason:
-                        finish = "content_filter"
-                    continue
-                cand = chunk.candidates[0]
-                for part in (cand.content.parts if cand.content is not None else None) or ():
-                    if part.text and not part.thought:
-                        started = True
-                        yield TextDelta(part.text)
-                if cand.finish_reason:
-                    finish = cand.finish_reason
-        except Exception as exc:
-            raise self._error(exc, model, auth, read, started) from None
-        finally:
-            if chunks is not None:
-                chunks.close()
+
+        def cleanup() -> None:  # the HTTP response under the SDK's iterator, remembered by _remember
             response, self._local.response = self._local.response, None
             if response is not None:
                 response.close()
-        if usage is not None:
-            yield usage
-        yield Finish(_wire.finish_reason(finish))
+        return self._events(lambda: client.models.generate_content_stream(
+            model=model, contents=self._contents(request), config=self._config(request) or None),
+            self._parse, model=model, auth=auth, read=read, cleanup=cleanup)
+
+    @staticmethod
+    def _parse(chunks) -> Iterator:
+        for chunk in chunks:
+            meta = chunk.usage_metadata
+            if meta is not None and meta.prompt_token_count is not None:
+                yield Usage(meta.prompt_token_count or 0, (meta.candidates_token_count or 0) + (meta.thoughts_token_count or 0))
+            if not chunk.candidates:
+                if chunk.prompt_feedback is not None and chunk.prompt_feedback.block_reason:
+                    yield "content_filter"
+                continue
+            cand = chunk.candidates[0]
+            for part in (cand.content.parts if cand.content is not None else None) or ():
+                if part.text and not part.thought:
+                    yield TextDelta(part.text)
+            if cand.finish_reason:
+                yield cand.finish_reason
 
     def _error(self, exc: Exception, model: str | None, auth: Auth | None, read: float | None,
                mid_stream: bool) -> Exception:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from ..errors import LLMError
-from ..events import Event, Finish, Request, TextDelta, Usage
+from ..events import Event, Request, TextDelta, Usage
 from ..targets import Target
 from . import _wire
 from .base import Auth
@@ -46,30 +46,23 @@ class OpenAICompatProvider(_wire.SDKAdapter):
         model = _wire.model_for(self.spec, target)
         connect, read = _wire.timeouts(self.spec, request)
         client = self._client(auth, connect, read)
-        usage = finish = None
-        started = False
-        sdk_stream = None
-        try:
+
+        def open_stream():
             _wire.settle_httpx()
-            sdk_stream = client.chat.completions.create(**self._params(model, request))
-            for chunk in sdk_stream:
-                if chunk.usage is not None:
-                    usage = Usage(chunk.usage.prompt_tokens or 0, chunk.usage.completion_tokens or 0)
-                for choice in chunk.choices or ():
-                    text = choice.delta.content if choice.delta is not None else None
-                    if text:
-                        started = True
-                        yield TextDelta(text)
-                    if choice.finish_reason:
-                        finish = choice.finish_reason
-        except Exception as exc:
-            raise self._error(exc, model, auth, read, started) from None
-        finally:
-            if sdk_stream is not None:
-                sdk_stream.close()
-        if usage is not None:
-            yield usage
-        yield Finish(_wire.finish_reason(finish))
+            return client.chat.completions.create(**self._params(model, request))
+        return self._events(open_stream, self._parse, model=model, auth=auth, read=read)
+
+    @staticmethod
+    def _parse(sdk_stream) -> Iterator:
+        for chunk in sdk_stream:
+            if chunk.usage is not None:
+                yield Usage(chunk.usage.prompt_tokens or 0, chunk.usage.completion_tokens or 0)
+            for choice in chunk.choices or ():
+                text = choice.delta.content if choice.delta is not None else None
+                if text:
+                    yield TextDelta(text)
+                if choice.finish_reason:
+                    yield choice.finish_reason
 
     def _error(self, exc: Exception, model: str | None, auth: Auth | None, read: float | None,
                mid_stream: bool) -> Exception:
