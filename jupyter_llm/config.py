@@ -126,8 +126,9 @@ def _load(path: Path) -> Config:
                 check.number(f"providers.{name}.ttl", value, float, minimum=0)
             else:
                 check.typed(f"providers.{name}.{key}", value, _PROVIDER_KEYS[key])
-        if spec.get("kind") not in (None, "openai-compatible", "anthropic", "gemini", "openai"):
-            check.fail(f"providers.{name}.kind", f"unknown kind {spec['kind']!r} (openai-compatible, anthropic, gemini)")
+        if spec.get("kind") is not None and not re.fullmatch(r"[A-Za-z][\w.-]*", spec["kind"]):
+            check.fail(f"providers.{name}.kind", f"malformed kind {spec['kind']!r} (openai-compatible, anthropic, "
+                       "gemini, or an installed jupyter_llm.providers entry point)")
         if spec.get("auth") not in (None, "api_key", "gateway", "command", "none"):
             check.fail(f"providers.{name}.auth", f"unknown auth {spec['auth']!r} (api_key, gateway, command, none)")
         cfg.providers[name.lower()] = dict(spec)

@@ -105,8 +105,14 @@ def get_provider(provider_id: str, config: "Config") -> Provider:
 
 
 def _entry_point(spec: ProviderSpec) -> Provider:
+    """A third-party adapter: entry point `kind` in group jupyter_llm.providers, called with the spec."""
     from importlib.metadata import entry_points
-    for ep in entry_points(group="jupyter_llm.providers"):
-        if ep.name == spec.kind:
-            return ep.load()(spec)
-    raise LLMError("CONFIG_ERROR", f"provider {spec.id!r} has unknown kind {spec.kind!r}")
+    found = {ep.name: ep for ep in entry_points(group="jupyter_llm.providers")}
+    if spec.kind not in found:
+        known = ", ".join(["openai-compatible", "anthropic", "gemini", *sorted(found)])
+        raise LLMError("CONFIG_ERROR", f"provider {spec.id!r} has unknown kind {spec.kind!r}",
+                       hint=f"known kinds: {known}")
+    try:
+        return found[spec.kind].load()(spec)
+    except Exception as exc:
+        raise LLMError("CONFIG_ERROR", f"provider kind {spec.kind!r} failed to load: {type(exc).__name__}: {exc}") from None
