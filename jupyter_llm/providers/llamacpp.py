@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 from ..errors import LLMError
 from ..events import Event, Request
 from ..targets import Target, parse_target
+from ._wire import SDKAdapter
 from .base import Auth, Health, ModelInfo
 
 if TYPE_CHECKING:
@@ -191,24 +192,17 @@ def probe(host: str, port: int, timeout: float = 0.5, api_key: str | None = None
         conn.close()
 
 
-class LlamaCppProvider:
+class LlamaCppProvider(SDKAdapter):
     """Provider `local`: discovery and health against llama.cpp's own endpoints, chat via OpenAI compat."""
 
+    sdk_modules = ("openai",)  # chat goes through the OpenAI-compatible adapter
+
     def __init__(self, spec: "ProviderSpec", config: "Config"):
-        self.spec = spec
+        super().__init__(spec)
         self.config = config
-        self.id = spec.id
-        self.kind = spec.kind
-        self.env_vars = spec.env_vars
-        self.default_model = spec.default_model
-        self.needs_key = spec.needs_key
         self._chat: dict[str, object] = {}
         self._healthy: dict[int | None, tuple[float, ServerInfo]] = {}  # port (None: discovered) -> last good probe
         self._lock = threading.Lock()
-
-    def preload(self) -> None:
-        """Import the SDK now (chat goes through the openai SDK); see SDKAdapter.preload."""
-        import openai  # noqa: F401
 
     # ---- where to look ----
     @property
