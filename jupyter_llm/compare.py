@@ -105,25 +105,6 @@ def _parse_all(session, targets: list[str]) -> list:
     return parsed
 
 
-def _check_budget(session, parsed: list, prompt: str, params: dict) -> None:
-    """Refuse the whole fan-out before anything is sent when its estimated total cost passes the budget."""
-    if session.budget is None:
-        return
-    from . import pricing
-    request = session.build_request(prompt, **params)
-    total = 0.0
-    for t in parsed:
-        if t.is_local:
-            continue
-        est = pricing.estimate(t.provider, t.model or session._spec(t).default_model, request)
-        total += est or 0.0
-    spent = session.usage.cost
-    if total and spent + total > session.budget + 1e-12:
-        raise LLMError("BUDGET_EXCEEDED", f"this compare could cost up to ${total:.4f}; ${spent:.4f} of the "
-                       f"${session.budget:.2f} session budget is spent; nothing was sent",
-                       hint="raise it with %llm budget USD, lower --max-tokens, or compare fewer targets")
-
-
 def _worker(session, index: int, target, prompt: str, out: queue.SimpleQueue, stop: threading.Event,
             kwargs: dict) -> None:
     """Run one column's request; push its events and finally `_Done(response)`. Never raises."""
@@ -380,7 +361,7 @@ def run_compare(session, prompt: str, targets: list[str], *, fmt: str = "markdow
     parsed = _parse_all(session, list(targets))
     params = {k: v for k, v in (("system", system), ("temperature", temperature), ("max_tokens", max_tokens))
               if v is not None}
-    _check_budget(session, parsed, prompt, dict(params, context=not new))
+    session.check_budget(parsed, session.build_request(prompt, **params, context=not new))
     session.router, session.store  # build the shared collaborators here, not racing in the workers
     for t in parsed:  # SDK imports happen here, one at a time: concurrent imports race (see SDKAdapter.preload)
         provider = session.provider(t)

@@ -297,7 +297,7 @@ class Session:
         if new:
             self.reset()
         request = self.build_request(prompt, **params)
-        self._check_budget(target, request)
+        self.check_budget([target], request)
         use_cache = self.settings.get("cache") if cache is None else cache
         response = Response(target=str(target), answered_by=str(target))
         cache_key = None
@@ -320,20 +320,24 @@ class Session:
         self.last = response
         return response
 
-    def _check_budget(self, target: Target, request: Request) -> None:
-        if self.budget is None or target.is_local:
+    def check_budget(self, targets: list[Target], request: Request) -> None:
+        """Refuse before anything is sent when sending `request` to every target (one ask, or a whole
+        compare) could pass the budget; local targets and unpriced models count as $0."""
+        if self.budget is None:
             return
         from . import pricing
-        model = target.model or self._spec(target).default_model or ""
-        estimate = pricing.estimate(target.provider, model, request)
+        total = 0.0
+        for t in targets:
+            if not t.is_local:
+                total += pricing.estimate(t.provider, t.model or self._spec(t).default_model or "", request) or 0.0
         spent = self.usage.cost
-        if estimate is None:
-            return
-        if spent + estimate > self.budget + 1e-12:
+        if total and spent + total > self.budget + 1e-12:
+            what, way_out = ((f"this request to {targets[0]}", "switch to local") if len(targets) == 1
+                             else ("this compare", "compare fewer targets"))
             raise LLMError("BUDGET_EXCEEDED",
-                           f"this request to {target} could cost up to ${estimate:.4f}; ${spent:.4f} of the "
+                           f"{what} could cost up to ${total:.4f}; ${spent:.4f} of the "
                            f"${self.budget:.2f} session budget is spent; nothing was sent",
-                           hint="raise it with %llm budget USD, lower --max-tokens, or switch to local")
+                           hint=f"raise it with %llm budget USD, lower --max-tokens, or {way_out}")
 
     def _from_cache(self, response: Response, hit: dict, on_event) -> None:
         response.text = hit.get("text", "")
