@@ -392,14 +392,8 @@ class Session:
             self.usage.add(answered.provider, model, response.usage.input_tokens, response.usage.output_tokens, response.cost)
         elif response.cached:
             response.cost = 0.0
-        status = response.error.code if response.error else ("interrupted" if response.finish_reason == "interrupted" else "ok")
         try:
-            self.store.record_exchange(session_id=self.id, target=response.target, answered_by=response.answered_by,
-                                       prompt=prompt, response=response.text, input_tokens=response.usage.input_tokens,
-                                       output_tokens=response.usage.output_tokens, cost=response.cost,
-                                       latency=response.latency, ttft=response.ttft, status=status,
-                                       incomplete=response.incomplete, cached=response.cached,
-                                       finish_reason=response.finish_reason)
+            self.store.record_response(response, prompt, session_id=self.id)
         except Exception as exc:  # the store handles its own errors; this is the last guard, no traceback
             log.warning("jupyter-llm: could not write the history database: %s", exc)
         self.notify("usage")

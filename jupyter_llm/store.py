@@ -165,7 +165,10 @@ class Store:
 
     def record_response(self, response: "Response", prompt: str, session_id: str | None = None) -> int:
         """Append the exchange that produced `response` (an events.Response); returns its id or 0."""
-        status = response.error.code if response.error is not None else "ok"
+        if response.error is not None:
+            status = response.error.code
+        else:
+            status = "interrupted" if response.finish_reason == "interrupted" else "ok"
         return self.record_exchange(
             time=response.started_at, session_id=session_id, target=response.target,
             answered_by=response.answered_by or response.target, prompt=prompt, response=response.text,

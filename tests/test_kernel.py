@@ -82,8 +82,8 @@ def test_interrupt_keeps_the_partial_text(kernel, emulator):
     assert reply["content"]["status"] == "error"
     check = kernel.run("import jupyter_llm\nr = _llm\n"
                        "h = jupyter_llm.session().history(1)[-1]\n"
-                       "print(r.incomplete, r.finish_reason, len(r.text) > 0, h['incomplete'], h['response'] == r.text)")
-    assert check.stdout.split() == ["True", "interrupted", "True", "True", "True"]
+                       "print(r.incomplete, r.finish_reason, len(r.text) > 0, h['incomplete'], h['response'] == r.text, h['status'])")
+    assert check.stdout.split() == ["True", "interrupted", "True", "True", "True", "interrupted"]
     assert len(emulator.calls("openai")) == 1
 
 
