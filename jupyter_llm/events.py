@@ -18,9 +18,17 @@ class TextDelta:
 
 
 @dataclass(frozen=True)
+class ReasoningDelta:
+    """Reasoning/thinking text (llama.cpp and DeepSeek `reasoning_content`, Anthropic thinking blocks,
+    Gemini thought parts): kept out of the answer text, shown collapsed, stored in `Response.reasoning`."""
+    text: str
+
+
+@dataclass(frozen=True)
 class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
+    reasoning_tokens: int = 0  # included in output_tokens where the provider counts them there
 
     @property
     def total_tokens(self) -> int:
@@ -44,7 +52,7 @@ class StreamError:
     error: LLMError
 
 
-Event = Union[TextDelta, Usage, Finish, Attempt, StreamError]
+Event = Union[TextDelta, ReasoningDelta, Usage, Finish, Attempt, StreamError]
 
 
 @dataclass
@@ -75,6 +83,9 @@ class Response:
     finish_reason: str | None = None
     cached: bool = False
     incomplete: bool = False
+    truncated: bool = False      # the answer stopped at max_tokens (finish reason "length")
+    max_tokens: int | None = None  # the output limit that applied, when one was sent
+    reasoning: str = ""          # reasoning/thinking text, never part of `text`
     error: LLMError | None = None
     value: Any = None            # parsed JSON when format is json
     chunks: list[str] = field(default_factory=list, repr=False)

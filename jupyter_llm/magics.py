@@ -14,6 +14,11 @@ from .config import FORMATS
 from .errors import LLMError
 from .tables import money, seconds, show_table
 
+# `%llm NAME ...` commands that live in their own feature module ("module:function", imported on
+# first use so %load_ext stays fast). Each function takes (magics, rest_words) and returns the
+# cell's value. Keep this file a thin face: a new capability adds one line here and its own module.
+COMMANDS: dict[str, str] = {}
+
 HELP = """\
 %llm                      control panel (status in a terminal)
 %llm status               active target, credential, base URL, health, tokens and cost
@@ -159,9 +164,13 @@ class LLMMagics(Magics):
         words = _split(line)
         cmd, rest = (words[0], words[1:]) if words else ("panel", [])
         handler = getattr(self, f"cmd_{cmd}", None)
-        if handler is None:
-            raise LLMError("BAD_ARGUMENT", f"unknown command %llm {cmd}", hint="see %llm help")
-        return handler(rest)
+        if handler is not None:
+            return handler(rest)
+        if cmd in COMMANDS:
+            import importlib
+            module, _, func = COMMANDS[cmd].partition(":")
+            return getattr(importlib.import_module(module, __package__), func)(self, rest)
+        raise LLMError("BAD_ARGUMENT", f"unknown command %llm {cmd}", hint="see %llm help")
 
     def cmd_help(self, rest: list[str]) -> None:
         print(HELP)
