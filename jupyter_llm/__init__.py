@@ -29,6 +29,8 @@ def load_ipython_extension(ipython) -> None:
     s = session()
     _magics = LLMMagics(ipython, s)
     ipython.register_magics(_magics)
+    from . import cellinfo
+    cellinfo.register(ipython)
     if s.config.error is not None:
         print(s.config.error.line() + " (using defaults)", file=sys.stderr)
     try:
@@ -49,6 +51,8 @@ def unload_ipython_extension(ipython) -> None:
             if value is _magics:
                 del mm.registry[key]
     _magics = None
+    from . import cellinfo
+    cellinfo.unregister(ipython)
     try:
         from . import comm
         comm.unregister(ipython)
