@@ -61,7 +61,7 @@ class Config:
 
 
 _SETTINGS = {"temperature": float, "max_tokens": int, "top_p": float, "system": str,
-             "timeout": float, "format": str, "cache": bool}
+             "timeout": float, "format": str, "cache": bool, "context": str}
 FORMATS = ("markdown", "text", "code", "json", "html")
 
 
@@ -170,7 +170,7 @@ def _load(path: Path) -> Config:
 
 _PROVIDER_KEYS = {"kind": str, "base_url": str, "model": str, "auth": str, "env": str,
                   "organization": str, "project": str, "command": str, "models": list,
-                  "api_version": str, "ttl": float}
+                  "api_version": str, "ttl": float, "context": int}
 
 
 def coerce_setting(key: str, value: Any, *, where: str = "") -> Any:
@@ -180,6 +180,12 @@ def coerce_setting(key: str, value: Any, *, where: str = "") -> Any:
     if key not in _SETTINGS:
         raise LLMError(code, f"{prefix}unknown setting {key!r}", hint=f"known: {', '.join(_SETTINGS)}")
     kind = _SETTINGS[key]
+    if key == "context":  # auto | all | N (context.py)
+        from .context import parse_mode
+        try:
+            return parse_mode(value)
+        except ValueError:
+            raise LLMError(code, f"{prefix}context must be auto, all or a number of exchanges, got {value!r}") from None
     try:
         if kind is bool:
             if isinstance(value, str):

@@ -17,7 +17,10 @@ from .tables import money, seconds, show_table
 # `%llm NAME ...` commands that live in their own feature module ("module:function", imported on
 # first use so %load_ext stays fast). Each function takes (magics, rest_words) and returns the
 # cell's value. Keep this file a thin face: a new capability adds one line here and its own module.
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "context": ".context_face:context_command",
+    "forget": ".context_face:forget_command",
+}
 
 HELP = """\
 %llm                      control panel (status in a terminal)
@@ -28,8 +31,10 @@ HELP = """\
 %llm discover [--ports 8080-8092] [--host 127.0.0.1]   find llama.cpp servers
 %llm login PROVIDER [--method api_key|gateway|command]  store a secret in the OS keyring
 %llm logout PROVIDER      delete the stored secret
-%llm set KEY=VALUE ...    temperature, max_tokens, top_p, system, timeout, format, cache
+%llm set KEY=VALUE ...    temperature, max_tokens, top_p, system, timeout, format, cache, context=auto|all|N
 %llm reset                clear the conversation
+%llm context [TARGET]     what the next request carries: exchanges by cell, tokens, trimmed ones, window
+%llm forget N             drop exchange N (as numbered by %llm context; -1 the last)
 %llm history [-n N]       last N exchanges
 %llm usage                tokens and cost this session, budget left
 %llm budget USD|off       cap this session's spend
@@ -38,6 +43,7 @@ HELP = """\
 
 %%llm [TARGET] [-f markdown|text|code|json|html] [--insert] [-o NAME] [--compare T1 T2 ...]
       [--system TEXT] [-t X] [--max-tokens N] [--new] [--no-history] [--no-stream] [--no-cache|--cache]
+      [--dry-run]  (send nothing: per target messages, tokens, max output, cost range, window, fits)
 PROMPT with {variables} from the namespace ({{ }} for literal braces)"""
 
 
@@ -65,6 +71,7 @@ def _cell_parser() -> _Parser:
     p.add_argument("--new", action="store_true")
     p.add_argument("--no-history", action="store_true")
     p.add_argument("--no-stream", action="store_true")
+    p.add_argument("--dry-run", action="store_true")
     cache = p.add_mutually_exclusive_group()
     cache.add_argument("--no-cache", dest="cache", action="store_false", default=None)
     cache.add_argument("--cache", dest="cache", action="store_true", default=None)
@@ -114,6 +121,9 @@ class LLMMagics(Magics):
             raise LLMError("BAD_ARGUMENT", "the cell is empty: write the prompt below %%llm")
         prompt = interpolate(cell.strip("\n"), self.shell.user_ns)
         params = dict(system=args.system, temperature=args.temperature, max_tokens=args.max_tokens)
+        if args.dry_run:
+            from .context_face import dry_run_cell
+            return dry_run_cell(self, args, prompt, params)
         if args.compare:
             if args.target:
                 raise LLMError("BAD_ARGUMENT", "give targets after --compare only, not before it")
@@ -136,6 +146,8 @@ class LLMMagics(Magics):
             from .render import extract_code
             response.value = value = extract_code(response.text)[1]
         renderer.finish(response)
+        if response.context:
+            print(response.context)
         self.shell.user_ns["_llm"] = response
         if args.output and (response.text or response.value is not None):
             self.shell.user_ns[args.output] = value
