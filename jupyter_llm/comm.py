@@ -11,6 +11,9 @@
 #   - comm_close with ``{"type": "closed"}`` at `%unload_ext`.
 # - frontend -> kernel: ``{"action": "state" | "targets" | "use", "target"?, "id"?}`` as comm_msg or as
 #   the data of a frontend-opened comm_open.
+# - frontend -> kernel: ``{"action": "cells", "cells": [cell ids in notebook order]}`` whenever the
+#   notebook's cell list changes (debounced): exchanges of deleted cells are dropped from the context
+#   (context.Conversation.keep_cells). Reply ``{"type": "cells", "dropped": n}``.
 #
 # At load the kernel registers the target and opens a comm, so an open page learns at once; a page
 # that connects later asks with comm_info_request and adopts the kernel's comm by id. Session
@@ -161,6 +164,11 @@ class Bridge:
             elif action == "targets":
                 reply = {"type": "targets", "targets": list(self.session.known_targets()),
                          "active": str(self.session.active)}
+            elif action == "cells":
+                cells = data.get("cells")
+                if not isinstance(cells, list) or not all(isinstance(c, str) for c in cells):
+                    raise ValueError("cells must be a list of cell ids")
+                reply = {"type": "cells", "dropped": self.session.keep_cells(cells)}
             elif action == "use":
                 target = str(data.get("target") or "").strip()
                 if not target:

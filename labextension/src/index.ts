@@ -14,7 +14,7 @@ import {
   showErrorMessage
 } from '@jupyterlab/apputils';
 import { IConsoleTracker } from '@jupyterlab/console';
-import { INotebookTracker, NotebookActions } from '@jupyterlab/notebook';
+import { INotebookTracker, NotebookActions, NotebookPanel } from '@jupyterlab/notebook';
 import { Kernel, KernelMessage } from '@jupyterlab/services';
 import { IStatusBar } from '@jupyterlab/statusbar';
 import { ISignal, Signal } from '@lumino/signaling';
@@ -25,6 +25,9 @@ const COMM_TARGET = 'jupyter_llm';
 // kernel answers late: the target list is worth waiting for briefly, a switch until it happens.
 const TARGETS_TIMEOUT_MS = 20000;
 const USE_TIMEOUT_MS = 30 * 60 * 1000;
+// The notebook's cell list is reported to the kernel this long after its last change, so that
+// deleting a cell drops its exchange from the kernel's context (jupyter_llm/context.py).
+const CELLS_DEBOUNCE_MS = 250;
 
 namespace CommandIDs {
   export const switchModel = 'jupyter-llm:switch-model';
@@ -48,8 +51,9 @@ type Reply = { type: string; id?: string; [key: string]: any };
  * restarts and reconnects; `state` is null whenever the kernel has not loaded jupyter_llm.
  */
 export class KernelLink {
-  constructor(sessionContext: ISessionContext) {
+  constructor(sessionContext: ISessionContext, cellIds?: () => string[] | null) {
     this._sessionContext = sessionContext;
+    this._cellIds = cellIds ?? null;
     sessionContext.kernelChanged.connect(this._onKernelChanged, this);
     sessionContext.statusChanged.connect(this._onStatusChanged, this);
     sessionContext.connectionStatusChanged.connect(
@@ -108,11 +112,32 @@ export class KernelLink {
     });
   }
 
+  /** Tell the kernel which cells the notebook has now (debounced); a no-op without a live comm. */
+  syncCells(): void {
+    if (!this._cellIds || this._isDisposed) {
+      return;
+    }
+    window.clearTimeout(this._cellsTimer);
+    this._cellsTimer = window.setTimeout(() => {
+      const comm = this._comm;
+      const cells = this._cellIds ? this._cellIds() : null;
+      if (!comm || comm.isDisposed || !cells) {
+        return;
+      }
+      try {
+        comm.send({ action: 'cells', cells });
+      } catch (err) {
+        // A closing kernel: the next attach sends the list again.
+      }
+    }, CELLS_DEBOUNCE_MS);
+  }
+
   dispose(): void {
     if (this._isDisposed) {
       return;
     }
     this._isDisposed = true;
+    window.clearTimeout(this._cellsTimer);
     this._setKernel(null);
     Signal.clearData(this);
   }
@@ -225,6 +250,7 @@ export class KernelLink {
         this._rejectPending('jupyter_llm was unloaded from the kernel');
       }
     };
+    this.syncCells();
   }
 
   private _handle(data: Reply | undefined): void {
@@ -299,6 +325,8 @@ export class KernelLink {
     { resolve: (r: Reply) => void; reject: (e: Error) => void; timer: number }
   >();
   private _counter = 0;
+  private _cellIds: (() => string[] | null) | null = null;
+  private _cellsTimer = 0;
   private _needProbe = true;
   private _probing = false;
   private _isDisposed = false;
@@ -378,12 +406,40 @@ const plugin: JupyterFrontEndPlugin<void> = {
       activeChanged.emit();
       app.commands.notifyCommandChanged(CommandIDs.switchModel);
     };
-    const track = (panel: Widget, sessionContext: ISessionContext): void => {
+    const track = (
+      panel: Widget,
+      sessionContext: ISessionContext,
+      notebook?: NotebookPanel
+    ): void => {
       if (links.has(panel)) {
         return;
       }
-      const link = new KernelLink(sessionContext);
+      // A notebook reports its cell ids (in order) so the kernel forgets the exchanges of deleted cells.
+      const cellIds = notebook
+        ? (): string[] | null => {
+            const model = notebook.content.model;
+            if (!model) {
+              return null;
+            }
+            const ids: string[] = [];
+            for (let i = 0; i < model.cells.length; i++) {
+              ids.push(model.cells.get(i).id);
+            }
+            return ids;
+          }
+        : undefined;
+      const link = new KernelLink(sessionContext, cellIds);
       links.set(panel, link);
+      if (notebook) {
+        const follow = (): void => {
+          notebook.content.model?.cells.changed.connect(() => link.syncCells());
+        };
+        if (notebook.content.model) {
+          follow();
+        } else {
+          notebook.context.ready.then(follow).catch(() => undefined);
+        }
+      }
       link.changed.connect(refresh);
       panel.disposed.connect(() => {
         links.delete(panel);
@@ -391,8 +447,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
         refresh();
       });
     };
-    tracker.forEach(panel => track(panel, panel.sessionContext));
-    tracker.widgetAdded.connect((_, panel) => track(panel, panel.sessionContext));
+    tracker.forEach(panel => track(panel, panel.sessionContext, panel));
+    tracker.widgetAdded.connect((_, panel) => track(panel, panel.sessionContext, panel));
     if (consoles) {
       consoles.forEach(panel => track(panel, panel.sessionContext));
       consoles.widgetAdded.connect((_, panel) => track(panel, panel.sessionContext));
