@@ -21,6 +21,7 @@ from typing import Any, Iterable
 
 from .errors import LLMError
 
+SLACK = 0.25                    # share of the room left free when trimming moves the start of the request
 DEFAULT_RESERVE = 1024          # output reserved when max_tokens is not set (at most a quarter of the window)
 PROVIDER_RESERVE = {"anthropic": 4096}  # what the adapter sends as max_tokens when none is set
 
@@ -59,6 +60,7 @@ class Conversation:
 
     def __init__(self) -> None:
         self.exchanges: list[Exchange] = []
+        self.anchors: dict[str, Exchange] = {}   # meter key -> first exchange kept when last trimmed
         self._lock = threading.RLock()
 
     def __len__(self) -> int:
@@ -72,6 +74,7 @@ class Conversation:
     def clear(self) -> None:
         with self._lock:
             self.exchanges.clear()
+            self.anchors.clear()
 
     def history_for(self, cell: Any = None) -> list[Exchange]:
         """What a request from `cell` (a cellinfo.CellInfo or None) carries, before fitting."""
@@ -182,7 +185,8 @@ def reserve_for(provider_id: str, max_tokens: int | None, window: int | None) ->
 
 
 def fit(meter: Any, target: Any, available: list[Exchange], prompt: str, system: str | None,
-        max_tokens: int | None, mode: Any = "auto", *, strict: bool = True, precise: bool = False) -> Fit:
+        max_tokens: int | None, mode: Any = "auto", *, strict: bool = True, precise: bool = False,
+        anchor: Exchange | None = None) -> Fit:
     """Keep the newest exchanges that fit `meter.window` with the prompt, system text and reserved output.
 
     `mode` all keeps everything, N at most the last N. With `strict`, a prompt that cannot fit even
@@ -211,11 +215,22 @@ def fit(meter: Any, target: Any, available: list[Exchange], prompt: str, system:
         raise _too_long(base, reserve, window, target, exact)
     kept_from = 0
     used = base + sum(sizes)
-    if window and mode != "all":
+    if window and mode != "all" and used > window - reserve:
+        # Trimming. The first kept exchange sticks (`anchor`) while everything after it still fits, so
+        # the start of the request stays the same and the server's prompt cache (llama.cpp, cloud
+        # prompt caching) is reused; when it has to move, it moves far enough to leave SLACK of the
+        # room free for the next cells.
         room = window - reserve
-        while kept_from < len(candidates) and used > room:
-            used -= sizes[kept_from]
-            kept_from += 1
+        if anchor is not None:
+            start = next((i for i, e in enumerate(candidates) if e is anchor), 0)
+            rest = base + sum(sizes[start:])
+            if rest <= room:
+                kept_from, used = start, rest
+        if used > room:
+            goal = room - int(max(0, room - base) * SLACK)
+            while kept_from < len(candidates) and used > goal:
+                used -= sizes[kept_from]
+                kept_from += 1
     all_sizes = [0] * (len(available) - len(candidates)) + sizes
     return Fit(str(target), candidates[kept_from:], len(available), all_sizes, list(available), base, used,
                reserve, window, exact, meter.label, mode)
@@ -231,7 +246,7 @@ def _too_long(base: int, reserve: int, window: int, target: Any, exact: bool) ->
 
 def fit_for(session: Any, target: Any, prompt: str, cell: Any = None, *, system: str | None = None,
             max_tokens: int | None = None, new: bool = False, context: bool = True, precise: bool = False,
-            **_params: Any) -> Fit:
+            remember: bool = False, **_params: Any) -> Fit:
     """Fit what a request from `cell` to `target` would carry, by the session's `context` setting.
     Raises CONTEXT_TOO_LONG when the prompt alone cannot fit; never fails on a measurement."""
     from .tokencount import EstimateMeter, meter_for
@@ -241,8 +256,12 @@ def fit_for(session: Any, target: Any, prompt: str, cell: Any = None, *, system:
     mode = s.get("context") or "auto"
     available = [] if (new or not context) else session.chat.history_for(cell)
     meter = EstimateMeter() if mode == "all" and not precise else meter_for(session, target)
+    anchor = session.chat.anchors.get(meter.key)
     try:
-        return fit(meter, target, available, prompt, system, max_tokens, mode, precise=precise)
+        fitted = fit(meter, target, available, prompt, system, max_tokens, mode, precise=precise, anchor=anchor)
     except (OSError, ValueError, KeyError, TypeError):  # the server stopped answering mid-measurement
-        return fit(EstimateMeter(meter.window, "estimate (count failed)"), target, available, prompt, system,
-                   max_tokens, mode, precise=precise)
+        meter = EstimateMeter(meter.window, "estimate (count failed)")
+        fitted = fit(meter, target, available, prompt, system, max_tokens, mode, precise=precise, anchor=anchor)
+    if remember and fitted.trimmed and fitted.history:
+        session.chat.anchors[meter.key] = fitted.history[0]
+    return fitted

@@ -327,7 +327,7 @@ class Session:
         from .context import fit_for
         from .cellinfo import current
         cell = current()
-        fitted = fit_for(self, target, prompt, cell, **params)
+        fitted = fit_for(self, target, prompt, cell, remember=True, **params)
         request = self.build_request(prompt, **params, history=None if fitted is None else fitted.messages(prompt)[:-1])
         self.check_budget([target], request)
         use_cache = self.settings.get("cache") if cache is None else cache
