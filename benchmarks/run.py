@@ -10,6 +10,7 @@ medians), printed as a table and written to .cache/bench/results.json.
 2 stream   Session.ask vs the raw openai SDK, same real llama.cpp server                 goal: <= 1.05x
 3 iopub    display traffic of a streamed answer in a real kernel, 500..4000 tokens        goal: bytes/char flat
 4 compare  run_compare wall vs the slowest target alone (emulated clouds)                goal: <= 1.1x
+5 context  time per %%llm cell at exchange 10 / 100 vs 1,000, 2,048-token llama.cpp      goal: flat, 0 failures
 
 Everything binds 127.0.0.1; config, history and keyring live in a temp dir; no network, no real keys.
 See benchmarks/README.md for what each figure means.
@@ -29,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402  (sets up sys.path for the package and the test rig)
 
-SECTIONS = ("load", "stream", "iopub", "compare")
+SECTIONS = ("load", "stream", "iopub", "compare", "context")
 
 
 def log(msg: str) -> None:
@@ -104,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
             sections["compare"] = _guard("compare", lambda: bench_compare.run(
                 emulator, Path(os.environ["JUPYTER_LLM_CONFIG"]), args.quick, log,
                 servers=[server, server2] if server2 else None, kernel=None if args.quick else kernel))
+        if "context" in todo:
+            import bench_context
+            sections["context"] = _guard("context", lambda: bench_context.run(args.quick, log))
     finally:
         if kernel is not None:
             kernel.shutdown()
@@ -249,6 +253,16 @@ def table(results: dict) -> str:
                 slow = max(K["single_wall_s"].values(), key=lambda v: v["median"])
                 rows.append(("  in a real kernel (%%llm cells)", _ms(slow["median"]), _ms(K["compare_wall_s"]["median"]),
                              _x(K["ratio"]), "", ""))
+    if "context" in s:
+        X = s["context"]
+        if "error" in X:
+            rows.append(("5 context", "", "", "", X["error"], "FAILED"))
+        else:
+            rows.append((f"5 context: cell at exchange 100 vs {X['exchanges']}", _ms(X["cell_s_at_100"]),
+                         _ms(X["cell_s_at_end"]), _x(X["ratio_end_vs_100"]), "<= 1.250x (flat)", _ok(X["pass"])))
+            rows.append((f"  exchange 10 vs {X['exchanges']} (window filling)", _ms(X["cell_s_at_10"]),
+                         _ms(X["cell_s_at_end"]), _x(X["ratio_end_vs_10"]),
+                         f"{X['failures']} failures, fit {X['fit_ms_median']:.1f} ms/cell", ""))
     head = ("measurement", "baseline", "subject", "ratio", "goal / detail", "")
     widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(6)]
     fmt = lambda r: "  ".join(str(c).ljust(w) if i in (0, 4, 5) else str(c).rjust(w)
