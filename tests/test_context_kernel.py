@@ -89,8 +89,7 @@ def test_a_thousand_exchanges_on_a_2048_token_server(kernel_factory, llama_serve
     times, failures = [], []
     for i in range(N_EXCHANGES):
         t0 = time.perf_counter()
-        run = k.run(f"%%llm -f text\nQuestion {i}: what do the words of cell {i} say?", cell_id=f"cell-{i}",
-                    timeout=120)
+        run = k.run(f"%%llm -f text\nQ{i}: and then?", cell_id=f"cell-{i}", timeout=120)
         times.append(time.perf_counter() - t0)
         if run.status != "ok":
             failures.append((i, run.error and run.error["evalue"]))
@@ -100,7 +99,7 @@ def test_a_thousand_exchanges_on_a_2048_token_server(kernel_factory, llama_serve
                 "_llm.context)", cell_id="check").stdout.split(maxsplit=4)
     assert out[0] == str(N_EXCHANGES) and 0 < int(out[1]) < 100 and out[2] == "True"
     assert int(out[3]) + 8 <= 2048 and out[4].startswith("context: ")
-    early, late = statistics.median(times[100:200]), statistics.median(times[-100:])
+    early, late = statistics.median(times[75:125]), statistics.median(times[-100:])
     print(f"per cell: exchange ~10 {statistics.median(times[5:15]) * 1000:.0f} ms, ~150 {early * 1000:.0f} ms, "
           f"~950 {late * 1000:.0f} ms, total {sum(times):.0f} s")
     assert late < 3 * early, (early, late)  # flat: generous, the machine is shared
