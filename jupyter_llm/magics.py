@@ -134,8 +134,13 @@ class LLMMagics(Magics):
         renderer = StreamRenderer(fmt, target=str(target))
         if not args.no_stream:
             renderer.start()
-        response = self.session.ask(prompt, target=target, on_event=None if args.no_stream else renderer,
-                                    new=args.new, no_history=args.no_history, cache=args.cache, **params)
+        try:
+            response = self.session.ask(prompt, target=target, on_event=None if args.no_stream else renderer,
+                                        new=args.new, no_history=args.no_history, cache=args.cache, **params)
+        except LLMError:  # refused before sending (context, budget): no "waiting" line left behind
+            from .events import Response
+            renderer.finish(Response(target=str(target)))
+            raise
         value: Any = response.text
         if fmt == "json" and response.ok and not response.incomplete:
             try:

@@ -166,12 +166,15 @@ def test_counting_is_only_paid_near_the_window(cloud, emulator):
 
 
 def test_magics_context_forget_and_dry_run(cloud, emulator, capsys):
-    from IPython.core.interactiveshell import InteractiveShell
+    import jupyter_llm
+    from IPython import get_ipython
     from IPython.core.error import UsageError
-    from jupyter_llm.magics import LLMMagics
-    ip = InteractiveShell.instance()
+    from IPython.testing.globalipapp import start_ipython
+    start_ipython()  # the process-wide test shell (as tests/test_magics.py)
+    ip = get_ipython()
     s = cloud()
-    ip.register_magics(LLMMagics(ip, s))
+    jupyter_llm._session = s
+    jupyter_llm.load_ipython_extension(ip)
     try:
         ip.run_cell_magic("llm", "-f text", "alpha question")
         ip.run_cell_magic("llm", "-f text", "beta question")
@@ -193,4 +196,24 @@ def test_magics_context_forget_and_dry_run(cloud, emulator, capsys):
         with pytest.raises(UsageError, match="CONTEXT_TOO_LONG"):
             ip.run_cell_magic("llm", "", "word " * 200_000)
     finally:
-        ip.magics_manager.registry.pop("LLMMagics", None)
+        jupyter_llm.unload_ipython_extension(ip)
+        jupyter_llm._session = None
+
+
+def test_llama_counts_are_what_the_server_counts(llama_server, isolated_env):
+    from jupyter_llm.config import load_config
+    from jupyter_llm.context import fit_for
+    from jupyter_llm.kernel_session import Session
+    (isolated_env / "config.toml").write_text(f'default = "local:{llama_server.port}"\n')
+    s = Session(load_config(strict=True))
+    s.set(max_tokens=6, temperature=0, system="You are terse.")
+    for i in range(4):
+        assert s.ask(f"question {i}: what now?").ok
+    planned = fit_for(s, s.active, "and finally?", None)
+    assert planned.exact and planned.window == 2048 and planned.kept == 4
+    r = s.ask("and finally?")
+    assert r.ok and r.usage.input_tokens == planned.input_tokens  # exact, template tokens included
+    rows = s.dry_run("and finally?", frame=False)
+    # the exchange just made is in the next plan: more tokens than before, counted exactly again
+    assert rows[0]["counted"] == "exact" and rows[0]["input_tokens"] > planned.input_tokens
+    assert rows[0]["messages"] == 2 * 5 + 1 + 1 and rows[0]["cost_high_usd"] == 0.0 and rows[0]["fits"] is True
