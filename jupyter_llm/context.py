@@ -197,7 +197,7 @@ def fit(meter: Any, target: Any, available: list[Exchange], prompt: str, system:
     reserve = reserve_for(getattr(target, "provider", ""), max_tokens, window)
     candidates = list(available)
     if isinstance(mode, int):
-        candidates = candidates[len(candidates) - mode:] if mode else []
+        candidates = candidates[max(0, len(candidates) - mode):] if mode else []
     base = meter.base(system, prompt)
     sizes = [meter.exchange(e.prompt, e.answer) for e in candidates]
     exact = bool(meter.exact)

@@ -81,6 +81,7 @@ def test_fit_keeps_newest_and_always_the_prompt_and_system():
     assert fit(meter, Target("openai", "x"), c.exchanges, "q", None, 50, 2).kept == 2
     assert fit(meter, Target("openai", "x"), c.exchanges, "q", None, 50, "all").kept == 40
     assert fit(meter, Target("openai", "x"), c.exchanges, "q", None, 50, 0).kept == 0
+    assert fit(EstimateMeter(window=None), Target("openai", "x"), c.exchanges[:3], "q", None, 50, 5).kept == 3
 
 
 def test_trimmed_start_sticks_while_it_fits_so_prompt_caches_hit():
