@@ -1,0 +1,151 @@
+"""`%llm serve`, `%llm servers`, `%llm stop` with real llama.cpp (xllamacpp) children of real kernels: they answer,
+they are listed, and they never outlive the kernel (shutdown, graceful restart, killed kernel)."""
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.llama import llama_server_module
+
+pytestmark = [pytest.mark.kernel, pytest.mark.llama]
+
+
+@pytest.fixture(scope="module")
+def model() -> Path:
+    return llama_server_module().ensure_model()
+
+
+def gone(pid: int, timeout: float = 20.0) -> bool:
+    """True once `pid` no longer runs (a zombie waiting for its reaper counts as gone)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+            with open(f"/proc/{pid}/stat") as fh:
+                if fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                    return True
+        except (ProcessLookupError, FileNotFoundError):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def serve_in(kernel, model, *args: str) -> tuple[int, int]:
+    run = kernel.run(f"%llm serve {model} " + " ".join(args), timeout=120)
+    assert run.status == "ok", (run.stderr, run.error)
+    shown = "\n".join(run.texts())
+    m = re.search(r"on http://127\.0\.0\.1:(\d+) \(xllamacpp|llama-server, pid (\d+)", shown)
+    port = int(re.search(r"127\.0\.0\.1:(\d+)", shown).group(1))
+    pid = int(re.search(r"pid (\d+)", shown).group(1))
+    assert m, shown
+    return port, pid
+
+
+def test_served_model_streams_is_listed_and_stops(kernel_factory, model):
+    k = kernel_factory()
+    assert k.run("%load_ext jupyter_llm").status == "ok"
+    port, pid = serve_in(k, model, "--alias", "kid", "--ctx", "1024")
+    assert not gone(pid, 0.2)
+    run = k.run("%%llm local:kid --max-tokens 8 -t 0\nSay hi", timeout=60)
+    assert run.status == "ok", run.error
+    assert len(run.of("update_display_data")) >= 2  # it streamed
+    out = k.run("print(_llm.ok, _llm.finish_reason, _llm.cost, _llm.usage.output_tokens)")
+    assert out.stdout.split() == ["True", "length", "0.0", "8"]
+    table = "\n".join(k.run("%llm servers").texts())
+    row = next(l for l in table.splitlines() if l.startswith(str(port)))
+    assert "local:kid" in row and "kid" in row and str(pid) in row and "running" in row
+    assert re.search(r"\d+ MB", row) and "1 idle" in row
+    # the served server is a target everywhere: bare local, models, the picker
+    assert f"local:{port}" in "\n".join(k.run("%llm models local").texts())
+    picker = k.run("import jupyter_llm; print(jupyter_llm.session().known_targets())").stdout
+    assert "'local:kid'" in picker
+    # a kernel interrupt is not for the server: it lives in its own session
+    k.kc.execute("import time; time.sleep(30)")
+    time.sleep(1.0)
+    k.interrupt()
+    k.kc.get_shell_msg(timeout=30)
+    assert not gone(pid, 1.0)
+    stop = k.run("%llm stop local:kid")
+    assert f"stopped local:{port}" in stop.stdout
+    assert gone(pid)
+    assert "no servers started by this kernel" in k.run("%llm servers").stdout
+
+
+@pytest.mark.parametrize("now", [True, False], ids=["killed-kernel", "graceful-restart"])
+def test_kernel_restart_stops_served_models(kernel_factory, model, now):
+    k = kernel_factory()
+    k.run("%load_ext jupyter_llm")
+    _, pid1 = serve_in(k, model)
+    _, pid2 = serve_in(k, model, "--alias", "second")
+    k.km.restart_kernel(now=now)  # now=True: SIGKILL, no atexit: only the child's own guard can act
+    k.kc.wait_for_ready(timeout=60)
+    assert gone(pid1) and gone(pid2)
+    assert k.run("print('fresh')").stdout == "fresh\n"
+
+
+def test_shutdown_stops_served_models(kernel_factory, model):
+    k = kernel_factory()
+    k.run("%load_ext jupyter_llm")
+    _, pid = serve_in(k, model)
+    k.shutdown()
+    assert gone(pid)
+
+
+def test_bad_serve_input_is_one_coded_line(kernel_factory, model, tmp_path):
+    k = kernel_factory()
+    k.run("%load_ext jupyter_llm")
+    not_gguf = tmp_path / "notes.gguf"
+    not_gguf.write_text("hello")
+    import socket
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    cases = {
+        f"%llm serve {tmp_path}/missing.gguf": "no model file at",
+        f"%llm serve {not_gguf}": "is not a GGUF model file",
+        f"%llm serve {model} --port {busy.getsockname()[1]}": "already in use",
+        f"%llm serve {model} --alias 8080": "cannot name a target",
+        f"%llm serve {model} --ctx -4": "--ctx must be >= 0",
+        "%llm serve": "the following arguments are required",
+        "%llm stop 1": "was not started by this kernel",
+        "%llm stop": "usage: %llm stop PORT",
+    }
+    try:
+        for source, words in cases.items():
+            run = k.run(source)
+            assert run.status == "error", source
+            lines = [l for l in run.stderr.splitlines() if l.strip()]
+            assert len(lines) == 1 and "Traceback" not in run.stderr, (source, run.stderr)
+            assert lines[0].startswith("UsageError: BAD_ARGUMENT: ") and words in lines[0], (source, lines)
+    finally:
+        busy.close()
+    assert "no servers started" in k.run("%llm servers").stdout
+
+
+def test_python_api_and_registry(model):
+    """serve.start from Python: the session knows the server by port and alias; stop forgets it."""
+    from jupyter_llm import serve
+    from jupyter_llm.kernel_session import Session
+    s = Session()
+    seen = []
+    s.observe(seen.append)
+    lines = []
+    served = serve.start(s, model, alias="api", ctx=512, progress=lines.append)
+    try:
+        assert s.parse("local:api").port == served.port
+        assert served.port in s.config.known.ports() and "servers" in seen
+        assert s.check("local:api").ok
+        assert s.check("local").ok  # bare local finds the served server
+        assert f"local:{served.port}" in [m.id for m in s.models("local")]
+        r = s.ask("hello", target="local:api", max_tokens=4, temperature=0)
+        assert r.ok and r.cost == 0.0 and r.answered_by.startswith(f"local:{served.port}")
+    finally:
+        serve.stop(s, served.port)
+    assert served.port not in s.config.known.ports()
+    with pytest.raises(Exception) as exc:
+        s.parse("local:api")
+    assert "unknown local server" in str(exc.value)
