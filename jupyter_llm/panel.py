@@ -313,6 +313,9 @@ class Panel(LocalRows):
                     active = self.session.active
                     self.provider.value = active.provider
                     self._show_key_row(active.provider)
+                    self._reset_switch()
+                    if html.escape(str(active)) not in self.message.value:
+                        self._say("")  # a message about the previous target is stale now
                     self._fill_models(active.provider, select=self._value_for(active))
                 if "servers" in changes:  # %llm serve / stop: rescan and refill the local list
                     self._servers = None

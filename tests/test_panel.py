@@ -199,6 +199,11 @@ def test_key_row_hidden_for_keyless_providers_and_stale_messages_cleared(session
     p.save.click()
     p.model.value = "openai:gpt-4o"
     assert p.message.value == ""
+    p.provider.value = "emu"
+    p.switch.click()
+    assert "using emu:model-a" in p.message.value
+    session.use("openai:gpt-4o")  # a switch elsewhere makes "using emu:model-a" stale
+    assert p.message.value == ""
     # every row wraps instead of overflowing a narrow notebook
     rows = [c for c in p.root.children if type(c).__name__ == "HBox"]
     assert rows and all(r.layout.flex_flow == "row wrap" for r in rows) and p.root.layout.max_width == "100%"
