@@ -19,7 +19,7 @@ from .usage import UsageLedger
 log = logging.getLogger("jupyter_llm")
 
 Observer = Callable[[str], None]
-CHANGES = ("target", "usage", "settings", "conversation", "credentials")
+CHANGES = ("target", "usage", "settings", "conversation", "credentials", "servers")
 _NULLABLE = ("temperature", "max_tokens", "top_p", "system")  # settings whose default is None
 
 
@@ -200,14 +200,17 @@ class Session:
         except LLMError as exc:
             return Health(False, exc.line())
 
-    def discover(self, ports: tuple[int, int] | None = None, host: str | None = None, timeout: float = 0.5):
-        """llama.cpp servers on the scan range (or `ports`); those on the local host are remembered for the session."""
+    def discover(self, ports: tuple[int, int] | None = None, host: str | None = None, timeout: float = 0.5,
+                 notify: bool = True):
+        """llama.cpp servers on the scan range (or `ports`); those on the local host are remembered for the session
+        (a change is announced as "servers" unless `notify` is False: the panel's own scans)."""
         provider = self.provider(Target("local"))
         port_list = provider.scan_ports() if ports is None else list(range(ports[0], ports[1] + 1))
         found = provider.discover(host=host, ports=port_list, timeout=timeout)
         if (host or provider.host) == provider.host:
             from .local_servers import record_scan
-            record_scan(self.config.known, port_list, found)
+            if record_scan(self.config.known, port_list, found) and notify:
+                self.notify("servers")  # the panel refills its local list
             for s in found:
                 s.name = self.config.local_name(s.port)
         return found

@@ -60,9 +60,10 @@ class KnownServers:
         return f"<KnownServers {self.ports()}>"
 
 
-def record_scan(known: KnownServers, scanned: list[int], found: list) -> None:
+def record_scan(known: KnownServers, scanned: list[int], found: list) -> bool:
     """Remember every server a scan found (ServerInfo list); forget discovered ports that no longer answer.
-    Servers started by `%llm serve` are forgotten only by `%llm stop`."""
+    Servers started by `%llm serve` are forgotten only by `%llm stop`. True when the set of ports changed."""
+    before = set(known.ports())
     seen = {s.port for s in found}
     for s in found:
         if s.state in ("ok", "loading"):
@@ -71,6 +72,7 @@ def record_scan(known: KnownServers, scanned: list[int], found: list) -> None:
         entry = known.get(port)
         if port not in seen and entry is not None and entry.source == "discover":
             known.forget(port)
+    return set(known.ports()) != before
 
 
 def ollama_models(session, timeout: float = 0.3) -> list[str]:

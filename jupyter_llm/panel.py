@@ -184,7 +184,7 @@ class Panel(LocalRows):
     def _scan(self, force: bool = False) -> list:
         if self._servers is None or force:
             try:
-                self._servers = _bounded(lambda: self.session.discover(timeout=SCAN_TIMEOUT), 3.0, "the server scan")
+                self._servers = _bounded(lambda: self.session.discover(timeout=SCAN_TIMEOUT, notify=False), 3.0, "the server scan")
             except LLMError as exc:
                 self._say(exc.line(), error=True)
                 self._servers = []
