@@ -62,7 +62,7 @@ class Config:
     defaults: dict[str, Any] = field(default_factory=dict)  # temperature, max_tokens, system, format, cache...
     error: LLMError | None = None  # set when the file was bad and defaults were used instead
     # Not from the file: local servers found or started in this session (see local_servers.py).
-    known: "KnownServers" = field(default_factory=lambda: _known())
+    known: "KnownServers" = field(default_factory=lambda: _known(), compare=False, repr=False)
 
     def local_name(self, port: int) -> str | None:
         """The name `local:NAME` of a port: from [local].ports, else given by `%llm serve --alias`."""

@@ -87,6 +87,56 @@ def test_kernel_restart_stops_served_models(kernel_factory, model, now):
     assert k.run("print('fresh')").stdout == "fresh\n"
 
 
+FAKE_LLAMA_SERVER = """#!{python}
+# A stand-in `llama-server` on PATH: strict llama-server flags, llama.cpp's server from xllamacpp, and none
+# of jupyter-llm's watchdogs, so only what survives exec (PR_SET_PDEATHSIG) ties it to the kernel.
+import argparse, os, signal, threading, xllamacpp as xlc
+ap = argparse.ArgumentParser(prog="llama-server")
+ap.add_argument("-m", "--model", required=True)
+ap.add_argument("--host", required=True)
+ap.add_argument("--port", type=int, required=True)
+ap.add_argument("--alias", required=True)
+ap.add_argument("-c", "--ctx-size", type=int)
+ap.add_argument("-ngl", "--n-gpu-layers", type=int)
+a = ap.parse_args()
+p = xlc.CommonParams()
+p.model.path, p.hostnames, p.port, p.model_alias = a.model, [a.host], a.port, {{a.alias}}
+if a.ctx_size:
+    p.n_ctx = a.ctx_size
+if a.n_gpu_layers is not None:
+    p.n_gpu_layers = a.n_gpu_layers
+stop = threading.Event()
+signal.signal(signal.SIGTERM, lambda *_: stop.set())
+server = xlc.Server(p)
+open(os.environ["FAKE_LLAMA_LOG"], "a").write(" ".join(os.sys.argv[1:]) + "\\n")
+stop.wait()
+os._exit(0)
+"""
+
+
+def test_llama_server_on_path_is_preferred_and_dies_with_a_killed_kernel(kernel_factory, model, tmp_path):
+    import sys
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "llama-server"
+    fake.write_text(FAKE_LLAMA_SERVER.format(python=sys.executable))
+    fake.chmod(0o755)
+    log = tmp_path / "argv.log"
+    k = kernel_factory(PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", FAKE_LLAMA_LOG=str(log))
+    k.run("%load_ext jupyter_llm")
+    run = k.run(f"%llm serve {model} --alias bin --ctx 1024 --gpu-layers 0", timeout=120)
+    shown = "\n".join(run.texts())
+    assert "(llama-server, pid" in shown, (shown, run.stderr)
+    pid = int(re.search(r"pid (\d+)", shown).group(1))
+    port = int(re.search(r"127\.0\.0\.1:(\d+)", shown).group(1))
+    assert log.read_text().split() == ["-m", str(model), "--host", "127.0.0.1", "--port", str(port),
+                                       "--alias", "bin", "-c", "1024", "-ngl", "0"]
+    assert open(f"/proc/{pid}/cmdline").read().split("\0")[1] == str(fake)  # exec'd: the server is our child
+    assert k.run("%%llm local:bin --max-tokens 4\nhi").status == "ok"
+    k.km.restart_kernel(now=True)
+    assert gone(pid)
+
+
 def test_shutdown_stops_served_models(kernel_factory, model):
     k = kernel_factory()
     k.run("%load_ext jupyter_llm")
