@@ -76,7 +76,11 @@ def _xllamacpp(args: list[str]) -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    server = xlc.Server(p)  # loads the model, then serves HTTP on its own threads
+    try:
+        server = xlc.Server(p)  # loads the model, then serves HTTP on its own threads
+    except Exception as exc:  # llama.cpp logged why just above
+        print(f"llama.cpp server did not start: {exc}", file=sys.stderr, flush=True)
+        os._exit(1)
     print(f"llama.cpp server (xllamacpp) listening on {server.listening_address}", flush=True)
     stop.wait()
     sys.stdout.flush()

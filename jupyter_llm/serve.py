@@ -154,12 +154,18 @@ def _launch(kind: str, binary: str | None, model: Path, host: str, port: int, al
     return proc, write_fd
 
 
-def _log_tail(log: Path | None, n: int = 3) -> str:
+def _log_reason(log: Path | None) -> str:
+    """Why llama.cpp gave up, from its log: the first error line (`... E tag: message`), else the last line."""
+    import re
     try:
         lines = [l.strip() for l in log.read_text(errors="replace").splitlines() if l.strip()] if log else []
     except OSError:
         return ""
-    return " | ".join(lines[-n:])[-400:]
+    for line in lines:
+        m = re.match(r"^(?:[\d.:]+\s+)?E\s+(.*)$", line) or re.match(r"^.*\berror\b.*$", line, re.I)
+        if m and "Traceback" not in line:
+            return (m.group(1) if m.lastindex else m.group(0)).strip()[:300]
+    return lines[-1][:300] if lines else ""
 
 
 def _wait_healthy(s: Served, timeout: float, progress: Callable[[str], None] | None) -> None:
@@ -170,7 +176,7 @@ def _wait_healthy(s: Served, timeout: float, progress: Callable[[str], None] | N
     while True:
         if s.proc is not None and s.proc.poll() is not None:
             raise LLMError("PROVIDER_ERROR", f"llama.cpp exited with code {s.proc.returncode} while starting "
-                           f"{s.model_path.name}: {_log_tail(s.log) or 'no output'}", hint=f"log: {s.log}")
+                           f"{s.model_path.name}: {_log_reason(s.log) or 'no output'}", hint=f"full log: {s.log}")
         info = probe(s.host, s.port, timeout=1.0, props=False)
         if info is not None and info.state == "ok":
             s.startup_s = time.monotonic() - t0

@@ -167,12 +167,18 @@ def test_bad_serve_input_is_one_coded_line(kernel_factory, model, tmp_path):
     try:
         for source, words in cases.items():
             run = k.run(source)
-            assert run.status == "error", source
+            assert run.status == "error", (source, run.stdout, run.stderr, run.texts())
             lines = [l for l in run.stderr.splitlines() if l.strip()]
             assert len(lines) == 1 and "Traceback" not in run.stderr, (source, run.stderr)
             assert lines[0].startswith("UsageError: BAD_ARGUMENT: ") and words in lines[0], (source, lines)
     finally:
         busy.close()
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\x00" * 64)  # the magic, then nonsense
+    run = k.run(f"%llm serve {broken}", timeout=60)
+    lines = [l for l in run.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("UsageError: PROVIDER_ERROR: llama.cpp exited with code 1"), lines
+    assert "broken.gguf" in lines[0] and "Traceback" not in lines[0] and "full log:" in lines[0]
     assert "no servers started" in k.run("%llm servers").stdout
 
 
