@@ -132,19 +132,26 @@ def _spawn(fn: Callable[[], Any]) -> Any:
 
 
 def _launch(kind: str, binary: str | None, model: Path, host: str, port: int, alias: str, ctx: int | None,
-            gpu_layers: int | None, log: Path) -> tuple[subprocess.Popen, int]:
+            gpu_layers: int | None, log: Path) -> tuple[subprocess.Popen, int | None]:
     args = ["-m", str(model), "--host", host, "--port", str(port), "--alias", alias]
     if ctx is not None:
         args += ["-c", str(ctx)]
     if gpu_layers is not None:
         args += ["-ngl", str(gpu_layers)]
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    if os.name == "nt":  # no fd passing or sessions: own process group; the parent-pid poll guards it
+        argv = [sys.executable, "-m", "jupyter_llm._llama_child", "--parent-pid", str(os.getpid())] + \
+            (["--binary", binary] if binary else []) + ["--", *args]
+        with open(log, "wb") as out:
+            proc = _spawn(lambda: subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                                   env=env, creationflags=subprocess.CREATE_NEW_PROCESS_GROUP))
+        return proc, None
     read_fd, write_fd = os.pipe()
     os.set_inheritable(read_fd, True)
     argv = [sys.executable, "-m", "jupyter_llm._llama_child", "--parent-pid", str(os.getpid()),
             "--watchdog-fd", str(read_fd)] + (["--binary", binary] if binary else []) + ["--", *args]
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     try:
         with open(log, "wb") as out:
             proc = _spawn(lambda: subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,

@@ -205,3 +205,18 @@ def test_python_api_and_registry(model):
     with pytest.raises(Exception) as exc:
         s.parse("local:api")
     assert "unknown local server" in str(exc.value)
+
+
+def test_no_server_program_names_the_extra(monkeypatch, model):
+    import importlib.util
+    from jupyter_llm import serve
+    from jupyter_llm.errors import LLMError
+    from jupyter_llm.kernel_session import Session
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.delenv("JUPYTER_LLM_LLAMA_SERVER", raising=False)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "xllamacpp" else real(name, *a))
+    with pytest.raises(LLMError) as exc:
+        serve.start(Session(), model)
+    assert exc.value.code == "BAD_ARGUMENT" and "jupyter-llm[local]" in exc.value.hint
+    assert serve.servers() == []
