@@ -99,6 +99,7 @@ ap.add_argument("--alias", required=True)
 ap.add_argument("-c", "--ctx-size", type=int)
 ap.add_argument("-ngl", "--n-gpu-layers", type=int)
 a = ap.parse_args()
+import time; time.sleep(float(os.environ.get("FAKE_LLAMA_DELAY", "0")))  # a big model takes a while to load
 p = xlc.CommonParams()
 p.model.path, p.hostnames, p.port, p.model_alias = a.model, [a.host], a.port, {{a.alias}}
 if a.ctx_size:
@@ -122,10 +123,16 @@ def test_llama_server_on_path_is_preferred_and_dies_with_a_killed_kernel(kernel_
     fake.write_text(FAKE_LLAMA_SERVER.format(python=sys.executable))
     fake.chmod(0o755)
     log = tmp_path / "argv.log"
-    k = kernel_factory(PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", FAKE_LLAMA_LOG=str(log))
+    k = kernel_factory(PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", FAKE_LLAMA_LOG=str(log),
+                       FAKE_LLAMA_DELAY="2")
     k.run("%load_ext jupyter_llm")
     run = k.run(f"%llm serve {model} --alias bin --ctx 1024 --gpu-layers 0", timeout=120)
-    shown = "\n".join(run.texts())
+    # progress while it loads, in one display updated in place, ending with where it serves
+    first = run.of("display_data")
+    assert len(first) == 1 and "starting llama.cpp (llama-server) on port" in first[0]["content"]["data"]["text/plain"]
+    updates = [m["content"]["data"]["text/plain"] for m in run.of("update_display_data")]
+    assert len(updates) >= 2 and any(re.search(r", [12] s$", u) for u in updates), updates
+    shown = updates[-1]
     assert "(llama-server, pid" in shown, (shown, run.stderr)
     pid = int(re.search(r"pid (\d+)", shown).group(1))
     port = int(re.search(r"127\.0\.0\.1:(\d+)", shown).group(1))
