@@ -60,7 +60,7 @@ class LocalRows:
         path = self.start_path.value.strip()
         if not path:
             raise LLMError("BAD_ARGUMENT", "type the path of a .gguf model first, then press Start")
-        serve._check_model(path)  # a bad path is reported at once
+        serve.check_model(path)  # a bad path is reported at once
         self.start.disabled = True
         self._say(f"starting llama.cpp on {path}…")
 

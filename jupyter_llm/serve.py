@@ -80,7 +80,8 @@ def _in_use(host: str, port: int) -> bool:
         return False
 
 
-def _check_model(path: str | os.PathLike) -> Path:
+def check_model(path: str | os.PathLike) -> Path:
+    """The resolved path of a readable GGUF file; BAD_ARGUMENT naming what is wrong otherwise."""
     model = Path(os.path.expanduser(str(path)))
     if not model.is_file():
         raise LLMError("BAD_ARGUMENT", f"no model file at {model}", hint="give the path of a .gguf file")
@@ -207,7 +208,7 @@ def start(session, model_path: str | os.PathLike, *, port: int | None = None, ct
     """Start llama.cpp serving `model_path` as a child of this process and return once /health is ok.
     It is registered with the session (`local:PORT`, and `local:ALIAS` with `alias`)."""
     config = session.config
-    model = _check_model(model_path)
+    model = check_model(model_path)
     host = config.local_host or "127.0.0.1"
     for value, what in ((ctx, "--ctx"), (gpu_layers, "--gpu-layers")):
         if value is not None and value < 0:

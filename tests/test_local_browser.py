@@ -114,3 +114,39 @@ def test_serve_then_stream_and_a_restart_stops_it(lab, open_notebook):
     nb.restart_kernel()  # Kernel > Restart: the served model goes with the old kernel
     assert gone(pid), f"pid {pid} survived the restart"
     expect()(page.locator(STATUS)).to_be_hidden()
+
+
+def test_the_quickstart_runs_as_it_is_in_jupyterlab(lab, open_notebook):
+    """What `make lab` opens: the tutorial, no config, Run All; it generates the model and serves it itself."""
+    import shutil
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[1]
+    (lab.root / "notebooks").mkdir(exist_ok=True)
+    shutil.copy(repo / "notebooks" / "quickstart.ipynb", lab.root / "notebooks" / "quickstart.ipynb")
+    (lab.root / "scripts").mkdir(exist_ok=True)
+    shutil.copy(repo / "scripts" / "make_tiny_gguf.py", lab.root / "scripts" / "make_tiny_gguf.py")
+    lab.config_path.unlink(missing_ok=True)  # no hidden config
+    nb = open_notebook("notebooks/quickstart.ipynb")
+    page = nb.page
+    nb.activate()
+    nb.eval("await app.commands.execute('notebook:run-all-cells');")
+    page.wait_for_function(
+        """(path) => { const w = Array.from(window.jupyterapp.shell.widgets('main')).find(w => w.context && w.context.path === path);
+           const cells = w.content.model.cells; let done = 0, code = 0;
+           for (let i = 0; i < cells.length; i++) { const c = cells.get(i);
+             if (c.type === 'code') { code++; if (c.executionCount) { done++; } } }
+           return code > 0 && done === code && w.sessionContext.session.kernel.status === 'idle'; }""",
+        arg="notebooks/quickstart.ipynb", timeout=180_000, polling=500)
+    cells = nb.eval("const cs = panel.content.model.cells; return Array.from({length: cs.length}, (_, i) => "
+                    "({src: cs.get(i).sharedModel.getSource(), tags: cs.get(i).getMetadata('tags') || [], "
+                    "out: cs.get(i).type === 'code' ? cs.get(i).outputs.toJSON() : []}));")
+    errors = [c["src"] for c in cells if any(o["output_type"] == "error" or
+                                             (o["output_type"] == "stream" and o["name"] == "stderr") for o in c["out"])
+              and "raises-exception" not in c["tags"]]
+    assert errors == [], errors
+    assert (lab.root / ".cache" / "models" / "tiny-llama.gguf").exists()
+    answers = nb.page.locator(f"#{nb.panel_id()} .jp-OutputArea .jp-RenderedMarkdown")  # the %%llm answers
+    assert answers.count() >= 3
+    page.screenshot(path=str(screenshot_dir() / "jupyter-llm-quickstart-in-lab.png"), full_page=True)
+    stop = next(c for c in cells if c["src"] == "%llm stop all")
+    assert "stopped 2 servers" in "".join(o.get("text", "") for o in stop["out"])
