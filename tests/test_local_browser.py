@@ -3,9 +3,7 @@ the picker after `%llm discover`; `%llm serve` then a stream; a Lab kernel resta
 panel at 900 px with the file browser open."""
 from __future__ import annotations
 
-import os
 import re
-import time
 
 import pytest
 
