@@ -79,6 +79,7 @@ class Panel(LocalRows):
         self._syncing = False           # True while the panel itself sets widget values
         self._pending: str | None = None  # a secret taken out of the widget, waiting for "Save key"
         self._servers: list | None = None
+        self._ollama: int | None = None   # models a running Ollama has (None: not probed yet)
         self._models: dict[str, list[tuple[str, str]]] = {}
         self._health: dict[str, bool] = {}
         self._queued: set[str] = set()
@@ -202,6 +203,12 @@ class Panel(LocalRows):
         if pid == "local":
             n = sum(1 for s in self._scan() if s.state == "ok")
             return f"● local ({n} server{'s' if n != 1 else ''})" if n else "○ local (none found)"
+        if pid == "ollama":
+            if self._ollama is None:
+                from .local_servers import ollama_models
+                self._ollama = len(ollama_models(self.session)) if spec.base_url else 0
+            n = self._ollama
+            return f"● ollama ({n} model{'s' if n != 1 else ''})" if n else "○ ollama (not running)"
         if not spec.needs_key:
             return f"● {pid}"
         return f"✓ {pid}" if has_key else f"? {pid} (keyring unavailable)"
@@ -440,6 +447,7 @@ class Panel(LocalRows):
     def _do_refresh(self) -> None:
         pid = self.provider.value
         self._servers = None
+        self._ollama = None
         self._models.clear()
         self._health.clear()
         self._say("")

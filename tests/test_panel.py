@@ -209,6 +209,25 @@ def test_key_row_hidden_for_keyless_providers_and_stale_messages_cleared(session
     assert rows and all(r.layout.flex_flow == "row wrap" for r in rows) and p.root.layout.max_width == "100%"
 
 
+def test_ollama_in_the_panel(emulator):
+    from tests.emulator.ollama import FakeOllama
+    fake = FakeOllama()
+    try:
+        Path(os.environ["JUPYTER_LLM_CONFIG"]).write_text(
+            f'[providers.ollama]\nbase_url = "{fake.base_url}"\n[local]\nscan = [1, 1]\n')
+        p = Panel(Session())
+        assert dict((v, k) for k, v in p.provider.options)["ollama"] == "● ollama (2 models)"
+        p.provider.value = "ollama"
+        assert p.key_row.layout.display == "none"
+        assert [v for _, v in p.model.options] == ["ollama:llama3.2:latest", "ollama:qwen2.5-coder:1.5b"]
+        p.switch.click()  # no key needed: no warning
+        assert "using ollama:llama3.2:latest" in p.message.value
+    finally:
+        fake.close()
+    p.refresh.click()
+    assert dict((v, k) for k, v in p.provider.options)["ollama"] == "○ ollama (not running)"
+
+
 def test_start_model_row_serves_and_offers_it(emulator, session):
     from tests.llama import llama_server_module
     from jupyter_llm import serve
