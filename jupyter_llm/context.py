@@ -34,6 +34,7 @@ class Exchange:
     cell_id: str | None = None
     execution_count: int | None = None
     run: Any = field(default=None, repr=False, compare=False)   # the CellInfo of the run that made it
+    tokens: dict = field(default_factory=dict, repr=False, compare=False)  # meter key -> measured size
 
     def messages(self) -> list[dict[str, str]]:
         return [{"role": "user", "content": self.prompt}, {"role": "assistant", "content": self.answer}]
@@ -184,13 +185,23 @@ def reserve_for(provider_id: str, max_tokens: int | None, window: int | None) ->
     return min(default, window // 4) if window else default
 
 
+def _size(meter: Any, e: Exchange) -> int:
+    """An exchange's size for this meter, measured once and kept on the exchange."""
+    n = e.tokens.get(meter.key)
+    if n is None:
+        n = e.tokens[meter.key] = meter.exchange(e.prompt, e.answer)
+    return n
+
+
 def fit(meter: Any, target: Any, available: list[Exchange], prompt: str, system: str | None,
         max_tokens: int | None, mode: Any = "auto", *, strict: bool = True, precise: bool = False,
-        anchor: Exchange | None = None) -> Fit:
+        anchor: Exchange | None = None, measure_all: bool = False) -> Fit:
     """Keep the newest exchanges that fit `meter.window` with the prompt, system text and reserved output.
 
     `mode` all keeps everything, N at most the last N. With `strict`, a prompt that cannot fit even
-    alone raises CONTEXT_TOO_LONG (nothing is sent) saying by how much.
+    alone raises CONTEXT_TOO_LONG (nothing is sent) saying by how much. Exchanges are measured from the
+    newest back only as far as the window reaches (a cell's cost does not grow with the conversation),
+    all of them with `measure_all` (reports).
     """
     mode = parse_mode(mode) if mode is not None else "auto"
     window = meter.window
@@ -198,40 +209,58 @@ def fit(meter: Any, target: Any, available: list[Exchange], prompt: str, system:
     candidates = list(available)
     if isinstance(mode, int):
         candidates = candidates[max(0, len(candidates) - mode):] if mode else []
+    n = len(candidates)
     base = meter.base(system, prompt)
-    sizes = [meter.exchange(e.prompt, e.answer) for e in candidates]
     exact = bool(meter.exact)
-    if getattr(meter, "counts_lazily", False):
+    factor = 1.0
+    lazy = getattr(meter, "counts_lazily", False)
+    if lazy:
         # The provider's count costs a round trip: only near the window (or when asked, in a dry run).
-        near = window is not None and base + sum(sizes) + reserve > (window - reserve) // 2 + reserve
+        rough = base + sum(_size(meter, e) for e in candidates)
+        near = window is not None and rough + reserve > (window - reserve) // 2 + reserve
         measured = meter.calibrate(system, prompt, candidates) if (precise or near) else None
         if measured is not None:
             base, factor = measured
-            sizes = [math.ceil(n * factor) for n in sizes]
             exact = True
     # An estimate overstates by design: refuse up front only when the plain 4-characters-per-token
     # rule is over too; closer calls go to the server, which knows.
     if window and strict and (base if exact else base * 3 // 4) + reserve > window:
         raise _too_long(base, reserve, window, target, exact)
-    kept_from = 0
-    used = base + sum(sizes)
-    if window and mode != "all" and used > window - reserve:
+
+    def size(i: int) -> int:
+        m = _size(meter, candidates[i])
+        return math.ceil(m * factor) if factor != 1.0 else m
+
+    sizes: dict[int, int] = {}
+    limit = window - reserve if window and mode != "all" else None
+    # Walk back from the newest: suffix[i] = base + sizes of candidates[i:].
+    total, lo, anchor_at, suffix = base, n, None, {n: base}
+    while lo > 0:
+        s_ = sizes[lo - 1] = size(lo - 1)
+        if limit is not None and total + s_ > limit:
+            break
+        lo -= 1
+        total += s_
+        suffix[lo] = total
+        if candidates[lo] is anchor:
+            anchor_at = lo
+    kept_from, used = lo, total
+    if lo > 0 and limit is not None:
         # Trimming. The first kept exchange sticks (`anchor`) while everything after it still fits, so
         # the start of the request stays the same and the server's prompt cache (llama.cpp, cloud
         # prompt caching) is reused; when it has to move, it moves far enough to leave SLACK of the
         # room free for the next cells.
-        room = window - reserve
-        if anchor is not None:
-            start = next((i for i, e in enumerate(candidates) if e is anchor), 0)
-            rest = base + sum(sizes[start:])
-            if rest <= room:
-                kept_from, used = start, rest
-        if used > room:
-            goal = room - int(max(0, room - base) * SLACK)
-            while kept_from < len(candidates) and used > goal:
-                used -= sizes[kept_from]
-                kept_from += 1
-    all_sizes = [0] * (len(available) - len(candidates)) + sizes
+        if anchor_at is not None:
+            kept_from = anchor_at
+        else:
+            goal = limit - int(max(0, limit - base) * SLACK)
+            kept_from = next((i for i in range(lo, n + 1) if suffix[i] <= goal), n)
+        used = suffix[kept_from]
+    if measure_all:
+        for i in range(n):
+            if i not in sizes:
+                sizes[i] = size(i)
+    all_sizes = [0] * (len(available) - n) + [sizes.get(i, 0) for i in range(n)]
     return Fit(str(target), candidates[kept_from:], len(available), all_sizes, list(available), base, used,
                reserve, window, exact, meter.label, mode)
 
@@ -246,7 +275,7 @@ def _too_long(base: int, reserve: int, window: int, target: Any, exact: bool) ->
 
 def fit_for(session: Any, target: Any, prompt: str, cell: Any = None, *, system: str | None = None,
             max_tokens: int | None = None, new: bool = False, context: bool = True, precise: bool = False,
-            remember: bool = False, **_params: Any) -> Fit:
+            remember: bool = False, measure_all: bool = False, **_params: Any) -> Fit:
     """Fit what a request from `cell` to `target` would carry, by the session's `context` setting.
     Raises CONTEXT_TOO_LONG when the prompt alone cannot fit; never fails on a measurement."""
     from .tokencount import EstimateMeter, meter_for
@@ -258,10 +287,12 @@ def fit_for(session: Any, target: Any, prompt: str, cell: Any = None, *, system:
     meter = EstimateMeter() if mode == "all" and not precise else meter_for(session, target)
     anchor = session.chat.anchors.get(meter.key)
     try:
-        fitted = fit(meter, target, available, prompt, system, max_tokens, mode, precise=precise, anchor=anchor)
+        fitted = fit(meter, target, available, prompt, system, max_tokens, mode, precise=precise, anchor=anchor,
+                     measure_all=measure_all)
     except (OSError, ValueError, KeyError, TypeError):  # the server stopped answering mid-measurement
         meter = EstimateMeter(meter.window, "estimate (count failed)")
-        fitted = fit(meter, target, available, prompt, system, max_tokens, mode, precise=precise, anchor=anchor)
+        fitted = fit(meter, target, available, prompt, system, max_tokens, mode, precise=precise, anchor=anchor,
+                     measure_all=measure_all)
     if remember and fitted.trimmed and fitted.history:
         session.chat.anchors[meter.key] = fitted.history[0]
     return fitted

@@ -64,7 +64,7 @@ class ContextReport:
 
 def context_report(session: Any, target: Any) -> ContextReport:
     """What the next request from a new cell would carry to `target` (prompt not yet known: empty)."""
-    f = fit_for(session, target, "", None, precise=True)
+    f = fit_for(session, target, "", None, precise=True, measure_all=True)
     kept = {id(e) for e in f.history}
     rows = []
     for i, (e, tokens) in enumerate(zip(f.available, f.tokens), 1):
