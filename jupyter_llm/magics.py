@@ -17,7 +17,10 @@ from .tables import money, seconds, show_table
 # `%llm NAME ...` commands that live in their own feature module ("module:function", imported on
 # first use so %load_ext stays fast). Each function takes (magics, rest_words) and returns the
 # cell's value. Keep this file a thin face: a new capability adds one line here and its own module.
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "budget": ".spending:cmd_budget",
+    "usage": ".spending:cmd_usage",
+}
 
 HELP = """\
 %llm                      control panel (status in a terminal)
@@ -31,8 +34,8 @@ HELP = """\
 %llm set KEY=VALUE ...    temperature, max_tokens, top_p, system, timeout, format, cache
 %llm reset                clear the conversation
 %llm history [-n N]       last N exchanges
-%llm usage                tokens and cost this session, budget left
-%llm budget USD|off       cap this session's spend
+%llm usage [--today|--month] [--notebook [PATH]]   tokens and cost: this session, or from the history
+%llm budget [PROVIDER] [session|daily|monthly] USD|off   spend caps (no arguments: caps and what is spent)
 %llm fallback T1 T2 ...|off   targets tried in order when the active one fails
 %llm help                 this text
 
@@ -308,29 +311,6 @@ class LLMMagics(Magics):
                          seconds(h.get("latency")), h["status"] + (" (incomplete)" if h.get("incomplete") else "")
                          + (" (cached)" if h.get("cached") else "")))
         show_table(["time", "target", "prompt", "tokens in/out", "cost", "latency", "status"], rows)
-
-    def cmd_usage(self, rest: list[str]) -> None:
-        rows = [(p, m, t.requests, t.input_tokens, t.output_tokens, money(t.cost) + (" +?" if t.unpriced else ""))
-                for p, m, t in self.session.usage.rows()]
-        total = self.session.usage.summary()
-        rows.append(("total", "", total["requests"], total["input_tokens"], total["output_tokens"], money(total["cost"])))
-        b = self.session.budget
-        caption = "budget: off" if b is None else f"budget: {money(self.session.budget_left)} left of {money(b)}"
-        show_table(["provider", "model", "requests", "input tokens", "output tokens", "cost"], rows, caption=caption)
-
-    def cmd_budget(self, rest: list[str]) -> None:
-        if len(rest) != 1:
-            raise LLMError("BAD_ARGUMENT", "usage: %llm budget USD  or  %llm budget off")
-        if rest[0].lower() == "off":
-            self.session.set_budget(None)
-            print("budget off")
-            return
-        try:
-            usd = float(rest[0].lstrip("$"))
-        except ValueError:
-            raise LLMError("BAD_ARGUMENT", f"budget must be a number of USD or off, got {rest[0]!r}") from None
-        self.session.set_budget(usd)
-        print(f"session budget {money(usd)}, {money(self.session.budget_left)} left")
 
     def cmd_fallback(self, rest: list[str]) -> None:
         if not rest:
