@@ -198,7 +198,7 @@ _PROVIDER_KEYS = {"kind": str, "base_url": str, "model": str, "auth": str, "env"
                   "stream_usage": bool, "max_tokens_param": str, "price": dict, "free": bool}
 BUDGET_KEYS = {"session_usd": "session", "daily_usd": "daily", "monthly_usd": "monthly"}
 MAX_USD = 10_000_000.0          # a cap or price above this is a typo, not a budget
-MAX_PRICE = 100_000.0           # USD per million tokens
+MAX_PRICE = 1_000_000.0         # USD per million tokens ($1 a token)
 
 
 def _finite(check: "_Checker", dotted: str, value: Any, minimum: float, maximum: float) -> float:
