@@ -59,7 +59,7 @@ def usd(value: float | None) -> str:
     """Money with enough digits for small requests: $0.000150, $0.0421, $2.00, $1,250.00."""
     if value is None:
         return "?"
-    if value == 0 or value >= 1:
+    if value >= 1 or abs(value - round(value, 2)) < 1e-9:
         return f"${value:,.2f}"
     return f"${value:.4f}" if value >= 0.001 else f"${value:.6f}"
 
