@@ -373,3 +373,13 @@ def test_history_rows_carry_the_notebook_and_cell(cloud, emulator, monkeypatch):
     row = s.history(1)[-1]
     assert row["notebook"] == "work/analysis.ipynb" and row["cell_id"] == "cell-abc"
     assert row["provider"] == "openai" and row["model"] == "gpt-4o-mini"
+
+
+def test_per_provider_timeout_applies_to_that_provider_only(cloud, emulator, monkeypatch):
+    monkeypatch.setenv("SLOWGW_API_KEY", "k")
+    s = cloud(extra=f'[providers.slowgw]\nbase_url = "{emulator.url("slowgw")}"\ntimeout = 0.5\n'
+                    '[providers.slowgw.price]\ninput = 0\noutput = 0\n')
+    r = s.ask("hi", target="slowgw:gpt-4o-mini+slow-2", no_history=True)
+    assert r.error is not None and r.error.code == "TIMEOUT" and "0.5s" in r.error.message
+    r = s.ask("hi", target="openai:gpt-4o-mini+slow-1.5", no_history=True)   # the session's 5 s still applies
+    assert r.ok, r.error
