@@ -128,7 +128,7 @@ class SpendCaps:
                  clock: Callable[[], float] = time.time):
         self._caps: dict[tuple[str | None, str], float] = dict(caps or {})
         self.clock = clock               # injectable, for calendar boundaries in tests
-        self._warned: set[tuple[str, str]] = set()
+        self._warned: set[tuple[str, str, float]] = set()
         self._lock = threading.RLock()
         self.emit: Callable[[str], None] = _stderr_line
 
@@ -254,12 +254,12 @@ class SpendCaps:
         for cap, amount in spent.items():
             if cap.usd <= 0 or amount < WARN_AT * cap.usd:
                 continue
-            mark = (cap.name, _period_key(cap.period, now, session.id))
+            mark = (cap.name, _period_key(cap.period, now, session.id), cap.usd)
             with self._lock:
                 if mark in self._warned:
                     continue
                 self._warned.add(mark)
-            detail = {"cap": mark[0], "period": mark[1]}
+            detail = {"cap": mark[0], "period": mark[1], "usd": cap.usd}   # a raised cap may warn again
             if cap.period != "session" and session.store.has_event("budget_warning", detail):
                 continue  # another kernel (or this one before a restart) already said it
             try:

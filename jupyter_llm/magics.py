@@ -186,13 +186,14 @@ class LLMMagics(Magics):
         return show_panel(self.session)
 
     def cmd_status(self, rest: list[str]) -> None:
+        from .spending import caps_summary
         s = self.session.status()
         rows = [("target", s["target"]), ("provider / model", f"{s['provider']} / {s['model'] or 'server default'}"),
                 ("auth", f"{s['auth']} from {s['source']}" + (f" ({s['key']})" if s["key"] else "")),
                 ("base URL", s["base_url"]), ("health", s["health"]),
                 ("conversation", f"{s['conversation']} exchanges"),
                 ("session", f"{s['requests']} requests, {s['input_tokens']} in / {s['output_tokens']} out tokens, {money(s['cost'])}"),
-                ("budget", "off" if s["budget"] is None else f"{money(s['budget_left'])} left of {money(s['budget'])}"),
+                ("budget", caps_summary(self.session)),
                 ("fallback", " → ".join(s["fallback"]) or "off")]
         if self.session.config.error is not None:
             rows.append(("config", self.session.config.error.line()))

@@ -133,6 +133,11 @@ def _session_usage(session) -> None:
                caption="this session" + (_caps_line(session) or "; budget: off"))
 
 
+def caps_summary(session) -> str:
+    """'session $0.12 of $5.00, daily $1.70 of $2.00', or 'off' (for %llm status)."""
+    return _caps_line(session).removeprefix("; budget: ") or "off"
+
+
 def _caps_line(session) -> str:
     """'; budget: session $0.12 of $5.00, daily $1.70 of $2.00' (empty with no caps)."""
     rows = session.caps.report(session)
@@ -141,4 +146,4 @@ def _caps_line(session) -> str:
     return "; budget: " + ", ".join(f"{r['cap']} {usd(r['spent'])} of {usd(r['limit'])}" for r in rows)
 
 
-__all__ = ["cmd_budget", "cmd_usage", "show_caps", "usage_rows", "PERIODS"]
+__all__ = ["cmd_budget", "cmd_usage", "show_caps", "usage_rows", "caps_summary", "PERIODS"]

@@ -383,3 +383,17 @@ def test_per_provider_timeout_applies_to_that_provider_only(cloud, emulator, mon
     assert r.error is not None and r.error.code == "TIMEOUT" and "0.5s" in r.error.message
     r = s.ask("hi", target="openai:gpt-4o-mini+slow-1.5", no_history=True)   # the session's 5 s still applies
     assert r.ok, r.error
+
+
+def test_a_raised_cap_warns_again_at_its_own_80_percent(cloud, emulator):
+    s = cloud(extra="[budget]\ndaily_usd = 10\n" + PRICE)
+    seen: list[str] = []
+    s.caps.emit = seen.append
+    spend(s, 8.5)
+    s.caps.after_spend(s)
+    s.caps.after_spend(s)
+    assert len(seen) == 1 and "$8.50 of $10.00" in seen[0]
+    s.set_budget(20, "daily")
+    spend(s, 8.0)
+    s.caps.after_spend(s)
+    assert len(seen) == 2 and "$16.50 of $20.00" in seen[1]

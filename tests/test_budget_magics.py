@@ -122,3 +122,13 @@ def test_usage_caption_shows_the_caps(priced, capsys, emulator):
     assert priced.session.ask("hi", target=FIVE, max_tokens=6).ok
     result, out, err = run(priced, capsys, "%llm usage")
     assert "budget: daily $5.00 of $20.00" in out
+
+
+def test_status_shows_every_cap(priced, capsys, emulator):
+    result, out, err = run(priced, capsys, "%llm status")
+    assert [l.split() for l in out.splitlines() if l.startswith("budget")] == [["budget", "off"]]
+    run(priced, capsys, "%llm budget 5")
+    run(priced, capsys, "%llm budget openai daily 2")
+    result, out, err = run(priced, capsys, "%llm status")
+    line = [l for l in out.splitlines() if l.startswith("budget")][0]
+    assert "session $0.00 of $5.00" in line and "openai daily $0.00 of $2.00" in line
