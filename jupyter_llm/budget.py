@@ -13,6 +13,7 @@ import math
 import sys
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
@@ -29,6 +30,7 @@ log = logging.getLogger("jupyter_llm")
 
 PERIODS = ("session", "daily", "monthly")
 WARN_AT = 0.8                    # one warning line when a cap first passes this share
+HOLD_TTL = 900.0                 # seconds a request in flight holds its estimate (a killed kernel's expire)
 MAX_USD = 10_000_000.0           # keep in step with config.MAX_USD
 _EPS = 1e-12
 _PERIOD_WORDS = {"session": "this session", "daily": "today", "monthly": "this month"}
@@ -130,6 +132,7 @@ class SpendCaps:
         self.clock = clock               # injectable, for calendar boundaries in tests
         self._warned: set[tuple[str, str, float]] = set()
         self._lock = threading.RLock()
+        self._local = threading.local()  # this thread's holds: the request it has in flight
         self.emit: Callable[[str], None] = _stderr_line
 
     @classmethod
@@ -175,36 +178,41 @@ class SpendCaps:
     def spent(self, session: "Session", caps: Iterable[Cap] | None = None) -> dict[Cap, float]:
         """USD spent against each cap: this kernel's ledger for session caps; the history DB (every
         kernel, every restart) for daily and monthly, plus anything this kernel spent that the DB
-        could not record."""
+        could not record. Requests in flight count with their estimate (their holds)."""
         caps = list(self.caps() if caps is None else caps)
         if not caps:
             return {}
         now = self.clock()
+        store = session.store
+        in_flight = time.time() - HOLD_TTL       # holds carry real time, whatever the clock says
         ledger: dict[str, float] = {}
         for provider, _model_name, tally in session.usage.rows():
             ledger[provider] = ledger.get(provider, 0.0) + tally.cost
-        by_period: dict[str, dict[str, float]] = {}
+        by_period: dict[str, dict[str, float]] = {"session": _plus(ledger, store.held(since=in_flight,
+                                                                                       session_id=session.id))}
         periods = {c.period for c in caps} - {"session"}
         if periods:
-            store = session.store
             recorded = store.spend(session_id=session.id)
             unrecorded = {p: ledger[p] - recorded.get(p, 0.0) for p in ledger if ledger[p] - recorded.get(p, 0.0) > _EPS}
+            held = store.held(since=in_flight)
             for period in periods:
                 since, until = period_bounds(period, now)
-                sums = store.spend(since=since, until=until)
-                for p, extra in unrecorded.items():
-                    sums[p] = sums.get(p, 0.0) + extra
-                by_period[period] = sums
+                by_period[period] = _plus(store.spend(since=since, until=until), unrecorded, held)
         out: dict[Cap, float] = {}
         for cap in caps:
-            sums = ledger if cap.period == "session" else by_period[cap.period]
-            out[cap] = sum(v for p, v in sums.items() if cap.covers(p))
+            out[cap] = sum(v for p, v in by_period[cap.period].items() if cap.covers(p))
         return out
 
     # ---- before sending ----
-    def check(self, session: "Session", targets: list["Target"], request: "Request") -> None:
+    def check(self, session: "Session", targets: list["Target"], request: "Request", *, hold: bool = False) -> None:
         """Refuse (BUDGET_EXCEEDED, nothing sent) when sending `request` to every target could pass any
-        cap, or when a capped target has no known price. No caps: no work at all."""
+        cap, or when a capped target has no known price. No caps: no work at all.
+
+        `hold` (an ask about to send): check and record the estimate as held in one write transaction
+        of the history file, so kernels checking at the same moment see each other's request; the
+        hold goes when the exchange is recorded (`after_spend`)."""
+        if hold:
+            self.release_own(session)
         caps = self.caps()
         if not caps:
             return
@@ -217,12 +225,23 @@ class SpendCaps:
             if est is None:
                 raise _unpriced(t, relevant[0])
             costs.append((t, est))
-        spent = self.spent(session, caps)
-        for cap in caps:
-            add = sum(est for t, est in costs if cap.covers(t.provider))
-            if add > 0 and spent[cap] + add > cap.usd + _EPS:
-                raise _over(cap, spent[cap], add, targets)
+        holding = hold and any(est > 0 for _, est in costs)
+        with session.store.transaction() if holding else nullcontext():
+            spent = self.spent(session, caps)
+            for cap in caps:
+                add = sum(est for t, est in costs if cap.covers(t.provider))
+                if add > 0 and spent[cap] + add > cap.usd + _EPS:
+                    raise _over(cap, spent[cap], add, targets)
+            if holding:
+                self._local.holds = [session.store.hold(est, t.provider, session.id) for t, est in costs if est > 0]
         self._warn(session, spent)
+
+    def release_own(self, session: "Session") -> None:
+        """Drop the hold of this thread's last request (it has been recorded, or it never went)."""
+        ids = getattr(self._local, "holds", None)
+        if ids:
+            self._local.holds = None
+            session.store.release(*ids)
 
     def allowed_fallback(self, session: "Session", request: "Request", chain: list["Target"]) -> list["Target"]:
         """The fallback chain without targets this request may not reach under the caps (each one
@@ -241,7 +260,8 @@ class SpendCaps:
 
     # ---- after spending ----
     def after_spend(self, session: "Session") -> None:
-        """Say once (per cap and period, across kernels) that a cap has passed 80%."""
+        """Release this thread's hold; say once (per cap and period, across kernels) that a cap has passed 80%."""
+        self.release_own(session)
         if not self:
             return
         try:
@@ -281,6 +301,14 @@ class SpendCaps:
                          "left": max(0.0, cap.usd - amount),
                          "percent": (amount / cap.usd * 100) if cap.usd else (100.0 if amount else 0.0)})
         return rows
+
+
+def _plus(*sums: dict[str, float]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for part in sums:
+        for provider, amount in part.items():
+            out[provider] = out.get(provider, 0.0) + amount
+    return out
 
 
 def _stderr_line(line: str) -> None:

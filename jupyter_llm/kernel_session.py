@@ -302,7 +302,7 @@ class Session:
         if new:
             self.reset()
         request = self.build_request(prompt, **params)
-        self.check_budget([target], request)
+        self.check_budget([target], request, hold=True)
         if fallback:
             fallback_chain = self.caps.allowed_fallback(self, request, self.fallback)
         use_cache = self.settings.get("cache") if cache is None else cache
@@ -327,10 +327,11 @@ class Session:
         self.last = response
         return response
 
-    def check_budget(self, targets: list[Target], request: Request) -> None:
+    def check_budget(self, targets: list[Target], request: Request, *, hold: bool = False) -> None:
         """Refuse before anything is sent when sending `request` to every target (one ask, or a whole
-        compare) could pass any spend cap, or a capped target has no known price (see budget.py)."""
-        self.caps.check(self, targets, request)
+        compare) could pass any spend cap, or a capped target has no known price (see budget.py);
+        `hold` keeps the estimate counted until the exchange is recorded."""
+        self.caps.check(self, targets, request, hold=hold)
 
     def _from_cache(self, response: Response, hit: dict, on_event) -> None:
         response.text = hit.get("text", "")

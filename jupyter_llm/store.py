@@ -12,8 +12,9 @@ import logging
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 if TYPE_CHECKING:
     from .events import Response
@@ -35,6 +36,14 @@ CREATE INDEX IF NOT EXISTS exchanges_time ON exchanges(time);
 CREATE INDEX IF NOT EXISTS exchanges_provider_time ON exchanges(provider, time);
 CREATE INDEX IF NOT EXISTS exchanges_notebook ON exchanges(notebook, time);
 CREATE INDEX IF NOT EXISTS events_kind ON events(kind, id);
+CREATE TABLE IF NOT EXISTS holds (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time REAL NOT NULL,
+    session_id TEXT,
+    provider TEXT,
+    usd REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS holds_time ON holds(time);
 """
 _BOOL_FIELDS = ("incomplete", "cached")
 
@@ -245,6 +254,63 @@ class Store:
             return out
 
         return self._run("usage", select, [])
+
+    # ---- holds: spend a request in flight may still add (so concurrent kernels cannot both pass a cap) ----
+
+    @contextmanager
+    def transaction(self) -> Iterator[bool]:
+        """Hold the file's write lock (BEGIN IMMEDIATE) for a check and what it records, so two kernels
+        cannot interleave; yields False (and nothing is atomic) when the lock or the file is unavailable."""
+        with self._lock:
+            try:
+                conn = self._connect()
+                conn.execute("BEGIN IMMEDIATE")
+            except (sqlite3.Error, OSError) as exc:
+                log.debug("history transaction unavailable: %s", exc)
+                yield False
+                return
+            try:
+                yield True
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                log.debug("history commit failed: %s", exc)
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+
+    def hold(self, usd: float, provider: str | None, session_id: str | None) -> int:
+        """Record what a request about to be sent could cost; returns the hold's id (0: not recorded)."""
+        def insert(conn: sqlite3.Connection) -> int:
+            now = time.time()
+            conn.execute("DELETE FROM holds WHERE time < ?", [now - 86400])   # crashed kernels' leftovers
+            cur = conn.execute("INSERT INTO holds (time, session_id, provider, usd) VALUES (?, ?, ?, ?)",
+                               [now, session_id, provider, float(usd)])
+            return int(cur.lastrowid or 0)
+
+        return self._run("hold", insert, 0)
+
+    def release(self, *hold_ids: int) -> None:
+        """Drop holds once their exchange is recorded (or never happened)."""
+        ids = [int(i) for i in hold_ids if i]
+        if ids:
+            self._run("release", lambda conn: conn.execute(
+                f"DELETE FROM holds WHERE id IN ({', '.join('?' for _ in ids)})", ids), None)
+
+    def held(self, *, since: float, session_id: str | None = None) -> dict[str, float]:
+        """USD held per provider by requests in flight that started at or after `since` (older holds are
+        a crashed kernel's and no longer count)."""
+        where, args = self._where(since, None, None, session_id, None)
+
+        def select(conn: sqlite3.Connection) -> dict[str, float]:
+            rows = conn.execute(f"SELECT provider, SUM(usd) FROM holds {where} GROUP BY provider", args)
+            return {(p or ""): float(c or 0.0) for p, c in rows.fetchall()}
+
+        return self._run("holds", select, {})
 
     def has_event(self, kind: str, detail: Any) -> bool:
         """Whether an event of `kind` with exactly this detail was recorded (by any kernel)."""

@@ -397,3 +397,42 @@ def test_a_raised_cap_warns_again_at_its_own_80_percent(cloud, emulator):
     spend(s, 8.0)
     s.caps.after_spend(s)
     assert len(seen) == 2 and "$16.50 of $20.00" in seen[1]
+
+
+def test_requests_in_flight_in_two_sessions_cannot_both_pass_a_daily_cap(cloud, emulator):
+    """Two sessions (separate connections to one file, as two kernels) ask at the same moment; the cap
+    has room for one: the second sees the first's hold and is refused before sending."""
+    import threading
+    extra = "[budget]\ndaily_usd = 10\n" + PRICE
+    a, b = cloud(extra=extra), cloud(extra=extra)
+    assert a.store is not b.store
+    start = threading.Barrier(2)
+    outcome: dict[str, object] = {}
+
+    def ask(name, session):
+        start.wait()
+        try:
+            outcome[name] = session.ask("hi", target="openai:gpt-4o-mini+tokens-5+slow-1", max_tokens=6)
+        except LLMError as exc:
+            outcome[name] = exc
+
+    threads = [threading.Thread(target=ask, args=(n, s)) for n, s in (("a", a), ("b", b))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    kinds = sorted(type(v).__name__ for v in outcome.values())
+    assert kinds == ["LLMError", "Response"], outcome
+    err = next(v for v in outcome.values() if isinstance(v, LLMError))
+    assert err.code == "BUDGET_EXCEEDED" and "up to $6.00 and $6.00 of $10.00" in err.message
+    assert len(emulator.calls("openai")) == 1
+    assert a.store.held(since=0) == {}                      # the hold went when the exchange was recorded
+    assert a.caps.spent(a) == {c: 5.0 for c in a.caps.caps()}
+
+
+def test_a_refused_or_finished_request_leaves_no_hold(cloud, emulator):
+    s = cloud(extra="[budget]\nsession_usd = 10\n" + PRICE)
+    assert s.ask("hi", target=FIVE, max_tokens=6).ok
+    refused(s, "hi", target=FIVE, max_tokens=6)
+    assert s.store.held(since=0) == {}
+    assert s.budget_left == pytest.approx(5.0)

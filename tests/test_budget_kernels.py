@@ -83,3 +83,27 @@ def test_daily_cap_holds_across_two_kernels_and_a_restart(kernels, emulator, iso
         "SELECT notebook, cell_id, provider, cost FROM exchanges ORDER BY id").fetchall()
     assert rows == [("analysis/a.ipynb", "cell-a1", "openai", 5.0), ("analysis/b.ipynb", "cell-b1", "openai", 5.0),
                     ("analysis/b.ipynb", "cell-b3", "openai", 2.0)]
+
+
+def test_two_kernels_asking_at_once_cannot_both_pass_the_cap(kernels, emulator):
+    """Room for one $6 request under the $12 cap after $5 is spent: the kernels race, one is refused."""
+    import threading
+    a, b = kernels("race/a.ipynb"), kernels("race/b.ipynb")
+    assert run_cell(a, f"%%llm {FIVE} --max-tokens 6\nwarm up").status == "ok"           # $5 of 12
+    runs: dict[str, object] = {}
+    start = threading.Barrier(2)
+
+    def go(name, kernel):
+        start.wait()
+        runs[name] = kernel.run(f"%%llm {FIVE}+slow-1 --max-tokens 6\nrace", timeout=60)
+
+    threads = [threading.Thread(target=go, args=(n, k)) for n, k in (("a", a), ("b", b))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(90)
+    statuses = sorted(r.status for r in runs.values())
+    assert statuses == ["error", "ok"], {n: (r.status, r.stderr) for n, r in runs.items()}
+    loser = next(r for r in runs.values() if r.status == "error")
+    assert "BUDGET_EXCEEDED" in loser.stderr and "daily cap" in loser.stderr
+    assert len(emulator.calls("openai")) == 2
