@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .kernel_session import Session
     from .targets import Target
 
-__all__ = ["Cap", "SpendCaps", "PERIODS", "WARN_AT", "parse_usd", "period_bounds", "price_args"]
+__all__ = ["Cap", "SpendCaps", "PERIODS", "WARN_AT", "parse_usd", "period_bounds", "price_args", "report"]
 
 log = logging.getLogger("jupyter_llm")
 
@@ -301,6 +301,14 @@ class SpendCaps:
                          "left": max(0.0, cap.usd - amount),
                          "percent": (amount / cap.usd * 100) if cap.usd else (100.0 if amount else 0.0)})
         return rows
+
+
+def report(session: "Session | None" = None) -> list[dict[str, Any]]:
+    """Every cap of `session` (default: the kernel's) with limit, spent, left and percent."""
+    if session is None:
+        import jupyter_llm
+        session = jupyter_llm.session()
+    return session.caps.report(session)
 
 
 def _plus(*sums: dict[str, float]) -> dict[str, float]:

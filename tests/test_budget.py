@@ -436,3 +436,26 @@ def test_a_refused_or_finished_request_leaves_no_hold(cloud, emulator):
     refused(s, "hi", target=FIVE, max_tokens=6)
     assert s.store.held(since=0) == {}
     assert s.budget_left == pytest.approx(5.0)
+
+
+def test_python_api_reports_caps(cloud, emulator):
+    import jupyter_llm
+    from jupyter_llm import budget
+    s = cloud(extra=PRICE)
+    s.set_budget(2, "daily", provider="openai")
+    s.set_budget(7)
+    with pytest.raises(LLMError) as err:
+        s.set_budget(float("nan"), "daily")
+    assert err.value.code == "BAD_ARGUMENT"
+    with pytest.raises(LLMError):
+        s.set_budget(1, "weekly")
+    with pytest.raises(LLMError):
+        s.set_budget(1, "daily", provider="nosuch")
+    spend(s, 0.5)
+    old, jupyter_llm._session = jupyter_llm._session, s
+    try:
+        rows = budget.report()
+    finally:
+        jupyter_llm._session = old
+    assert [(r["cap"], r["limit"], r["spent"], r["left"]) for r in rows] == [
+        ("session", 7.0, 0.0, 7.0), ("openai daily", 2.0, 0.5, 1.5)]
