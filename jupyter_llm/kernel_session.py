@@ -303,8 +303,7 @@ class Session:
             self.reset()
         request = self.build_request(prompt, **params)
         self.check_budget([target], request, hold=True)
-        if fallback:
-            fallback_chain = self.caps.allowed_fallback(self, request, self.fallback)
+        chain = self.caps.allowed_fallback(self, request, self.fallback) if fallback else []
         use_cache = self.settings.get("cache") if cache is None else cache
         response = Response(target=str(target), answered_by=str(target))
         cache_key = None
@@ -315,7 +314,7 @@ class Session:
             if hit:
                 self._from_cache(response, hit, on_event)
         if not response.cached:
-            self._stream(target, request, response, on_event, fallback_chain if fallback else [])
+            self._stream(target, request, response, on_event, chain)
         self._account(target, prompt, response)
         if not no_history and response.text:
             with self._lock:
