@@ -459,3 +459,18 @@ def test_python_api_reports_caps(cloud, emulator):
         jupyter_llm._session = old
     assert [(r["cap"], r["limit"], r["spent"], r["left"]) for r in rows] == [
         ("session", 7.0, 0.0, 7.0), ("openai daily", 2.0, 0.5, 1.5)]
+
+
+def test_real_llama_server_is_free_under_zero_caps(llama_server, isolated_env):
+    """A real llama.cpp server answers under $0 caps: local costs nothing, so nothing is refused."""
+    path = isolated_env / "config.toml"
+    path.write_text(f'default = "local:{llama_server.port}"\n[budget]\nsession_usd = 0\ndaily_usd = 0\n'
+                    '[budget.providers]\nlocal = { monthly_usd = 0 }\n')
+    from jupyter_llm.kernel_session import Session
+    s = Session(load_config(path, strict=True))
+    r = s.ask("hello", max_tokens=4)
+    assert r.ok, r.error
+    assert r.cost == 0.0 and r.usage.output_tokens == 4
+    row = s.history(1)[-1]
+    assert row["provider"] == "local" and row["cost"] == 0.0
+    assert s.store.held(since=0) == {}
