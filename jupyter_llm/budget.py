@@ -178,18 +178,23 @@ class SpendCaps:
     def spent(self, session: "Session", caps: Iterable[Cap] | None = None) -> dict[Cap, float]:
         """USD spent against each cap: this kernel's ledger for session caps; the history DB (every
         kernel, every restart) for daily and monthly, plus anything this kernel spent that the DB
-        could not record. Requests in flight count with their estimate (their holds)."""
+        could not record."""
+        return self._amounts(session, caps)[0]
+
+    def _amounts(self, session: "Session", caps: Iterable[Cap] | None = None
+                 ) -> tuple[dict[Cap, float], dict[Cap, float]]:
+        """(spent, held) per cap; held is what requests in flight may still add (their estimates)."""
         caps = list(self.caps() if caps is None else caps)
         if not caps:
-            return {}
+            return {}, {}
         now = self.clock()
         store = session.store
         in_flight = time.time() - HOLD_TTL       # holds carry real time, whatever the clock says
         ledger: dict[str, float] = {}
         for provider, _model_name, tally in session.usage.rows():
             ledger[provider] = ledger.get(provider, 0.0) + tally.cost
-        by_period: dict[str, dict[str, float]] = {"session": _plus(ledger, store.held(since=in_flight,
-                                                                                       session_id=session.id))}
+        by_period: dict[str, dict[str, float]] = {"session": ledger}
+        holds: dict[str, dict[str, float]] = {"session": store.held(since=in_flight, session_id=session.id)}
         periods = {c.period for c in caps} - {"session"}
         if periods:
             recorded = store.spend(session_id=session.id)
@@ -197,11 +202,13 @@ class SpendCaps:
             held = store.held(since=in_flight)
             for period in periods:
                 since, until = period_bounds(period, now)
-                by_period[period] = _plus(store.spend(since=since, until=until), unrecorded, held)
-        out: dict[Cap, float] = {}
-        for cap in caps:
-            out[cap] = sum(v for p, v in by_period[cap.period].items() if cap.covers(p))
-        return out
+                by_period[period] = _plus(store.spend(since=since, until=until), unrecorded)
+                holds[period] = held
+
+        def total(sums: dict[str, float], cap: Cap) -> float:
+            return sum(v for p, v in sums.items() if cap.covers(p))
+        return ({cap: total(by_period[cap.period], cap) for cap in caps},
+                {cap: total(holds[cap.period], cap) for cap in caps})
 
     # ---- before sending ----
     def check(self, session: "Session", targets: list["Target"], request: "Request", *, hold: bool = False) -> None:
@@ -227,11 +234,11 @@ class SpendCaps:
             costs.append((t, est))
         holding = hold and any(est > 0 for _, est in costs)
         with session.store.transaction() if holding else nullcontext():
-            spent = self.spent(session, caps)
+            spent, held = self._amounts(session, caps)
             for cap in caps:
                 add = sum(est for t, est in costs if cap.covers(t.provider))
-                if add > 0 and spent[cap] + add > cap.usd + _EPS:
-                    raise _over(cap, spent[cap], add, targets)
+                if add > 0 and spent[cap] + held[cap] + add > cap.usd + _EPS:
+                    raise _over(cap, spent[cap], held[cap], add, targets)
             if holding:
                 self._local.holds = [session.store.hold(est, t.provider, session.id) for t, est in costs if est > 0]
         self._warn(session, spent)
@@ -330,11 +337,12 @@ def _unpriced(target: "Target", cap: Cap) -> LLMError:
                          f"tokens, or free = true, in the config; or %llm budget off")
 
 
-def _over(cap: Cap, spent: float, add: float, targets: list["Target"]) -> LLMError:
+def _over(cap: Cap, spent: float, held: float, add: float, targets: list["Target"]) -> LLMError:
     what, way_out = ((f"this request to {targets[0]}", "switch to local") if len(targets) == 1
                      else ("this compare", "compare fewer targets"))
     setting = f"%llm budget {cap.name} USD" if cap.period != "session" or cap.provider else "%llm budget USD"
     return LLMError("BUDGET_EXCEEDED",
                     f"the {cap.title} would be passed: {what} could cost up to {usd(add)} and {usd(spent)} of "
-                    f"{usd(cap.usd)} is spent; nothing was sent",
+                    f"{usd(cap.usd)} is spent" + (f" with {usd(held)} more held by requests in flight" if held > _EPS
+                                                  else "") + "; nothing was sent",
                     hint=f"raise it with {setting}, lower --max-tokens, or {way_out}")

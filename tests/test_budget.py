@@ -424,7 +424,7 @@ def test_requests_in_flight_in_two_sessions_cannot_both_pass_a_daily_cap(cloud, 
     kinds = sorted(type(v).__name__ for v in outcome.values())
     assert kinds == ["LLMError", "Response"], outcome
     err = next(v for v in outcome.values() if isinstance(v, LLMError))
-    assert err.code == "BUDGET_EXCEEDED" and "up to $6.00 and $6.00 of $10.00" in err.message
+    assert err.code == "BUDGET_EXCEEDED" and "up to $6.00 and $0.00 of $10.00 is spent with $6.00 more held by requests in flight" in err.message
     assert len(emulator.calls("openai")) == 1
     assert a.store.held(since=0) == {}                      # the hold went when the exchange was recorded
     assert a.caps.spent(a) == {c: 5.0 for c in a.caps.caps()}
