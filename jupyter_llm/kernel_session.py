@@ -302,18 +302,18 @@ class Session:
         if new:
             self.reset()
         request = self.build_request(prompt, **params)
-        self.check_budget([target], request, hold=True)
-        chain = self.caps.allowed_fallback(self, request, self.fallback) if fallback else []
         use_cache = self.settings.get("cache") if cache is None else cache
         response = Response(target=str(target), answered_by=str(target))
-        cache_key = None
+        cache_key = hit = None
         if use_cache:
             from .store import Store
             cache_key = Store.cache_key(str(target), request.cache_key_parts())
             hit = self.store.cache_get(cache_key)
-            if hit:
-                self._from_cache(response, hit, on_event)
-        if not response.cached:
+        if hit:  # a cached answer costs nothing: no budget check
+            self._from_cache(response, hit, on_event)
+        else:
+            self.check_budget([target], request, hold=True)
+            chain = self.caps.allowed_fallback(self, request, self.fallback) if fallback else []
             self._stream(target, request, response, on_event, chain)
         self._account(target, prompt, response)
         if not no_history and response.text:

@@ -474,3 +474,15 @@ def test_real_llama_server_is_free_under_zero_caps(llama_server, isolated_env):
     row = s.history(1)[-1]
     assert row["provider"] == "local" and row["cost"] == 0.0
     assert s.store.held(since=0) == {}
+
+
+def test_a_cached_answer_is_free_past_a_spent_cap(cloud, emulator):
+    """Restart & Run All with the cache on costs nothing, so a spent cap does not refuse it."""
+    s = cloud(extra="[budget]\ndaily_usd = 6\n" + PRICE)
+    s.set(cache="on")
+    first = s.ask("same", target=FIVE, max_tokens=6, new=True, no_history=True)
+    assert first.ok and first.cost == 5.0
+    again = s.ask("same", target=FIVE, max_tokens=6, new=True, no_history=True)   # 5 + 6 > 6, but cached
+    assert again.cached and again.text == first.text and again.cost == 0.0
+    refused(s, "different", target=FIVE, max_tokens=6, new=True, no_history=True)
+    assert len(emulator.calls("openai")) == 1
