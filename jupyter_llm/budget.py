@@ -123,6 +123,19 @@ def estimate(session: "Session", target: "Target", request: "Request") -> float 
     return pricing.estimate(target.provider, _model(session, target), request, **price_args(session, target))
 
 
+def with_prices(session: "Session", target: "Target", models: list) -> list:
+    """ModelInfos priced as the budget prices them: a configured `price`, `free`, a loopback endpoint."""
+    from . import pricing
+    args = price_args(session, target)
+    if pricing.configured_price(args.get("settings")) is None and not pricing.is_loopback(args.get("base_url")):
+        return models
+    for m in models:
+        found = pricing.prices(target.provider, m.id, **args)
+        if found is not None:
+            m.input_price, m.output_price = found
+    return models
+
+
 class SpendCaps:
     """The caps a session enforces: set from config, changed by `%llm budget`, checked before sending."""
 

@@ -228,7 +228,8 @@ class Session:
     def models(self, provider: str | None = None):
         target = Target(provider.lower()) if provider else Target(self.active.provider)
         spec = self._spec(target)
-        return self.provider(target).list_models(self.credentials.lookup(spec))
+        from .budget import with_prices
+        return with_prices(self, target, self.provider(target).list_models(self.credentials.lookup(spec)))
 
     def providers(self, *, probe: bool = True) -> list[dict[str, Any]]:
         """One row per provider: configured?, auth method, credential source, masked key, health."""

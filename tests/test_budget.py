@@ -486,3 +486,11 @@ def test_a_cached_answer_is_free_past_a_spent_cap(cloud, emulator):
     assert again.cached and again.text == first.text and again.cost == 0.0
     refused(s, "different", target=FIVE, max_tokens=6, new=True, no_history=True)
     assert len(emulator.calls("openai")) == 1
+
+
+def test_models_list_shows_the_configured_price(cloud, emulator):
+    s = cloud(extra="[providers.mygateway.price]\ninput = 0.4\noutput = 1.6\n")
+    models = s.models("mygateway")
+    assert models and all((m.input_price, m.output_price) == (0.4, 1.6) for m in models)
+    openai = {m.id: m for m in s.models("openai")}              # free = false: the catalogue's price
+    assert openai["gpt-4o-mini"].input_price and openai["gpt-4o-mini"].input_price > 0
