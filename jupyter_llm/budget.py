@@ -146,6 +146,7 @@ class SpendCaps:
         self._warned: set[tuple[str, str, float]] = set()
         self._lock = threading.RLock()
         self._local = threading.local()  # this thread's holds: the request it has in flight
+        self._settled: dict[tuple, dict[str, float]] = {}  # spend of month days that can no longer change
         self.emit: Callable[[str], None] = _stderr_line
 
     @classmethod
@@ -214,14 +215,29 @@ class SpendCaps:
             unrecorded = {p: ledger[p] - recorded.get(p, 0.0) for p in ledger if ledger[p] - recorded.get(p, 0.0) > _EPS}
             held = store.held(since=in_flight)
             for period in periods:
-                since, until = period_bounds(period, now)
-                by_period[period] = _plus(store.spend(since=since, until=until), unrecorded)
+                by_period[period] = _plus(self._period_spend(store, period, now), unrecorded)
                 holds[period] = held
 
         def total(sums: dict[str, float], cap: Cap) -> float:
             return sum(v for p, v in sums.items() if cap.covers(p))
         return ({cap: total(by_period[cap.period], cap) for cap in caps},
                 {cap: total(holds[cap.period], cap) for cap in caps})
+
+    def _period_spend(self, store, period: str, now: float) -> dict[str, float]:
+        """Spend per provider in the calendar day or month around `now`. A month's days before today
+        (less the longest a request can take to be recorded) are summed once and kept, so a check
+        reads only today's rows however busy the month was."""
+        since, until = period_bounds(period, now)
+        if period != "monthly":
+            return store.spend(since=since, until=until)
+        settled_until = max(since, period_bounds("daily", now)[0] - HOLD_TTL)
+        key = (str(store.path), since, settled_until)
+        settled = self._settled.get(key) if settled_until > since else {}
+        if settled is None:
+            settled = store.spend(since=since, until=settled_until)
+            with self._lock:
+                self._settled = {key: settled}
+        return _plus(settled, store.spend(since=settled_until, until=until))
 
     # ---- before sending ----
     def check(self, session: "Session", targets: list["Target"], request: "Request", *, hold: bool = False) -> None:

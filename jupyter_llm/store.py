@@ -32,7 +32,7 @@ EXCHANGE_FIELDS = ("time", "session_id", "target", "answered_by", "prompt", "res
 # Columns added after 0.1 (ALTER TABLE on an older file): who was charged, and which notebook cell asked.
 _ADDED_COLUMNS = (("provider", "TEXT"), ("model", "TEXT"), ("notebook", "TEXT"), ("cell_id", "TEXT"))
 _ADDED_INDEXES = """
-CREATE INDEX IF NOT EXISTS exchanges_time ON exchanges(time);
+CREATE INDEX IF NOT EXISTS exchanges_spend ON exchanges(time, provider, cost);
 CREATE INDEX IF NOT EXISTS exchanges_provider_time ON exchanges(provider, time);
 CREATE INDEX IF NOT EXISTS exchanges_notebook ON exchanges(notebook, time);
 CREATE INDEX IF NOT EXISTS events_kind ON events(kind, id);

@@ -494,3 +494,28 @@ def test_models_list_shows_the_configured_price(cloud, emulator):
     assert models and all((m.input_price, m.output_price) == (0.4, 1.6) for m in models)
     openai = {m.id: m for m in s.models("openai")}              # free = false: the catalogue's price
     assert openai["gpt-4o-mini"].input_price and openai["gpt-4o-mini"].input_price > 0
+
+
+def test_a_busy_month_is_summed_once_and_today_read_live(cloud, emulator):
+    s = cloud(extra="[budget]\nmonthly_usd = 100\n" + PRICE)
+    s.caps.clock = lambda: local(2026, 5, 20, 12)
+    spend(s, 2.0, at=local(2026, 5, 3, 9))
+    calls = []
+    real = s.store.spend
+    s.store.spend = lambda **kw: calls.append(kw) or real(**kw)
+    assert list(s.caps.spent(s).values()) == [2.0]
+    spend(s, 1.0, at=local(2026, 5, 20, 11))                 # today, another kernel
+    assert list(s.caps.spent(s).values()) == [3.0]
+    month_start = local(2026, 5, 1)
+    assert sum(1 for kw in calls if kw.get("since") == month_start) == 1   # the settled days: once
+    s.caps.clock = lambda: local(2026, 5, 21, 12)            # a new day settles the 20th too
+    assert list(s.caps.spent(s).values()) == [3.0]
+    assert sum(1 for kw in calls if kw.get("since") == month_start) == 2
+
+
+def test_spend_index_covers_the_range_sum(tmp_path):
+    store = Store(tmp_path / "h.sqlite3")
+    store.spend(since=0, until=1)
+    plan = " ".join(str(tuple(r)) for r in store._connect().execute(
+        "EXPLAIN QUERY PLAN SELECT provider, SUM(cost) FROM exchanges WHERE time >= 0 AND time < 1 GROUP BY provider"))
+    assert "COVERING INDEX exchanges_spend" in plan
