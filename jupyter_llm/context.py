@@ -119,14 +119,20 @@ class Conversation:
                                f"(1-{count}, or -1 for the last)", hint="see %llm context")
             return self.exchanges.pop(index)
 
-    def keep_cells(self, cell_ids: Iterable[str]) -> int:
-        """The frontend's cell ids in notebook order: drop exchanges of cells not among them and put the
-        rest in notebook order (exchanges without a cell id stay where they are). Returns how many went."""
+    def keep_cells(self, cell_ids: Iterable[str], removed: Iterable[str] | None = None) -> int:
+        """The frontend's cell ids in notebook order. Drops the exchanges of the `removed` cells (when
+        not given: of every cell not in `cell_ids`) and puts the rest of the listed cells in notebook
+        order; exchanges without a cell id, or of cells the list does not name, stay where they are.
+        Returns how many went."""
         order = {cid: i for i, cid in enumerate(cell_ids)}
         with self._lock:
             before = len(self.exchanges)
-            kept = [e for e in self.exchanges if e.cell_id is None or e.cell_id in order]
-            slots = [i for i, e in enumerate(kept) if e.cell_id is not None]
+            if removed is None:
+                kept = [e for e in self.exchanges if e.cell_id is None or e.cell_id in order]
+            else:
+                gone = set(removed)
+                kept = [e for e in self.exchanges if e.cell_id is None or e.cell_id not in gone]
+            slots = [i for i, e in enumerate(kept) if e.cell_id in order]
             ranked = sorted((kept[i] for i in slots), key=lambda e: order[e.cell_id])  # stable: runs stay in order
             for i, e in zip(slots, ranked):
                 kept[i] = e

@@ -183,9 +183,9 @@ class Session:
         self.notify("conversation")
         return dropped
 
-    def keep_cells(self, cell_ids: Iterable[str]) -> int:
+    def keep_cells(self, cell_ids: Iterable[str], removed: Iterable[str] | None = None) -> int:
         """The frontend's cells in notebook order: exchanges of deleted cells go (see Conversation.keep_cells)."""
-        gone = self.chat.keep_cells(cell_ids)
+        gone = self.chat.keep_cells(cell_ids, removed)
         self.notify("conversation")
         return gone
 

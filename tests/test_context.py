@@ -58,6 +58,12 @@ def test_forget_and_keep_cells():
     # the frontend's list: c deleted, d moved above a
     assert c.keep_cells(["d", "a", "x"]) == 1
     assert [e.prompt for e in c.exchanges] == ["qd", "qa"]
+    # what the labextension sends: deletions it saw, and the order; cells it does not know (fresh ids
+    # after a page reload of an old notebook) lose nothing
+    c.record("qe", "x", "t", cell("e", 9))
+    assert c.keep_cells(["fresh-1", "fresh-2"], removed=[]) == 0 and len(c) == 3
+    assert c.keep_cells(["e", "a"], removed=["d"]) == 1
+    assert [e.prompt for e in c.exchanges] == ["qe", "qa"]
 
 
 # ---- fitting -------------------------------------------------------------------------------------

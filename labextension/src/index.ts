@@ -112,24 +112,49 @@ export class KernelLink {
     });
   }
 
-  /** Tell the kernel which cells the notebook has now (debounced); a no-op without a live comm. */
+  /**
+   * Tell the kernel the notebook's cell order and which cells were deleted since the last report
+   * (debounced). Deletions are found by comparing with the ids this page saw before, so a page
+   * reload that gives an old (nbformat 4.4) notebook fresh cell ids deletes nothing; without a live
+   * comm they are kept and sent once the kernel loads jupyter_llm.
+   */
   syncCells(): void {
     if (!this._cellIds || this._isDisposed) {
       return;
     }
     window.clearTimeout(this._cellsTimer);
     this._cellsTimer = window.setTimeout(() => {
-      const comm = this._comm;
       const cells = this._cellIds ? this._cellIds() : null;
-      if (!comm || comm.isDisposed || !cells) {
+      if (!cells) {
         return;
       }
+      const now = new Set(cells);
+      this._known?.forEach(id => {
+        if (!now.has(id)) {
+          this._removed.add(id);
+        }
+      });
+      this._known = now;
+      const comm = this._comm;
+      if (!comm || comm.isDisposed) {
+        return;
+      }
+      const removed = Array.from(this._removed).filter(id => !now.has(id));
+      this._removed.clear();
       try {
-        comm.send({ action: 'cells', cells });
+        comm.send({ action: 'cells', cells, removed });
       } catch (err) {
         // A closing kernel: the next attach sends the list again.
       }
     }, CELLS_DEBOUNCE_MS);
+  }
+
+  /** Remember the cells the notebook has now (when its model is ready), to tell deletions later. */
+  snapshotCells(): void {
+    const cells = this._cellIds ? this._cellIds() : null;
+    if (cells && !this._known) {
+      this._known = new Set(cells);
+    }
   }
 
   dispose(): void {
@@ -327,6 +352,8 @@ export class KernelLink {
   private _counter = 0;
   private _cellIds: (() => string[] | null) | null = null;
   private _cellsTimer = 0;
+  private _removed = new Set<string>();
+  private _known: Set<string> | null = null;
   private _needProbe = true;
   private _probing = false;
   private _isDisposed = false;
@@ -432,6 +459,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       links.set(panel, link);
       if (notebook) {
         const follow = (): void => {
+          link.snapshotCells();
           notebook.content.model?.cells.changed.connect(() => link.syncCells());
         };
         if (notebook.content.model) {
