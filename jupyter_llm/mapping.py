@@ -243,6 +243,7 @@ def execute_row(session, target, row: Row, *, schema: Any = None, use_cache: boo
                 raise KeyboardInterrupt  # Session._stream closes the stream and marks the row interrupted
         session._stream(target, row.request, response, on_event, list(fallback))
         if response.finish_reason == "interrupted":
+            session._account(target, row.prompt, response)  # what was received is history and usage too
             return _cancelled("interrupted mid-answer"), None
     if schema is not None:
         apply(schema, response)
