@@ -307,8 +307,10 @@ def test_pandas_is_not_imported_by_load_ext():
     import subprocess
     import sys
     code = ("import sys, IPython; from IPython.testing.globalipapp import start_ipython; ip = start_ipython();"
+            "before = set(sys.modules);"
             "ip.run_line_magic('load_ext', 'jupyter_llm'); import jupyter_llm;"
-            "bad = [m for m in ('pandas', 'pydantic', 'jsonschema', 'ipywidgets', 'PIL', 'matplotlib') if m in sys.modules];"
+            "bad = [m for m in ('pandas', 'pydantic', 'jsonschema', 'ipywidgets', 'PIL', 'matplotlib')"
+            "       if m in sys.modules and m not in before];"
             "print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ), timeout=60)
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
