@@ -161,7 +161,7 @@ class LLMMagics(Magics):
             response.value = value = extract_code(response.text)[1]
         renderer.finish(response)
         self.shell.user_ns["_llm"] = response
-        if args.output and (response.text or response.value is not None):
+        if args.output and (response.value is not None if "schema" in extra else (response.text or response.value is not None)):
             self.shell.user_ns[args.output] = value
         if args.insert and response.ok and value:
             self.shell.set_next_input(value, replace=False)

@@ -49,6 +49,35 @@ class Plan:
         return len(self.rows)
 
 
+class RowView:
+    """A row as the template sees it: `{row.col}` and `{row["col"]}` are always the row's values, also for
+    columns named like Series attributes (`name`, `size`, `count`, `index`...); anything else, and the
+    text of `{row}`, is the row's own (a pandas Series, or a dict)."""
+    __slots__ = ("_row",)
+
+    def __init__(self, row: Any):
+        self._row = row
+
+    def __getattr__(self, name: str) -> Any:
+        row = object.__getattribute__(self, "_row")
+        try:
+            return row[name]
+        except (KeyError, TypeError, IndexError):
+            return getattr(row, name)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._row[key]
+
+    def __format__(self, spec: str) -> str:
+        return format(self._row, spec)
+
+    def __str__(self) -> str:
+        return str(self._row)
+
+    def __repr__(self) -> str:
+        return repr(self._row)
+
+
 def _items(data: Any) -> tuple[list[Any], list[Any], Any, str]:
     """(labels, values, index, kind) of DATA; BAD_ARGUMENT when it cannot be mapped over."""
     mod = (type(data).__module__ or "").split(".")[0]
@@ -91,7 +120,8 @@ def build_rows(session, template: str, data: Any, *, namespace: Mapping[str, Any
     images = bool(attachments)
     for pos, (label, value) in enumerate(zip(labels, values)):
         ns = dict(base)
-        ns.update(row=value, item=value, index=label)
+        view = RowView(value) if kind == "frame" or isinstance(value, Mapping) else value
+        ns.update(row=view, item=view, index=label)
         try:
             content, prompt = media.render(template.strip("\n"), ns, table_rows=table_rows, attachments=attachments)
         except LLMError as exc:

@@ -41,6 +41,7 @@ class MapProgress:
         self.updates = 0            # display updates sent (tests and the benchmark check the rate)
         self.bar: Any = None
         self.label: Any = None
+        self.box: Any = None
         self._width = 0
 
     # ---- counting ----
@@ -74,7 +75,8 @@ class MapProgress:
             self.bar = w.IntProgress(value=0, min=0, max=max(1, self.total), description="llm map",
                                      bar_style="info", layout=w.Layout(width="50%"))
             self.label = w.HTML(value=self._html(self.line()))
-            display(w.VBox([self.bar, self.label]))
+            self.box = w.VBox([self.bar, self.label])
+            display(self.box)
         else:
             self._write(self.line())
         self.last = time.monotonic()
@@ -98,12 +100,13 @@ class MapProgress:
         self.last = time.monotonic()
 
     def finish(self, summary: str) -> None:
-        """Replace the live line by the one-line summary (the bar stays, full or not)."""
+        """Replace the live bar and line by the one-line summary."""
         if self.rich and self.bar is not None:
-            self.bar.value = self.done
-            self.bar.bar_style = "success" if not self.failed and self.done == self.total else (
-                "danger" if self.done < self.total else "warning")
-            self.label.value = self._html(summary)
+            # The live widgets go; a static line stays, which a saved notebook (no widget state) keeps too.
+            from IPython.display import display
+            for widget in (self.bar, self.label, self.box):
+                widget.close()
+            display({"text/html": self._html(summary), "text/plain": summary}, raw=True)
         elif not self.rich:
             self._write(summary, end=True)
 
