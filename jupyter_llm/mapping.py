@@ -325,7 +325,8 @@ def to_frame(plan: Plan, results: dict[str, list[RowResult]], labels: dict[str, 
     return frame
 
 
-def summary_line(plan: Plan, results: dict[str, list[RowResult]], elapsed: float) -> str:
+def summary_line(plan: Plan, results: dict[str, list[RowResult]], elapsed: float,
+                 labels: dict[str, str] | None = None) -> str:
     """`1000 rows in 12.3 s: 998 ok, 2 failed (RATE_LIMITED 2), 40 cached, 51k tokens, $0.0123`."""
     from collections import Counter
     from .tables import money
@@ -335,7 +336,7 @@ def summary_line(plan: Plan, results: dict[str, list[RowResult]], elapsed: float
         codes = Counter(r.status for r in rows if not r.ok and r.status != "cancelled")
         fail = f", {s['failed']} failed ({', '.join(f'{c} {n}' for c, n in codes.most_common())})" if s["failed"] else ""
         extra = (f", {s['cancelled']} cancelled" if s["cancelled"] else "") + (f", {s['cached']} cached" if s["cached"] else "")
-        prefix = f"{t}: " if len(results) > 1 else ""
+        prefix = f"{(labels or {}).get(t, t)}: " if len(results) > 1 else ""
         parts.append(f"{prefix}{s['ok']} ok{fail}{extra}, {s['input_tokens'] + s['output_tokens']:,} tokens, {money(s['cost'])}")
     return f"{len(plan)} rows in {elapsed:.1f} s: " + "; ".join(parts)
 
@@ -379,7 +380,7 @@ def map_rows(session, template: str, data: Any, target=None, schema: Any = None,
     if bar is not None:
         bar.start()
     results = runner.run()
-    line = summary_line(plan, results, time.monotonic() - runner.started)
+    line = summary_line(plan, results, time.monotonic() - runner.started, labels)
     if runner.interrupted:
         line += " (interrupted: re-run to send the rest)"
     elif runner.stopped_by:

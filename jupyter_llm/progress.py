@@ -42,6 +42,7 @@ class MapProgress:
         self.bar: Any = None
         self.label: Any = None
         self.box: Any = None
+        self.handle: Any = None
         self._width = 0
 
     # ---- counting ----
@@ -76,7 +77,7 @@ class MapProgress:
                                      bar_style="info", layout=w.Layout(width="50%"))
             self.label = w.HTML(value=self._html(self.line()))
             self.box = w.VBox([self.bar, self.label])
-            display(self.box)
+            self.handle = display(self.box, display_id=True)
         else:
             self._write(self.line())
         self.last = time.monotonic()
@@ -102,11 +103,10 @@ class MapProgress:
     def finish(self, summary: str) -> None:
         """Replace the live bar and line by the one-line summary."""
         if self.rich and self.bar is not None:
-            # The live widgets go; a static line stays, which a saved notebook (no widget state) keeps too.
-            from IPython.display import display
+            # The live widgets give way, in place, to a static line that a saved notebook keeps as it is.
+            self.handle.update({"text/html": self._html(summary), "text/plain": summary}, raw=True)
             for widget in (self.bar, self.label, self.box):
                 widget.close()
-            display({"text/html": self._html(summary), "text/plain": summary}, raw=True)
         elif not self.rich:
             self._write(summary, end=True)
 

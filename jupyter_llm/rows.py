@@ -99,8 +99,10 @@ def build_rows(session, template: str, data: Any, *, namespace: Mapping[str, Any
     attachments = [media.attach(p) for p in attach]
     table_rows = int(session.settings.get("table_rows") or 20)
     base = dict(namespace or {})
-    probe = session.build_request("", system=system, temperature=temperature, max_tokens=max_tokens, top_p=top_p,
-                                  context=False)
+    from .config import coerce_setting  # validated and typed as a cell's options are: 0 and 0.0 share a cache key
+    checked = {k: coerce_setting(k, v) for k, v in (("temperature", temperature), ("max_tokens", max_tokens),
+                                                      ("top_p", top_p)) if v is not None}
+    probe = session.build_request("", system=system, context=False, **checked)
     rows: list[Row] = []
     images = bool(attachments)
     for pos, (label, value) in enumerate(zip(labels, values)):

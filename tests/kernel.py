@@ -84,7 +84,11 @@ class Kernel:
                 break
             if msg["msg_type"] != "status":
                 run.messages.append(msg)
-        run.reply = self.kc.get_shell_msg(timeout=timeout)["content"]
+        while True:  # the reply to this cell (an earlier, unread reply must not be taken for it)
+            reply = self.kc.get_shell_msg(timeout=timeout)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                break
+        run.reply = reply["content"]
         return run
 
     def interrupt(self) -> None:

@@ -334,3 +334,13 @@ def test_columns_named_like_series_attributes_are_the_rows_values(cloud, emulato
     assert "Ada 3 7 Ada at r1" in f.loc["r1", "answer"] and "Bob 4 8 Bob at r2" in f.loc["r2", "answer"]
     g = run_map(s, "{row.text}!", [{"text": "hi"}, {"text": "yo"}])  # list of dicts: attribute access too
     assert "hi!" in g.loc[0, "answer"] and "yo!" in g.loc[1, "answer"]
+
+
+def test_python_and_magic_parameters_share_cache_keys_and_are_validated(cloud, emulator):
+    s = cloud()
+    run_map(s, "t {item}", ["a"], temperature=0)
+    f = run_map(s, "t {item}", ["a"], temperature=0.0)
+    assert f.attrs["summary"]["openai:gpt-4o-mini"]["cached"] == 1 and len(emulator.calls("openai")) == 1
+    with pytest.raises(LLMError) as err:
+        run_map(s, "t {item}", ["a"], temperature=7)
+    assert err.value.code == "BAD_ARGUMENT"
