@@ -60,8 +60,10 @@ def estimate(session, plan: Plan, targets: list, *, use_cache: bool = True) -> l
         for r in pending:
             i, o = row_tokens(r.request)
             inp, outp = inp + i, outp + o
+        from .budget import price_args
         model = t.model or session._spec(t).default_model or ""
-        cost = 0.0 if t.is_local else (pricing.cost(t.provider, model, Usage(inp, outp)) if pending else 0.0)
+        cost = 0.0 if t.is_local or not pending else pricing.cost(t.provider, model, Usage(inp, outp),
+                                                                    **price_args(session, t))
         n_ok = sum(1 for r in plan.rows if r.request is not None)
         out.append(Estimate(str(t), len(pending), n_ok - len(pending), inp, outp, cost))
     return out
@@ -69,7 +71,8 @@ def estimate(session, plan: Plan, targets: list, *, use_cache: bool = True) -> l
 
 def check_budget(session, plan: Plan, targets: list, estimates: list[Estimate]) -> None:
     """Refuse the whole map before its first row when it could pass a spend cap (session.check_budget sees
-    one request standing for every row still to send: their text, and max_tokens for all of them)."""
+    one request standing for every row still to send: their text, and max_tokens for all of them). The
+    estimate is held (other kernels count it) until `release_budget` after the map."""
     pending = max(estimates, key=lambda e: e.rows)
     if not pending.rows:
         return
@@ -79,13 +82,20 @@ def check_budget(session, plan: Plan, targets: list, estimates: list[Estimate]) 
     chars = max(0, inp - pricing.TOKENS_PER_MESSAGE) * pricing.CHARS_PER_TOKEN
     standing = Request(messages=[{"role": "user", "content": "x" * chars}], max_tokens=max(1, outp))
     try:
-        session.check_budget(targets, standing)
+        session.check_budget(targets, standing, hold=True)
     except LLMError as exc:
         if exc.code != "BUDGET_EXCEEDED":
             raise
         raise LLMError("BUDGET_EXCEEDED", f"map of {pending.rows} rows to {len(targets)} target"
                        f"{'s' if len(targets) != 1 else ''} refused before the first row: {exc.message}",
                        hint=exc.hint) from None
+
+
+def release_budget(session) -> None:
+    """Drop the map's held estimate (its rows are recorded as they are spent)."""
+    caps = getattr(session, "caps", None)
+    if caps is not None:
+        caps.release_own(session)
 
 
 # ---------------------------------------------------------------- sending
@@ -165,7 +175,9 @@ class MapRun:
         self.workers = workers
         self.stop_on_error = stop_on_error
         self.use_cache = use_cache
-        self.fallback = list(session.fallback) if fallback else []
+        first = next((r.request for r in plan.rows if r.request is not None), None)
+        self.fallback = (session.caps.allowed_fallback(session, first, session.fallback)
+                         if fallback and first is not None and session.fallback else [])
         self.progress = progress
         self.results: dict[str, list[RowResult | None]] = {str(t): [None] * len(plan) for t in targets}
         self.stop = threading.Event()
@@ -373,13 +385,16 @@ def map_rows(session, template: str, data: Any, target=None, schema: Any = None,
     if dry_run:
         return DryRun(plan, estimates)
     check_budget(session, plan, targets, estimates)
-    pool = {str(t): workers or default_workers(session, t) for t in targets}
-    bar = MapProgress(len(plan) * len(targets), rich=progress) if progress is not False else None
-    runner = MapRun(session, plan, targets, workers=pool, stop_on_error=stop_on_error, use_cache=use_cache,
-                    fallback=not compare, progress=bar)
-    if bar is not None:
-        bar.start()
-    results = runner.run()
+    try:
+        pool = {str(t): workers or default_workers(session, t) for t in targets}
+        bar = MapProgress(len(plan) * len(targets), rich=progress) if progress is not False else None
+        runner = MapRun(session, plan, targets, workers=pool, stop_on_error=stop_on_error, use_cache=use_cache,
+                        fallback=not compare, progress=bar)
+        if bar is not None:
+            bar.start()
+        results = runner.run()
+    finally:
+        release_budget(session)
     line = summary_line(plan, results, time.monotonic() - runner.started, labels)
     if runner.interrupted:
         line += " (interrupted: re-run to send the rest)"
