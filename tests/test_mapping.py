@@ -269,6 +269,12 @@ def test_budget_refuses_the_whole_map_before_the_first_row(cloud, emulator):
     assert emulator.calls(None) == []
     f = run_map(s, "short {item}", [1, 2], max_tokens=5)     # a small map still fits
     assert (f["status"] == "ok").all()
+    s.set_budget(None)
+    s.set_budget(0.0005, "daily")                            # every cap counts, not only the session's
+    with pytest.raises(LLMError) as err:
+        run_map(s, "long answer about {item}", list(range(50)), max_tokens=2000, compare=["openai", "gemini"])
+    assert err.value.code == "BUDGET_EXCEEDED" and "daily" in err.value.message
+    assert len(emulator.calls(None)) == 2
 
 
 def test_images_go_as_each_providers_image_part(cloud, emulator, tmp_path):
