@@ -201,12 +201,13 @@ class MapRun:
             except Exception as exc:  # a bug in an adapter must not kill the other rows
                 result, key = RowResult("PROVIDER_ERROR", f"PROVIDER_ERROR: {type(exc).__name__}: {exc}"), None
             with self.commit:
-                if self.stop.is_set() and result.status != "ok":
-                    return  # stopped: an unfinished row is reported as cancelled by the caller
-                if self.stop.is_set() and key is not None:
-                    return  # finished after the interrupt: not kept, so a re-run sends it (exact resume)
+                if self.stop.is_set():
+                    return  # finished after the stop: not kept (nor cached), reported as cancelled, re-sent later
                 if key is not None:
                     self.session.store.cache_put(key, result.response.to_record())
+                # Stored here, under the lock, not by the caller: a Ctrl-C landing in the caller between
+                # taking a result and keeping it would lose a row that is already cached.
+                self.results[str(target)][row.position] = result
                 self.done_queue.put((str(target), row.position, result))
 
     def run(self) -> dict[str, list[RowResult]]:
@@ -241,7 +242,6 @@ class MapRun:
                     self._tick()
                     continue
                 received += 1
-                self.results[tname][pos] = result
                 if self.progress is not None:
                     self.progress.add(result)
                 if self.stop_on_error and not result.ok:
@@ -276,7 +276,6 @@ class MapRun:
                 tname, pos, result = self.done_queue.get_nowait()
             except queue.Empty:
                 return
-            self.results[tname][pos] = result
             if self.progress is not None:
                 self.progress.add(result)
 
