@@ -350,3 +350,19 @@ def test_python_and_magic_parameters_share_cache_keys_and_are_validated(cloud, e
     with pytest.raises(LLMError) as err:
         run_map(s, "t {item}", ["a"], temperature=7)
     assert err.value.code == "BAD_ARGUMENT"
+
+
+def test_rows_take_from_the_providers_token_bucket(cloud, emulator):
+    s = cloud('[limits.openai]\nrpm = 60\n')                 # a burst of 60, then one request a second
+    waits = []
+    real_sleep = s.router.sleep
+
+    def sleep(seconds):
+        waits.append(seconds)
+        real_sleep(seconds)
+    s.router.sleep = sleep
+    t0 = time.monotonic()
+    f = run_map(s, "b {item}", list(range(62)), workers=8)
+    assert (f["status"] == "ok").all()
+    assert waits and sum(waits) >= 1.0                       # the last rows waited for the bucket
+    assert time.monotonic() - t0 >= 1.5
