@@ -73,7 +73,9 @@ def _progress_cost(rich: bool, n: int = 5000) -> float:
     result = RowResult("ok", response=Response(text="x", usage=Usage(10, 5), cost=0.0001))
     bar = MapProgress(n, rich=rich, stream=io.StringIO())
     if rich:
+        from IPython.core.interactiveshell import InteractiveShell
         from IPython.utils.capture import capture_output
+        InteractiveShell.instance()  # a display publisher, as in a notebook
         with capture_output():
             bar.start()
     else:
@@ -82,7 +84,11 @@ def _progress_cost(rich: bool, n: int = 5000) -> float:
     for _ in range(n):
         bar.add(result)
         bar.refresh()
-    bar.finish("done")
+    if rich:
+        with capture_output():
+            bar.finish("done")
+    else:
+        bar.finish("done")
     return (time.perf_counter() - t0) / n
 
 

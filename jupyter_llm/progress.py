@@ -104,7 +104,12 @@ class MapProgress:
         """Replace the live bar and line by the one-line summary."""
         if self.rich and self.bar is not None:
             # The live widgets give way, in place, to a static line that a saved notebook keeps as it is.
-            self.handle.update({"text/html": self._html(summary), "text/plain": summary}, raw=True)
+            bundle = {"text/html": self._html(summary), "text/plain": summary}
+            if self.handle is not None:
+                self.handle.update(bundle, raw=True)
+            else:  # no display publisher answered with a handle (IPython without a shell)
+                from IPython.display import display
+                display(bundle, raw=True)
             for widget in (self.bar, self.label, self.box):
                 widget.close()
         elif not self.rich:
