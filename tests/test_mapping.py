@@ -366,3 +366,13 @@ def test_rows_take_from_the_providers_token_bucket(cloud, emulator):
     assert (f["status"] == "ok").all()
     assert waits and sum(waits) >= 1.0                       # the last rows waited for the bucket
     assert time.monotonic() - t0 >= 1.5
+
+
+def test_the_key_never_reaches_the_result_frame(cloud, emulator):
+    from tests.conftest import CANARY
+    s = cloud()
+    emulator.fault("leak", times=1)
+    emulator.fault("401", times=1)
+    f = run_map(s, "k {item}", ["a", "b", "c"], workers=1)
+    assert {"PROVIDER_ERROR", "INVALID_CREDENTIALS"} <= set(f["status"])
+    assert CANARY not in f.to_csv() and CANARY not in repr(f.attrs)
