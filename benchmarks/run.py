@@ -10,7 +10,8 @@ medians), printed as a table and written to .cache/bench/results.json.
 2 stream   Session.ask vs the raw openai SDK, same real llama.cpp server                 goal: <= 1.05x
 3 iopub    display traffic of a streamed answer in a real kernel, 500..4000 tokens        goal: bytes/char flat
 4 compare  run_compare wall vs the slowest target alone (emulated clouds)                goal: <= 1.1x
-5 context  time per %%llm cell at exchange 10 / 100 vs 1,000, 2,048-token llama.cpp      goal: flat, 0 failures
+5 map      --map throughput vs rows x per-row latency / workers (fixed-latency emulator)  goal: >= 0.9 at 8
+6 context  time per %%llm cell at exchange 10 / 100 vs 1,000, 2,048-token llama.cpp      goal: flat, 0 failures
 
 Everything binds 127.0.0.1; config, history and keyring live in a temp dir; no network, no real keys.
 See benchmarks/README.md for what each figure means.
@@ -30,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402  (sets up sys.path for the package and the test rig)
 
-SECTIONS = ("load", "stream", "iopub", "compare", "context")
+SECTIONS = ("load", "stream", "iopub", "compare", "map", "context")
 
 
 def log(msg: str) -> None:
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         if "load" in todo:  # subprocesses first, before servers and kernels add noise
             sections["load"] = _guard("load", lambda: __import__("bench_load").run(args.quick, log))
 
-        needs_emulator = {"iopub", "compare"} & set(todo)
+        needs_emulator = {"iopub", "compare", "map"} & set(todo)
         needs_server = "stream" in todo or ("compare" in todo and not args.quick)
         needs_kernel = bool({"stream", "iopub", "load"} & set(todo)) or ("compare" in todo and not args.quick)
         if needs_emulator or needs_kernel:
@@ -105,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
             sections["compare"] = _guard("compare", lambda: bench_compare.run(
                 emulator, Path(os.environ["JUPYTER_LLM_CONFIG"]), args.quick, log,
                 servers=[server, server2] if server2 else None, kernel=None if args.quick else kernel))
+        if "map" in todo:
+            import bench_map
+            sections["map"] = _guard("map", lambda: bench_map.run(
+                emulator, Path(os.environ["JUPYTER_LLM_CONFIG"]), args.quick, log))
         if "context" in todo:
             import bench_context
             sections["context"] = _guard("context", lambda: bench_context.run(args.quick, log))
@@ -253,12 +258,26 @@ def table(results: dict) -> str:
                 slow = max(K["single_wall_s"].values(), key=lambda v: v["median"])
                 rows.append(("  in a real kernel (%%llm cells)", _ms(slow["median"]), _ms(K["compare_wall_s"]["median"]),
                              _x(K["ratio"]), "", ""))
+    if "map" in s:
+        M = s["map"]
+        if "error" in M:
+            rows.append(("5 map", "", "", "", M["error"], "FAILED"))
+        else:
+            for w, r in M["workers"].items():
+                mark = _ok(M["pass"]) if w == "8" else ""
+                rows.append((f"5 map {r['rows']} rows, {w:>2} workers: ideal vs wall", _ms(r["ideal_s"]["median"]),
+                             _ms(r["wall_s"]["median"]), _x(r["ratio"]),
+                             (">= 0.900x" if w == "8" else "") + f" {r['rows_per_s']:.0f} rows/s", mark))
+            P = M["progress"]
+            rows.append(("  map without vs with the progress line", _ms(P["map_wall_without_s"]["median"]),
+                         _ms(P["map_wall_with_terminal_line_s"]["median"]), _x(P["ratio"]),
+                         f"{P['per_row_terminal_s'] * 1e6:.1f} us/row line, {P['per_row_widget_s'] * 1e6:.1f} us/row bar", ""))
     if "context" in s:
         X = s["context"]
         if "error" in X:
-            rows.append(("5 context", "", "", "", X["error"], "FAILED"))
+            rows.append(("6 context", "", "", "", X["error"], "FAILED"))
         else:
-            rows.append((f"5 context: cell at exchange 100 vs {X['exchanges']}", _ms(X["cell_s_at_100"]),
+            rows.append((f"6 context: cell at exchange 100 vs {X['exchanges']}", _ms(X["cell_s_at_100"]),
                          _ms(X["cell_s_at_end"]), _x(X["ratio_end_vs_100"]), "<= 1.250x (flat)", _ok(X["pass"])))
             rows.append((f"  exchange 10 vs {X['exchanges']} (window filling)", _ms(X["cell_s_at_10"]),
                          _ms(X["cell_s_at_end"]), _x(X["ratio_end_vs_10"]),
