@@ -52,7 +52,13 @@ class StreamError:
     error: LLMError
 
 
-Event = Union[TextDelta, ReasoningDelta, Usage, Finish, Attempt, StreamError]
+@dataclass(frozen=True)
+class Notice:
+    """A one-line note about the exchange (e.g. a parameter a reasoning model rejects was not sent)."""
+    text: str
+
+
+Event = Union[TextDelta, ReasoningDelta, Usage, Finish, Attempt, StreamError, Notice]
 
 
 @dataclass
@@ -63,7 +69,10 @@ class Request:
     temperature: float | None = None
     max_tokens: int | None = None
     top_p: float | None = None
-    timeout: float | None = None  # seconds: connect and between stream chunks
+    timeout: float | None = None  # seconds one attempt may wait for the answer to start
+    stall_timeout: float | None = None  # seconds of silence allowed once it started (None: timeout)
+    deadline: float | None = None  # seconds for the whole answer, retries and fallbacks included
+    deadline_at: float | None = field(default=None, repr=False)  # time.monotonic() instant, set by the router
 
     def cache_key_parts(self) -> dict[str, Any]:
         return {"messages": self.messages, "system": self.system, "temperature": self.temperature,
@@ -86,6 +95,7 @@ class Response:
     truncated: bool = False      # the answer stopped at max_tokens (finish reason "length")
     max_tokens: int | None = None  # the output limit that applied, when one was sent
     reasoning: str = ""          # reasoning/thinking text, never part of `text`
+    notes: list[str] = field(default_factory=list)  # one-line notes (e.g. a parameter not sent)
     error: LLMError | None = None
     value: Any = None            # parsed JSON when format is json
     chunks: list[str] = field(default_factory=list, repr=False)

@@ -26,8 +26,11 @@ T = TypeVar("T")
 FILENAME = "history.sqlite3"
 SCHEMA_VERSION = 1
 EXCHANGE_FIELDS = ("time", "session_id", "target", "answered_by", "prompt", "response", "input_tokens",
-                   "output_tokens", "cost", "latency", "ttft", "status", "incomplete", "cached", "finish_reason")
-_BOOL_FIELDS = ("incomplete", "cached")
+                   "output_tokens", "cost", "latency", "ttft", "status", "incomplete", "cached", "finish_reason",
+                   "truncated")
+_BOOL_FIELDS = ("incomplete", "cached", "truncated")
+# Columns added after the first release, with their definitions: added to older files when opened.
+_ADDED_COLUMNS = {"truncated": "INTEGER NOT NULL DEFAULT 0"}  # stopped at max_tokens
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS exchanges (
@@ -46,7 +49,8 @@ CREATE TABLE IF NOT EXISTS exchanges (
     status TEXT NOT NULL DEFAULT 'ok',
     incomplete INTEGER NOT NULL DEFAULT 0,
     cached INTEGER NOT NULL DEFAULT 0,
-    finish_reason TEXT
+    finish_reason TEXT,
+    truncated INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS exchanges_session ON exchanges(session_id, id);
 CREATE TABLE IF NOT EXISTS events (
@@ -104,6 +108,10 @@ class Store:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.executescript(_SCHEMA)
+                have = {row[1] for row in conn.execute("PRAGMA table_info(exchanges)")}
+                for column, definition in _ADDED_COLUMNS.items():
+                    if column not in have:
+                        conn.execute(f"ALTER TABLE exchanges ADD COLUMN {column} {definition}")
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             except Exception:
                 conn.close()
@@ -174,7 +182,8 @@ class Store:
             answered_by=response.answered_by or response.target, prompt=prompt, response=response.text,
             input_tokens=response.usage.input_tokens, output_tokens=response.usage.output_tokens,
             cost=response.cost, latency=response.latency, ttft=response.ttft, status=status,
-            incomplete=response.incomplete, cached=response.cached, finish_reason=response.finish_reason)
+            incomplete=response.incomplete, cached=response.cached, finish_reason=response.finish_reason,
+            truncated=getattr(response, "truncated", False))
 
     def history(self, n: int = 10, session_id: str | None = None) -> list[dict]:
         """The last `n` exchanges (of one session, if given), oldest first and newest last."""
