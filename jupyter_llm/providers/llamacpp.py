@@ -295,7 +295,7 @@ class LlamaCppProvider(SDKAdapter):
             if info.detail.startswith("no answer"):
                 # Accepted the connection but said nothing: not retried on the same port (the fallback runs).
                 raise LLMError("TIMEOUT", f"llama.cpp server at {self.host}:{target.port} accepted the connection but "
-                               f"did not answer within {timeout:g}s" + (" (timeout)" if limit is not None and timeout >= limit else ""),
+                               f"did not answer within {timeout:.3g}s" + (" (timeout)" if limit is not None and timeout >= limit else ""),
                                hint="is it stuck? see %llm discover; or raise %llm set timeout=SECONDS, or set a fallback",
                                retryable=False)
             raise LLMError("PROVIDER_ERROR", f"{self.host}:{target.port}: {info.detail}",
@@ -316,8 +316,15 @@ class LlamaCppProvider(SDKAdapter):
 
     def stream(self, target: Target, request: Request, auth: Auth | None) -> Iterator[Event]:
         """Chat with the target's server through the OpenAI-compatible adapter, naming host:port on failure."""
-        from ._guard import Limits
-        info = self._server_for_chat(target, auth, Limits.of(request, self.spec.settings).first_wait())
+        from ._guard import Limits, deadline_error
+        limits = Limits.of(request, self.spec.settings)
+        try:
+            info = self._server_for_chat(target, auth, limits.first_wait())
+        except LLMError as exc:
+            left = limits.remaining()
+            if exc.code == "TIMEOUT" and left is not None and left <= 0.1:
+                raise deadline_error(f"llama.cpp at {self.host}:{target.port}", limits) from None
+            raise
         model = self._model_for(target, info)
         chat = self._chat_provider(info.port)
         if auth is not None and auth.secret:  # a configured key ([providers.local] auth); the URL stays the port's
