@@ -396,7 +396,8 @@ class Panel:
         self._say(f"checking {value}…")
         health = _bounded(lambda: self.session.check(value), CHECK_TIMEOUT, f"the health check of {value}")
         pid = self.session.parse(value).provider
-        self._health[pid] = health.ok
+        # A missing key is "no key" (the credential mark says so), never "down".
+        self._health[pid] = health.ok or (None if str(health.detail).startswith("MISSING_CREDENTIALS") else False)
         with self._lock:
             self._syncing = True
             try:

@@ -98,9 +98,10 @@ class Watchdog:
         if late:
             _shut(response)
 
-    def progress(self) -> None:
+    def progress(self, content: bool = True) -> None:
+        """Something real arrived; `content` (text or reasoning) means the answer has started."""
         with self._cond:
-            self.started = True
+            self.started = self.started or content
             self._last = time.monotonic()
 
     def stop(self) -> None:

@@ -336,8 +336,9 @@ class SDKAdapter:
                 if item is DONE:
                     done = True
                     continue
-                dog.progress()
-                if isinstance(item, (TextDelta, ReasoningDelta)):
+                content = isinstance(item, (TextDelta, ReasoningDelta))
+                dog.progress(content)
+                if content:
                     started = True
                     yield item
                 elif isinstance(item, Usage):
