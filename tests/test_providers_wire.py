@@ -110,10 +110,10 @@ def test_anthropic_system_and_parameters_on_the_wire(emulator):
     events, _ = run(adapter("anthropic"), "anthropic", emulator, request=req)
     body = emulator.last("anthropic").body
     assert body["system"] == "Be brief." and body["messages"] == [{"role": "user", "content": "q1"}]
-    assert body["model"] == "claude-haiku-4-5"  # the default: a current model, which takes one of the two
+    assert body["model"] == "claude-haiku-5-5"  # the default: a current model, which takes one of the two
     assert body["max_tokens"] == 4096 and body["temperature"] == 0.2 and "top_p" not in body
     assert [e.text for e in events if type(e).__name__ == "Notice"] == [
-        "claude-haiku-4-5 takes temperature or top_p, not both: top_p not sent"]
+        "claude-haiku-5-5 takes temperature or top_p, not both: top_p not sent"]
     run(adapter("anthropic"), "anthropic", emulator, request=req, model="claude-opus-4-0")
     body = emulator.last("anthropic").body
     assert body["temperature"] == 0.2 and body["top_p"] == 0.8  # older models take both

@@ -40,8 +40,8 @@ STREAM_FAULTS = {"slow", "hang", "stall", "drop", "error", "hangup", "garbage", 
 HTML_PAGE = (b"<!DOCTYPE html>\n<html><head><title>Sign in - Corporate Proxy</title></head>\n"
              b"<body><form action=\"/login\"><input name=\"user\"></form></body></html>\n")
 DEFAULT_MODELS = {
-    "openai": ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini"],
-    "anthropic": ["claude-haiku-4-5", "claude-sonnet-4-5"],
+    "openai": ["gpt-5.4-mini", "gpt-4o-mini", "gpt-4o", "gpt-4.1-mini"],
+    "anthropic": ["claude-haiku-5-5", "claude-sonnet-5-5", "claude-haiku-4-5"],
     "gemini": ["gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-2.5-pro"],
 }
 
