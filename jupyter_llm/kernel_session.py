@@ -348,6 +348,8 @@ class Session:
         usage = hit.get("usage") or {}
         response.usage = Usage(usage.get("input_tokens", 0), usage.get("output_tokens", 0))
         response.finish_reason = hit.get("finish_reason")
+        response.reasoning = hit.get("reasoning") or ""
+        response.truncated, response.max_tokens = bool(hit.get("truncated")), hit.get("max_tokens")
         response.answered_by = hit.get("answered_by") or response.target
         response.cached = True
         response.latency = response.ttft = 0.0

@@ -28,7 +28,7 @@ HELP = """\
 %llm discover [--ports 8080-8092] [--host 127.0.0.1]   find llama.cpp servers
 %llm login PROVIDER [--method api_key|gateway|command]  store a secret in the OS keyring
 %llm logout PROVIDER      delete the stored secret
-%llm set KEY=VALUE ...    temperature, max_tokens, top_p, system, timeout, format, cache
+%llm set KEY=VALUE ...    temperature, max_tokens, top_p, system, timeout, stall_timeout, deadline, format, cache
 %llm reset                clear the conversation
 %llm history [-n N]       last N exchanges
 %llm usage                tokens and cost this session, budget left

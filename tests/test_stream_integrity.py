@@ -97,6 +97,7 @@ def test_html_200_is_never_an_empty_ok_in_a_session(cloud, emulator):
     s = cloud()
     r = s.ask("hello", target="openai:m+html-200")
     assert not r.ok and r.text == "" and r.error.code == "PROVIDER_ERROR" and "text/html" in r.error.message
+    assert len(emulator.calls("openai")) == 1  # a login page will not turn into an answer: not retried
 
 
 def test_json_200_that_is_not_a_completion_is_provider_error(emulator):

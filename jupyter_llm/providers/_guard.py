@@ -189,15 +189,15 @@ def check_reply(response: Any, name: str) -> None:
             data = json.loads(raw)
         except ValueError:
             raise LLMError("PROVIDER_ERROR", f"{name} answered with {kind} that is not valid JSON",
-                           hint="is the base URL right? see %llm status") from None
+                           hint="is the base URL right? see %llm status", retryable=False) from None
         raise NonStreamBody(data, kind)
     raise LLMError("PROVIDER_ERROR", f"{name} answered HTTP 200 with {kind} instead of an event stream",
-                   hint="is the base URL right (a login page or proxy in between)? see %llm status")
+                   hint="is the base URL right (a login page or proxy in between)? see %llm status", retryable=False)
 
 
 def not_a_completion(name: str, kind: str) -> LLMError:
     return LLMError("PROVIDER_ERROR", f"{name} answered with {kind} that is not a completion",
-                    hint="is the base URL right? see %llm status")
+                    hint="is the base URL right? see %llm status", retryable=False)
 
 
 def malformed(name: str, exc: BaseException) -> LLMError:

@@ -31,8 +31,17 @@ class AnthropicProvider(_wire.SDKAdapter):
         return self._clients.get((url, secret, bearer, connect, read), make)
 
     @staticmethod
-    def _params(model: str, request: Request) -> tuple[dict[str, Any], list[str]]:
-        """The create() keyword arguments, and notes on what was left out."""
+    def _sampling(model: str, request: Request) -> tuple[dict[str, Any], list[str]]:
+        """temperature/top_p to send, and a note on what was left out (recent Claude models take one)."""
+        extra = {k: v for k, v in (("temperature", request.temperature), ("top_p", request.top_p)) if v is not None}
+        if len(extra) == 2 and one_sampling_parameter(model):
+            extra.pop("top_p")
+            return extra, [f"{model} takes temperature or top_p, not both: top_p not sent"]
+        return extra, []
+
+    @classmethod
+    def _params(cls, model: str, request: Request) -> dict[str, Any]:
+        """The create() keyword arguments (sampling as `_sampling` allows)."""
         system = [request.system] if request.system else []
         system += [m["content"] for m in request.messages if m.get("role") == "system"]
         params: dict[str, Any] = {
@@ -41,22 +50,18 @@ class AnthropicProvider(_wire.SDKAdapter):
         }
         if system:
             params["system"] = "\n\n".join(system)
-        notes: list[str] = []
         # This SDK release no longer types temperature/top_p; the API still takes them for most models.
-        extra = {k: v for k, v in (("temperature", request.temperature), ("top_p", request.top_p)) if v is not None}
-        if len(extra) == 2 and one_sampling_parameter(model):
-            notes.append(f"{model} takes temperature or top_p, not both: top_p not sent")
-            extra.pop("top_p")
+        extra = cls._sampling(model, request)[0]
         if extra:
             params["extra_body"] = extra
-        return params, notes
+        return params
 
     def stream(self, target: Target, request: Request, auth: Auth) -> Iterator[Event]:
         import anthropic
         model = _wire.model_for(self.spec, target)
         connect, read = _wire.timeouts(self.spec, request)
         client = self._client(auth, _wire.CONNECT_TIMEOUT, _wire.READ_TIMEOUT)
-        params, notes = self._params(model, request)
+        params, notes = self._params(model, request), self._sampling(model, request)[1]
         timeout = anthropic.Timeout(read, connect=connect)
         return self._events(lambda: client.messages.create(**params, timeout=timeout), self._parse,
                             model=model, auth=auth, request=request, notes=notes,

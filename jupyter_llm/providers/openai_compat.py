@@ -29,29 +29,31 @@ class OpenAICompatProvider(_wire.SDKAdapter):
                                  max_retries=0, timeout=openai.Timeout(read, connect=connect))
         return self._clients.get((url, secret, org, project, connect, read), make)
 
-    def _params(self, model: str, request: Request) -> tuple[dict[str, Any], list[str]]:
-        """The create() keyword arguments, and notes on what was left out (reasoning models reject
-        sampling parameters)."""
-        messages = ([{"role": "system", "content": request.system}] if request.system else []) + list(request.messages)
-        params: dict[str, Any] = {"model": model, "messages": messages, "stream": True}
-        notes: list[str] = []
-        if self.spec.settings.get("stream_usage", True):
-            params["stream_options"] = {"include_usage": True}
+    @staticmethod
+    def _sampling(model: str, request: Request) -> tuple[dict[str, Any], list[str]]:
+        """The sampling parameters to send, and a note on those left out (reasoning models reject them)."""
         sampling = {k: v for k, v in (("temperature", request.temperature), ("top_p", request.top_p)) if v is not None}
         if sampling and reasoning_model(model):
-            notes.append(f"{model} is a reasoning model and rejects {' and '.join(sampling)}: not sent")
-            sampling = {}
-        params.update(sampling)
+            return {}, [f"{model} is a reasoning model and rejects {' and '.join(sampling)}: not sent"]
+        return sampling, []
+
+    def _params(self, model: str, request: Request) -> dict[str, Any]:
+        """The create() keyword arguments (without what the model rejects: see `_sampling`)."""
+        messages = ([{"role": "system", "content": request.system}] if request.system else []) + list(request.messages)
+        params: dict[str, Any] = {"model": model, "messages": messages, "stream": True}
+        if self.spec.settings.get("stream_usage", True):
+            params["stream_options"] = {"include_usage": True}
+        params.update(self._sampling(model, request)[0])
         if request.max_tokens is not None:
             default_key = "max_completion_tokens" if self.id == "openai" or reasoning_model(model) else "max_tokens"
             params[self.spec.settings.get("max_tokens_param", default_key)] = request.max_tokens
-        return params, notes
+        return params
 
     def stream(self, target: Target, request: Request, auth: Auth) -> Iterator[Event]:
         model = _wire.model_for(self.spec, target)
         connect, read = _wire.timeouts(self.spec, request)
         client = self._client(auth, _wire.CONNECT_TIMEOUT, _wire.READ_TIMEOUT)
-        params, notes = self._params(model, request)
+        params, notes = self._params(model, request), self._sampling(model, request)[1]
 
         def open_stream():
             import openai
