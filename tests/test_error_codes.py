@@ -107,3 +107,19 @@ def test_missing_key_is_no_key_never_down(cloud, emulator):
     assert s.status()["health"] == "no key"
     s.use("local")
     assert s.status(probe=False)["health"] == ""
+
+
+def test_error_bodies_sent_with_http_200_get_their_codes():
+    """Gateways that answer errors as a 200 JSON body (or an error event in the stream)."""
+    from jupyter_llm.providers import BUILTIN
+    from jupyter_llm.providers.openai_compat import OpenAICompatProvider
+    p = OpenAICompatProvider(BUILTIN["openai"])
+    cases = [({"error": {"message": "No healthy deployments for this model", "code": "400"}}, "MODEL_NOT_FOUND"),
+             ({"error": {"message": "This model's maximum context length is 8192 tokens", "code": "context_length_exceeded"}},
+              "CONTEXT_TOO_LONG"),
+             ({"error": {"message": "upstream overloaded", "code": 503}}, "PROVIDER_ERROR")]
+    for body, code in cases:
+        with pytest.raises(LLMError) as info:
+            list(p._complete(body, "application/json", "gpt-x", None))
+        assert info.value.code == code, body
+    assert _wire.status_error("openai", 200, "model 'x' not found").code == "MODEL_NOT_FOUND"

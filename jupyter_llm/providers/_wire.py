@@ -119,9 +119,10 @@ def status_error(provider_id: str, status: int, server_message: Any = "", *, mod
         return LLMError("CONTEXT_TOO_LONG", f"the conversation is too long for {name} {model or ''}".rstrip()
                         + (f": {text}" if text else ""), hint="start afresh with %llm reset or --new", status=status,
                         retryable=False)
-    if 400 <= status < 500 and _MODEL_RE.search(str(server_message)):
+    if (400 <= status < 500 or status == 200) and _MODEL_RE.search(str(server_message)):
         return LLMError("MODEL_NOT_FOUND", (f"{name} does not serve model {model!r}" if model else f"{name} does not know that model")
-                        + f" (HTTP {status}): {text}", hint=f"%llm models {provider_id}", status=status)
+                        + (f" (HTTP {status})" if status != 200 else "") + f": {text}", hint=f"%llm models {provider_id}",
+                        status=status, retryable=False)
     if 400 <= status < 500:
         return LLMError("PROVIDER_ERROR", f"{name} rejected the request (HTTP {status}): {text}", status=status,
                         retryable=False)

@@ -90,6 +90,7 @@ class OpenAICompatProvider(_wire.SDKAdapter):
             err = data["error"]
             message = (err.get("message") or "") + (f" [{err['code']}]" if err.get("code") else "") if isinstance(err, dict) else err
             code = err.get("code") if isinstance(err, dict) else None
+            code = int(code) if isinstance(code, str) and code.isdigit() else code  # LiteLLM sends "400"
             status = code if isinstance(code, int) and 400 <= code < 600 else 200
             raise _wire.status_error(self.id, status, message, model=model, secret=secret)
         choices = data.get("choices") if isinstance(data, dict) else None
