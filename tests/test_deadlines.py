@@ -62,6 +62,15 @@ def test_keepalives_mid_answer_hit_the_stall_timeout_with_text_kept(emulator, na
 
 
 @pytest.mark.parametrize("name", PROVIDERS)
+def test_a_few_keepalives_do_no_harm(emulator, name):
+    """Comments/pings between real chunks are skipped (google-genai would parse a comment as JSON)."""
+    emulator.script("one two three four")
+    req = Request([{"role": "user", "content": "x"}], timeout=10, stall_timeout=5)
+    events, error = run(adapter(name), name, emulator, model="m+keepalive-after-2-for-0.5", request=req)
+    assert error is None and "".join(texts(events)) == "one two three four"
+
+
+@pytest.mark.parametrize("name", PROVIDERS)
 def test_keepalives_before_the_first_token_hit_the_timeout(emulator, name):
     req = Request([{"role": "user", "content": "x"}], timeout=1.5, stall_timeout=30)
     (events, error), took = timed(lambda: run(adapter(name), name, emulator, model="m+keepalive-after-0-for-60", request=req))

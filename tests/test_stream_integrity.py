@@ -44,6 +44,13 @@ def test_openai_finish_reason_without_done_is_complete(emulator):
     assert error is None and texts(events) == ["all ", "here"] and events[-1] == Finish("stop")
 
 
+def test_openai_done_without_finish_reason_is_complete(emulator):
+    """`data: [DONE]` is the server saying the stream is over, even when no chunk carried a finish_reason."""
+    emulator.script("all here")
+    events, error = run(adapter("openai"), "openai", emulator, model="m+no-finish")
+    assert error is None and texts(events) == ["all ", "here"] and isinstance(events[-1], Finish)
+
+
 @pytest.mark.parametrize("name", PROVIDERS)
 def test_session_keeps_cut_text_in_llm_conversation_and_history(cloud, emulator, name):
     emulator.script("kept words here")

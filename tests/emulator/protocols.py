@@ -183,10 +183,11 @@ class OpenAIWire(Wire):
         return sse(self._chunk(model, {"content": text}))
 
     def tail(self, model, inp, out, finish, body, reasoning=0, end="full"):
-        """end: full | no-end (no finish chunk, no [DONE]) | no-done (finish chunk and usage, no [DONE])"""
+        """end: full | no-end (no finish chunk, no [DONE]) | no-done (finish chunk and usage, no [DONE]) |
+        no-finish ([DONE] without any finish_reason, as some servers do)"""
         if end == "no-end":
             return []
-        frames = [sse(self._chunk(model, {}, finish))]
+        frames = [] if end == "no-finish" else [sse(self._chunk(model, {}, finish))]
         if (body.get("stream_options") or {}).get("include_usage"):
             frames.append(sse(self._chunk(model, {}, usage=self._usage(inp, out, reasoning), choices=False)))
         return frames + ([] if end == "no-done" else [sse("[DONE]")])

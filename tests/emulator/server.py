@@ -13,7 +13,7 @@ Model-name triggers (work from any process; combine with `+`, e.g. `gpt-4o+slow-
   drop-after-K (connection cut)   error-after-K (error event in the stream)   flaky-N-CODE (first N calls fail)
   think-N (N reasoning words first: OpenAI `reasoning_content`, Anthropic thinking block, Gemini thought parts)
   no-end (the stream closes cleanly without its terminal event)   no-done (OpenAI: finish chunk, no [DONE])
-  garbage-after-K (`data: not json` after K tokens)   json-200 (a whole JSON completion to a stream request)
+  no-finish (OpenAI: [DONE] but no finish_reason)   garbage-after-K (`data: not json` after K tokens)   json-200 (a whole JSON completion to a stream request)
   html-200 (an HTML page with HTTP 200)   keepalive-after-K[-for-SECONDS] (only keep-alives, default 30 s)
   fault-context-llama (llama.cpp's context error)   fault-litellm-model fault-litellm-deployments
   fault-openrouter-model (gateway 400s for an unknown model)
@@ -36,7 +36,7 @@ from .protocols import GATEWAY_MODEL_ERRORS, STATUS_FAULTS, WIRES, Wire
 GATEWAY_KINDS = set(GATEWAY_MODEL_ERRORS) | {"context-llama"}
 
 STREAM_FAULTS = {"slow", "hang", "stall", "drop", "error", "hangup", "garbage", "keepalive", "json-200", "html-200",
-                 "no-end", "no-done"}
+                 "no-end", "no-done", "no-finish"}
 HTML_PAGE = (b"<!DOCTYPE html>\n<html><head><title>Sign in - Corporate Proxy</title></head>\n"
              b"<body><form action=\"/login\"><input name=\"user\"></form></body></html>\n")
 DEFAULT_MODELS = {
@@ -252,7 +252,7 @@ def _trigger(part: str, script: Script, n: int) -> tuple[Script, Fault | None]:
         return script, Fault(m[1], retry_after=float(m[2]))
     if m := re.fullmatch(r"think-(\d+)", part):
         return replace(script, reasoning=" ".join(f"step{i}" for i in range(int(m[1])))), None
-    if part in ("no-end", "no-done", "json-200", "html-200"):
+    if part in ("no-end", "no-done", "no-finish", "json-200", "html-200"):
         return script, Fault(part)
     if m := re.fullmatch(r"garbage-after-(\d+)", part):
         return script, Fault("garbage", after=int(m[1]))
@@ -433,7 +433,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._chunk(wire.token(rec.model, text, i, index) if wire.kind == "anthropic" else wire.token(rec.model, text, i))
         if self._interrupt(wire, stream_faults, len(tokens)):
             return
-        end = "no-end" if "no-end" in stream_faults else "no-done" if "no-done" in stream_faults else "full"
+        end = next((e for e in ("no-end", "no-done", "no-finish") if e in stream_faults), "full")
         extra = {"index": index} if wire.kind == "anthropic" else {}
         for frame in wire.tail(rec.model, inp, out, finish, rec.body, len(thoughts), end, **extra):
             self._chunk(frame)
