@@ -1,7 +1,8 @@
 """The one event stream every provider produces, the Request sent and the Response (`_llm`) kept.
 
-Adapters yield TextDelta* then Usage? then Finish; a failure is raised as LLMError (the router
-turns it into a StreamError event after the text already received, so nothing is lost).
+Adapters yield Notice*, ReasoningDelta*/TextDelta*, then Usage? then Finish (only when the server said it
+finished); a failure is raised as LLMError (the router turns it into a StreamError event after the text
+already received, so nothing is lost).
 """
 from __future__ import annotations
 

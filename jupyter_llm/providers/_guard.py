@@ -205,9 +205,9 @@ def malformed(name: str, exc: BaseException) -> LLMError:
                     hint="try again, or set a fallback with %llm fallback TARGET")
 
 
-def unfinished(name: str) -> LLMError:
+def unfinished(name: str, got_text: bool = True) -> LLMError:
     return LLMError("NETWORK_ERROR", f"the stream from {name} ended before the answer finished",
-                    hint="the text so far is kept; try again, or set a fallback with %llm fallback TARGET")
+                    hint=("the text so far is kept; " if got_text else "") + "try again, or set a fallback with %llm fallback TARGET")
 
 
 class CommentFilter:

@@ -370,7 +370,7 @@ class SDKAdapter:
         if not done and not (finish is not None and self.finish_is_terminal):
             if dog.expired:  # the read ended quietly after the watchdog shut the socket
                 raise dog.error(name, mid_stream=started)
-            raise _guard.unfinished(name)
+            raise _guard.unfinished(name, started)
         if usage is not None:
             yield usage
         yield Finish(finish_reason(finish))
