@@ -26,12 +26,12 @@ CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 60.0
 
 _NAMES = {"openai": "OpenAI", "anthropic": "Anthropic", "gemini": "Gemini", "deepseek": "DeepSeek",
-          "groq": "Groq", "together": "Together", "openrouter": "OpenRouter", "local": "llama.cpp"}
+          "groq": "Groq", "together": "Together", "openrouter": "OpenRouter", "local": "llama.cpp", "ollama": "Ollama"}
 # Context-window errors as real servers word them: OpenAI `context_length_exceeded`, llama.cpp "exceeds the
 # available context size" (exceed_context_size_error), Anthropic "prompt is too long", Gemini "exceeds the
 # maximum number of tokens", vLLM "maximum context length", Mistral/Groq "too many tokens".
 _CONTEXT_RE = re.compile(r"context[ _-]?length|context[ _-]?window|maximum context|context[ _-]size|"
-                         r"exceed_context_size|prompt is too long|input is too long|too many (input )?tokens|"
+                         r"exceed_context_size|too long|too many (input )?tokens|"
                          r"exceeds the maximum number of tokens|input token count|reduce the length|"
                          r"maximum number of tokens allowed|tokens? exceeds? (the )?(model'?s? )?(limit|maximum)", re.I)
 # A gateway's 4xx for a model it does not serve: LiteLLM "Invalid model name passed in model=..." and "No
