@@ -77,7 +77,8 @@ def deadline_error(name: str, limits: Limits) -> LLMError:
 
 class Watchdog:
     """Closes the armed HTTP response when the answer does not start within `timeout`, goes silent for
-    `stall` seconds after it started, or passes `deadline_at`. `expired` then says which limit applied."""
+    `stall` seconds after it started, or passes `deadline_at`. `expired` then says which limit applied.
+    One shared thread (`_REAPER`) watches every open stream, so a request costs no thread start."""
 
     def __init__(self, limits: Limits):
         self.limits = limits
@@ -85,14 +86,12 @@ class Watchdog:
         self.expired: str | None = None   # first | stall | deadline
         self._begin = self._last = time.monotonic()
         self._response: Any = None
-        self._done = False
-        self._cond = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name="llm-watchdog", daemon=True)
-        self._thread.start()
+        self._lock = threading.Lock()
+        _REAPER.add(self)
 
     def arm(self, response: Any) -> None:
         """The HTTP response to shut when a limit passes (closed at once if one already has)."""
-        with self._cond:
+        with self._lock:
             self._response = response
             late = self.expired is not None
         if late:
@@ -100,36 +99,26 @@ class Watchdog:
 
     def progress(self, content: bool = True) -> None:
         """Something real arrived; `content` (text or reasoning) means the answer has started."""
-        with self._cond:
-            self.started = self.started or content
-            self._last = time.monotonic()
+        self._last = time.monotonic()  # plain stores: the reaper only ever reads them
+        if content:
+            self.started = True
 
     def stop(self) -> None:
-        with self._cond:
-            self._done = True
+        with self._lock:
             self._response = None
-            self._cond.notify_all()
+        _REAPER.remove(self)
 
-    def _due(self) -> tuple[float, str]:
+    def due(self) -> tuple[float, str]:
         lim = self.limits
         due, why = ((self._last + lim.stall, "stall") if self.started else (self._begin + lim.timeout, "first"))
         if lim.deadline_at is not None and lim.deadline_at <= due:
             due, why = lim.deadline_at, "deadline"
         return due, why
 
-    def _run(self) -> None:
-        with self._cond:
-            while not self._done:
-                due, why = self._due()
-                wait = due - time.monotonic()
-                if wait > 0:
-                    self._cond.wait(min(wait, 1.0))
-                    continue
-                self.expired = why
-                response, self._response = self._response, None
-                break
-            else:
-                return
+    def expire(self, why: str) -> None:
+        with self._lock:
+            self.expired = why
+            response, self._response = self._response, None
         if response is not None:
             _shut(response)
 
@@ -145,6 +134,49 @@ class Watchdog:
         if self.expired == "first":
             return first_byte_error(name, lim)
         return None
+
+
+class _Reaper:
+    """The one thread that expires watchdogs: it sleeps until the earliest due time (or until a stream
+    is added), and not at all while no stream is open."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._dogs: set[Watchdog] = set()
+        self._thread: threading.Thread | None = None
+
+    def add(self, dog: Watchdog) -> None:
+        with self._cond:
+            self._dogs.add(dog)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="llm-watchdog", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def remove(self, dog: Watchdog) -> None:
+        with self._cond:
+            self._dogs.discard(dog)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                now = time.monotonic()
+                fire, wake = [], None
+                for dog in list(self._dogs):
+                    due, why = dog.due()
+                    if due <= now:
+                        fire.append((dog, why))
+                        self._dogs.discard(dog)
+                    else:
+                        wake = due if wake is None else min(wake, due)
+                if not fire:
+                    self._cond.wait(None if wake is None else min(wake - now, 5.0) + 0.005)
+                    continue
+            for dog, why in fire:  # outside the lock: shutting a socket is a system call
+                dog.expire(why)
+
+
+_REAPER = _Reaper()
 
 
 def first_byte_error(name: str, limits: Limits) -> LLMError:
