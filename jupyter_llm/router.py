@@ -200,8 +200,14 @@ class Router:
                     breaker.failure()
                 else:
                     breaker.success()  # the target answered; it is up
-                if got_text or not exc.retryable or attempt > retries:
+                if got_text or not exc.retryable:
                     raise
+                if attempt > retries:  # say what was tried: the limit that applied is the retry count
+                    if attempt == 1:
+                        raise
+                    raise LLMError(exc.code, f"{exc.message} (after {attempt} attempts; retries = {retries})",
+                                   hint=exc.hint, retry_after=exc.retry_after, status=exc.status,
+                                   retryable=exc.retryable) from None
                 delay = self._delay(attempt, exc)
                 if delay is None:
                     raise
