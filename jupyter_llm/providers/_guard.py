@@ -42,7 +42,8 @@ class Limits:
     @classmethod
     def of(cls, request: Any, settings: dict | None = None) -> "Limits":
         settings = settings or {}
-        timeout = _positive(getattr(request, "timeout", None)) or _positive(settings.get("timeout")) or DEFAULT_TIMEOUT
+        # A provider's own `timeout` ([providers.X] timeout) wins over the session's.
+        timeout = _positive(settings.get("timeout")) or _positive(getattr(request, "timeout", None)) or DEFAULT_TIMEOUT
         stall = _positive(getattr(request, "stall_timeout", None)) or timeout
         deadline = _positive(getattr(request, "deadline", None))
         deadline_at = getattr(request, "deadline_at", None)

@@ -169,7 +169,8 @@ def finish_reason(raw: Any) -> str:
 
 def timeouts(spec: Any, request: Request | None) -> tuple[float, float]:
     """(connect, read) seconds for one attempt: read is what the attempt may wait for a byte (its timeout,
-    stall timeout and what the deadline leaves, the least of them); connect never exceeds it."""
+    stall timeout and what the deadline leaves, the least of them); connect never exceeds it. A provider's own
+    `timeout` from config wins over the session's."""
     settings = getattr(spec, "settings", {}) or {}
     connect = float(settings.get("connect_timeout") or CONNECT_TIMEOUT)
     if request is None:
