@@ -217,9 +217,13 @@ def check_health(spec: Any, auth: Auth | None, model: str | None, list_ids: Call
     return Health(True, detail, latency, model)
 
 
-def no_model_list(exc: LLMError) -> bool:
-    """The server answered, but it has no model-list route (many gateways; Gemini behind a proxy)."""
-    return exc.status in (404, 405, 501) and exc.code in ("MODEL_NOT_FOUND", "PROVIDER_ERROR")
+def no_model_list(exc: LLMError, *, strict: bool = True) -> bool:
+    """The server answered, but it has no model-list route (many gateways; Gemini behind a proxy): 404, 405
+    or 501 there. Not `strict`: also a 200 that is not a model list (a web app's catch-all page), which
+    is enough to show the catalogue but not to call the endpoint healthy."""
+    if exc.status in (404, 405, 501) and exc.code in ("MODEL_NOT_FOUND", "PROVIDER_ERROR"):
+        return True
+    return not strict and exc.status == 200 and exc.code == "PROVIDER_ERROR"
 
 
 class ClientCache:
@@ -283,7 +287,7 @@ class SDKAdapter:
             try:
                 return live()
             except LLMError as exc:
-                if not no_model_list(exc):
+                if not no_model_list(exc, strict=False):
                     raise
             # No model-list route: the catalogue is the best list there is.
         return catalogue(self.id, self.spec.settings.get("models"), self.default_model)
@@ -383,7 +387,8 @@ class SDKAdapter:
         if isinstance(error, LLMError):
             return error
         return LLMError("PROVIDER_ERROR", f"{display_name(self.id)} answered the model list with something "
-                        f"that is not one ({type(exc).__name__})", hint="is the base URL right? see %llm status")
+                        f"that is not one ({type(exc).__name__})", hint="is the base URL right? see %llm status",
+                        status=200)
 
     def list_models(self, auth: Auth | None) -> list:
         """Live from the provider's model list when a key is set (or none is needed), else the catalogue."""
