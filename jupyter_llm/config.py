@@ -39,7 +39,9 @@ def data_dir() -> Path:
 @dataclass
 class Reliability:
     retries: int = 3
-    timeout: float = 60.0          # seconds between stream chunks (read)
+    timeout: float = 60.0          # seconds one attempt may wait for the answer to start
+    stall_timeout: float = 60.0    # seconds of silence allowed once it started (keep-alives do not count)
+    deadline: float = 600.0        # seconds for a whole answer: retries and the fallback chain included
     connect_timeout: float = 10.0
     backoff: float = 0.5           # first retry wait, doubled each time, with full jitter
     max_backoff: float = 20.0
@@ -86,8 +88,10 @@ def _known():
 
 
 _SETTINGS = {"temperature": float, "max_tokens": int, "top_p": float, "system": str,
-             "timeout": float, "format": str, "cache": bool, "table_rows": int}
+             "timeout": float, "stall_timeout": float, "deadline": float, "format": str, "cache": bool,
+             "table_rows": int}
 FORMATS = ("markdown", "text", "code", "json", "html")
+MAX_SECONDS = 86400.0  # the longest timeout, stall_timeout or deadline accepted
 
 
 def load_config(path: Path | None = None, *, strict: bool = False) -> Config:
@@ -180,6 +184,8 @@ def _load(path: Path) -> Config:
             setattr(cfg.reliability, key, check.number(f"reliability.{key}", value, int, minimum=0))
         elif key in ("timeout", "connect_timeout", "backoff", "max_backoff", "circuit_cooldown"):
             setattr(cfg.reliability, key, float(check.number(f"reliability.{key}", value, float, minimum=0)))
+        elif key in ("stall_timeout", "deadline"):
+            setattr(cfg.reliability, key, coerce_setting(key, value, where=check.where(f"reliability.{key}")))
         else:
             check.fail(f"reliability.{key}", f"unknown key {key!r} in [reliability]")
 
@@ -290,6 +296,8 @@ def coerce_setting(key: str, value: Any, *, where: str = "") -> Any:
         raise LLMError(code, f"{prefix}top_p must be in (0, 1], got {value}")
     if key in ("max_tokens", "timeout", "table_rows") and value <= 0:
         raise LLMError(code, f"{prefix}{key} must be positive, got {value}")
+    if key in ("stall_timeout", "deadline") and not 0 < value <= MAX_SECONDS:
+        raise LLMError(code, f"{prefix}{key} must be seconds between 0 and {MAX_SECONDS:g} (a day), got {value}")
     if key == "format" and value not in FORMATS:
         raise LLMError(code, f"{prefix}format must be one of {', '.join(FORMATS)}, got {value!r}")
     return value
