@@ -61,7 +61,7 @@ class Config:
 
 
 _SETTINGS = {"temperature": float, "max_tokens": int, "top_p": float, "system": str,
-             "timeout": float, "format": str, "cache": bool}
+             "timeout": float, "format": str, "cache": bool, "footer": bool}
 FORMATS = ("markdown", "text", "code", "json", "html")
 
 

@@ -32,7 +32,7 @@ class Session:
         self.conversation: list[dict[str, str]] = []
         self.settings: dict[str, Any] = {"temperature": None, "max_tokens": None, "top_p": None, "system": None,
                                          "timeout": self.config.reliability.timeout, "format": "markdown",
-                                         "cache": False}
+                                         "cache": False, "footer": True}
         self.settings.update(self.config.defaults)
         self.usage = UsageLedger()
         self.budget: float | None = self.config.budget_usd
@@ -295,6 +295,9 @@ class Session:
             self.reset()
         request = self.build_request(prompt, **params)
         self.check_budget([target], request)
+        if not target.is_local:
+            from .pricing import warm
+            warm()  # the price table loads while the request is under way
         use_cache = self.settings.get("cache") if cache is None else cache
         response = Response(target=str(target), answered_by=str(target))
         cache_key = None

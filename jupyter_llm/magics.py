@@ -17,7 +17,11 @@ from .tables import money, seconds, show_table
 # `%llm NAME ...` commands that live in their own feature module ("module:function", imported on
 # first use so %load_ext stays fast). Each function takes (magics, rest_words) and returns the
 # cell's value. Keep this file a thin face: a new capability adds one line here and its own module.
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "continue": ".answer:cmd_continue",
+    "explain": ".explain:cmd_explain",
+    "fix": ".explain:cmd_fix",
+}
 
 HELP = """\
 %llm                      control panel (status in a terminal)
@@ -28,17 +32,20 @@ HELP = """\
 %llm discover [--ports 8080-8092] [--host 127.0.0.1]   find llama.cpp servers
 %llm login PROVIDER [--method api_key|gateway|command]  store a secret in the OS keyring
 %llm logout PROVIDER      delete the stored secret
-%llm set KEY=VALUE ...    temperature, max_tokens, top_p, system, timeout, format, cache
+%llm set KEY=VALUE ...    temperature, max_tokens, top_p, system, timeout, format, cache, footer
 %llm reset                clear the conversation
 %llm history [-n N]       last N exchanges
 %llm usage                tokens and cost this session, budget left
 %llm budget USD|off       cap this session's spend
 %llm fallback T1 T2 ...|off   targets tried in order when the active one fails
+%llm continue [--max-tokens N]  carry the last (truncated) answer on; _llm holds the joined text
+%llm explain [N] [--target T]   explain the last error (or cell N's) with its traceback and source
+%llm fix [N] [--target T]       ask for the corrected cell and insert it below
 %llm help                 this text
 
 %%llm [TARGET] [-f markdown|text|code|json|html] [--insert] [-o NAME] [--compare T1 T2 ...]
       [--system TEXT] [-t X] [--max-tokens N] [--new] [--no-history] [--no-stream] [--no-cache|--cache]
-PROMPT with {variables} from the namespace ({{ }} for literal braces)"""
+PROMPT with {variables} from the namespace ({{ }} for literal braces; {Err[n]}: cell n's error)"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -97,7 +104,6 @@ class LLMMagics(Magics):
 
     def _cell(self, line: str, cell: str):
         from .prompt import interpolate
-        from .render import StreamRenderer, parse_json
         args = _cell_parser().parse_args(_split(line))
         if args.output is not None and not args.output.isidentifier():
             raise LLMError("BAD_ARGUMENT", f"-o needs a variable name, got {args.output!r}")
@@ -120,35 +126,9 @@ class LLMMagics(Magics):
             from .compare import run_compare
             return run_compare(self.session, prompt, args.compare, fmt=fmt, new=args.new, cache=args.cache,
                                shell=self.shell, **params)
-        target = self.session.parse(args.target) if args.target else self.session.active
-        renderer = StreamRenderer(fmt, target=str(target))
-        if not args.no_stream:
-            renderer.start()
-        response = self.session.ask(prompt, target=target, on_event=None if args.no_stream else renderer,
-                                    new=args.new, no_history=args.no_history, cache=args.cache, **params)
-        value: Any = response.text
-        if fmt == "json" and response.ok and not response.incomplete:
-            try:
-                response.value = value = parse_json(response.text)
-            except ValueError as exc:
-                response.error = LLMError("PROVIDER_ERROR", f"the answer is not valid JSON ({exc}); its text is in _llm.text")
-        elif fmt == "code":
-            from .render import extract_code
-            response.value = value = extract_code(response.text)[1]
-        renderer.finish(response)
-        self.shell.user_ns["_llm"] = response
-        if args.output and (response.text or response.value is not None):
-            self.shell.user_ns[args.output] = value
-        if args.insert and response.ok and value:
-            self.shell.set_next_input(value, replace=False)
-        if response.finish_reason == "interrupted":
-            raise UsageError(f"interrupted: the {len(response.text)} characters received so far are kept "
-                             "(in _llm.text and the history, marked incomplete)")
-        if response.error is not None:
-            raise response.error
-        if fmt == "json":
-            return response.value
-        return None
+        from .answer import answer
+        return answer(self, prompt, target=args.target, fmt=fmt, stream=not args.no_stream, output=args.output,
+                      insert=args.insert, new=args.new, no_history=args.no_history, cache=args.cache, **params)
 
     # ---- %llm ----
     @line_magic("llm")
