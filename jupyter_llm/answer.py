@@ -49,7 +49,7 @@ def answer(magics, prompt: str, *, target: str | None = None, fmt: str = "markdo
         try:
             response.value = value = parse_json(response.text)
         except ValueError as exc:
-            response.error = LLMError("INVALID_OUTPUT", f"the answer is not valid JSON ({exc}); its text is in _llm.text")
+            response.error = LLMError("PROVIDER_ERROR", f"the answer is not valid JSON ({exc}); its text is in _llm.text")
     elif fmt == "code":
         response.value = value = extract_code(response.text)[1]
     if shown is not response:

@@ -31,6 +31,8 @@ def _cost(r: Response) -> str:
         return "price unknown"
     if r.cost == 0:
         return "$0"
+    if r.cost < 0.01:
+        return "$" + f"{r.cost:.6f}".rstrip("0")
     return f"${r.cost:.4f}" if r.cost < 1 else f"${r.cost:.2f}"
 
 
