@@ -330,11 +330,13 @@ def test_real_kernel_one_display_throttled_updates_and_interrupt(kernel_factory,
     wall = time.monotonic() - t0
     assert run.status == "ok", run.error
     displays, updates = run.of("display_data"), run.of("update_display_data")
-    assert len(displays) == 1 and 5 <= len(updates) <= 10 * wall + 2, (len(updates), wall)  # not one per token
+    assert len(displays) == 1 and 3 <= len(updates) <= 10 * wall + 2, (len(updates), wall)  # not one per token
     assert run.iopub_bytes() < 150_000
     final = updates[-1]["content"]["data"]
     assert final["text/plain"].count("(ok)") == 2 and ">status<" in final["text/html"]
-    assert "<Comparison of 2 responses" in run.texts()[-1]  # the cell's value: the list of responses
+    assert not run.of("execute_result")  # the table above is the cell's view: no Out[] repeating it
+    out = k.run("print(type(_).__name__, len(_)); _").texts()
+    assert any("<Comparison of 2 responses" in t for t in out)  # shown when asked for later
 
     emulator.script(tokens=300, delay=0.05)  # ~15 s: interrupted after ~1.5 s
     threading.Timer(1.5, k.interrupt).start()
