@@ -366,7 +366,7 @@ def test_real_kernel_one_display_throttled_updates_and_interrupt(kernel_factory,
     t0 = time.monotonic()
     run = k.run("%%llm --compare emu:a emu:b\nhi", timeout=30)
     assert time.monotonic() - t0 < 6
-    assert run.status == "error"  # the cell fails (Run All stops), with one UsageError line, no traceback
+    assert run.status == "error", (run.stderr, run.stdout, [m["msg_type"] for m in run.messages][:30])  # the cell fails (Run All stops), with one UsageError line, no traceback
     assert run.stderr.startswith("UsageError: interrupted: the ") and "Traceback" not in run.stderr, run.stderr
     out = k.run("print(list(_llm_compare.status), [0 < len(t) < 1500 for t in _llm_compare.text])").stdout
     assert out.strip() == "['interrupted', 'interrupted'] [True, True]"
