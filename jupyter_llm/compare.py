@@ -323,7 +323,8 @@ class CompareView:
         return ("<div class='jupyter-llm-compare'>"
                 "<div class='jupyter-llm-columns' style='display:grid;gap:8px;margin-bottom:8px;"
                 "grid-template-columns:repeat(auto-fit,minmax(min(100%,260px),1fr))'>"
-                f"{''.join(cols)}</div>{html_table(HEADERS, self.live_rows())}</div>")
+                f"{''.join(cols)}</div><div class='jupyter-llm-metrics' style='overflow-x:auto;max-width:100%'>"
+                f"{html_table(HEADERS, self.live_rows())}</div></div>")
 
     @staticmethod
     def _title(col: _Column) -> str:

@@ -13,11 +13,12 @@ from .events import Response
 
 FOOTER_CLASS = "jupyter-llm-footer"
 # Muted but readable in light and dark themes alike: the warning and error colours are mixed with the
-# theme's own text colour (currentColor), so they darken on a light background and lighten on a dark one
-# (at least 4.5:1 in both); a browser without color-mix keeps the plain colour before it.
+# theme's main text colour (JupyterLab's --jp-content-font-color1, else the inherited colour), so they darken
+# on a light background and lighten on a dark one (at least 4.5:1 in both, checked in a browser test); a
+# browser without color-mix keeps the plain colour before it.
 MUTED = "color:var(--jp-ui-font-color2,#616161);font-size:var(--jp-ui-font-size1,0.9em);margin-top:2px"
-WARN = "color:#a84300;color:color-mix(in srgb,#ef6c00 62%,currentColor)"
-ERROR = "color:#b71c1c;color:color-mix(in srgb,#e53935 62%,currentColor)"
+WARN = "color:#a84300;color:color-mix(in srgb,#ef6c00 55%,var(--jp-content-font-color1,currentColor))"
+ERROR = "color:#b71c1c;color:color-mix(in srgb,#e53935 55%,var(--jp-content-font-color1,currentColor))"
 
 
 def _num(n: float) -> str:
@@ -41,7 +42,7 @@ def footer_parts(r: Response) -> list[str]:
     parts = [r.answered_by or r.target]
     out = r.usage.output_tokens
     if out:
-        parts.append(f"{out:,} tokens")
+        parts.append(f"{out:,} token" + ("" if out == 1 else "s"))
     if r.latency is not None and not r.cached:
         parts.append(f"{r.latency:.1f} s")
     tps = r.tokens_per_second
