@@ -171,7 +171,7 @@ def run_table(kernel, emulator, *, formats=FORMATS, rates=(50, 500), sizes=(500,
             emulator.reset()
             emulator.script(answer, tokens=n, delay=1.0 / rate)
             if is_compare:
-                cell = f"%%llm --compare emu:a emu:b --no-cache\n{PROMPT}"
+                cell = f"%%llm --compare openai:bench-a openai:bench-b --no-cache\n{PROMPT}"
             else:
                 cell = f"%%llm -f {fmt} --no-history --no-cache\n{PROMPT}"
             t0 = time.perf_counter()
@@ -213,7 +213,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rates", nargs="+", type=int, default=[50, 500])
     ap.add_argument("--sizes", nargs="+", type=int, default=[500, 1000, 2000, 4000])
-    ap.add_argument("--formats", nargs="+", default=list(FORMATS))
+    ap.add_argument("--formats", nargs="*", default=list(FORMATS))
     ap.add_argument("--no-compare", action="store_true")
     args = ap.parse_args(argv)
     base = common.isolate()

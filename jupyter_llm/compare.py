@@ -27,7 +27,9 @@ from .tables import html_table, money, seconds, text_table
 
 INTERVAL = 0.1        # seconds between display updates (at most 10 per second overall)
 BYTE_RATE = 100_000   # kept for callers that pass it; updates are now paid for by new text (see due_in)
-WINDOW = 1500         # characters of each streaming column shown live (the end of it); all of it at the end
+WINDOW = 800          # characters of each streaming column shown live (the end of it); all of it at the end
+PLAIN_WINDOW = 200    # the same in the live text/plain (for front ends without HTML)
+MAX_WAIT = 1.0        # seconds new text may wait when it does not pay for an update (all columns are resent)
 HEADERS = ["target", "TTFT", "total time", "output tokens", "tokens/s", "cost", "status"]
 FRAME_COLUMNS = ["target", "resolved", "ttft_s", "total_s", "output_tokens", "tokens_per_s", "cost_usd", "status", "text",
                  "error"]
@@ -239,7 +241,7 @@ class CompareView:
         """Seconds until the next update may be sent (0 when one is due now). An update must be paid for by
         new text (at most BYTES_PER_CHAR bytes per new character, envelope included) or have waited MAX_WAIT:
         so traffic stays linear in the answers, whatever the token rate; never more than 10 a second."""
-        from .stream_display import BYTES_PER_CHAR, MAX_WAIT, OVERHEAD
+        from .stream_display import BYTES_PER_CHAR, OVERHEAD
         since = time.monotonic() - self.last_update
         if self.new_chars * BYTES_PER_CHAR >= OVERHEAD + self.last_size or any(
                 c.response is not None and not c.shown_done for c in self.columns):
@@ -363,7 +365,7 @@ class CompareView:
             if r is not None:
                 text = r.text
             else:
-                left, text = col.window()
+                left, text = col.window(PLAIN_WINDOW)
                 text = (f"… {left:,} earlier characters\n" if left else "") + text
             if text:
                 parts.append(text.rstrip("\n"))
