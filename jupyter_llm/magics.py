@@ -21,6 +21,11 @@ COMMANDS: dict[str, str] = {
     "continue": ".answer:cmd_continue",
     "explain": ".explain:cmd_explain",
     "fix": ".explain:cmd_fix",
+    "budget": ".spending:cmd_budget",
+    "usage": ".spending:cmd_usage",
+    "serve": ".local_magics:cmd_serve",
+    "servers": ".local_magics:cmd_servers",
+    "stop": ".local_magics:cmd_stop",
 }
 
 HELP = """\
@@ -29,14 +34,17 @@ HELP = """\
 %llm use TARGET [--check] switch target now (conversation kept); --check probes it first
 %llm models [PROVIDER]    models of a provider (local: discovered servers)
 %llm providers            every provider: configured?, auth, credential source, health
-%llm discover [--ports 8080-8092] [--host 127.0.0.1]   find llama.cpp servers
+%llm discover [--ports 8080-8092] [--host 127.0.0.1]   find llama.cpp servers and Ollama (remembered)
+%llm serve PATH.gguf [--port N] [--ctx N] [--alias NAME] [--gpu-layers N]   start llama.cpp in this kernel
+%llm servers              servers this kernel started: port, model, pid, memory, slots
+%llm stop PORT|all        stop servers this kernel started (they also stop with the kernel)
 %llm login PROVIDER [--method api_key|gateway|command]  store a secret in the OS keyring
 %llm logout PROVIDER      delete the stored secret
 %llm set KEY=VALUE ...    temperature, max_tokens, top_p, system, timeout, format, cache, footer
 %llm reset                clear the conversation
 %llm history [-n N]       last N exchanges
-%llm usage                tokens and cost this session, budget left
-%llm budget USD|off       cap this session's spend
+%llm usage [--today|--month] [--notebook [PATH]]   tokens and cost: this session, or from the history
+%llm budget [PROVIDER] [session|daily|monthly] USD|off   spend caps (no arguments: caps and what is spent)
 %llm fallback T1 T2 ...|off   targets tried in order when the active one fails
 %llm continue [--max-tokens N]  carry the last (truncated) answer on; _llm holds the joined text
 %llm explain [N] [--target T]   explain the last error (or cell N's) with its traceback and source
@@ -163,13 +171,14 @@ class LLMMagics(Magics):
         return show_panel(self.session)
 
     def cmd_status(self, rest: list[str]) -> None:
+        from .spending import caps_summary
         s = self.session.status()
         rows = [("target", s["target"]), ("provider / model", f"{s['provider']} / {s['model'] or 'server default'}"),
                 ("auth", f"{s['auth']} from {s['source']}" + (f" ({s['key']})" if s["key"] else "")),
                 ("base URL", s["base_url"]), ("health", s["health"]),
                 ("conversation", f"{s['conversation']} exchanges"),
                 ("session", f"{s['requests']} requests, {s['input_tokens']} in / {s['output_tokens']} out tokens, {money(s['cost'])}"),
-                ("budget", "off" if s["budget"] is None else f"{money(s['budget_left'])} left of {money(s['budget'])}"),
+                ("budget", caps_summary(self.session)),
                 ("fallback", " → ".join(s["fallback"]) or "off")]
         if self.session.config.error is not None:
             rows.append(("config", self.session.config.error.line()))
@@ -198,23 +207,8 @@ class LLMMagics(Magics):
         show_table(["provider", "configured", "auth", "credential", "key", "health"], rows)
 
     def cmd_discover(self, rest: list[str]) -> None:
-        p = _Parser(prog="%llm discover", add_help=False)
-        p.add_argument("--ports")
-        p.add_argument("--host")
-        args = p.parse_args(rest)
-        ports = None
-        if args.ports:
-            a, _, b = args.ports.partition("-")
-            if not (a.isdigit() and (b or a).isdigit()) or not 0 < int(a) <= int(b or a) < 65536:
-                raise LLMError("BAD_ARGUMENT", f"--ports wants FIRST-LAST, e.g. 8080-8092, got {args.ports!r}")
-            ports = (int(a), int(b or a))
-        servers = self.session.discover(ports=ports, host=args.host)
-        if not servers:
-            lo, hi = ports or self.session.config.local_scan
-            print(f"no llama.cpp server found on {args.host or self.session.config.local_host} ports {lo}-{hi}")
-            return
-        rows = [(s.port, s.model, s.n_ctx, s.state) for s in servers]
-        show_table(["port", "model", "context", "state"], rows)
+        from .local_magics import cmd_discover
+        return cmd_discover(self, rest)
 
     def cmd_login(self, rest: list[str]) -> None:
         import getpass
@@ -288,29 +282,6 @@ class LLMMagics(Magics):
                          seconds(h.get("latency")), h["status"] + (" (incomplete)" if h.get("incomplete") else "")
                          + (" (cached)" if h.get("cached") else "")))
         show_table(["time", "target", "prompt", "tokens in/out", "cost", "latency", "status"], rows)
-
-    def cmd_usage(self, rest: list[str]) -> None:
-        rows = [(p, m, t.requests, t.input_tokens, t.output_tokens, money(t.cost) + (" +?" if t.unpriced else ""))
-                for p, m, t in self.session.usage.rows()]
-        total = self.session.usage.summary()
-        rows.append(("total", "", total["requests"], total["input_tokens"], total["output_tokens"], money(total["cost"])))
-        b = self.session.budget
-        caption = "budget: off" if b is None else f"budget: {money(self.session.budget_left)} left of {money(b)}"
-        show_table(["provider", "model", "requests", "input tokens", "output tokens", "cost"], rows, caption=caption)
-
-    def cmd_budget(self, rest: list[str]) -> None:
-        if len(rest) != 1:
-            raise LLMError("BAD_ARGUMENT", "usage: %llm budget USD  or  %llm budget off")
-        if rest[0].lower() == "off":
-            self.session.set_budget(None)
-            print("budget off")
-            return
-        try:
-            usd = float(rest[0].lstrip("$"))
-        except ValueError:
-            raise LLMError("BAD_ARGUMENT", f"budget must be a number of USD or off, got {rest[0]!r}") from None
-        self.session.set_budget(usd)
-        print(f"session budget {money(usd)}, {money(self.session.budget_left)} left")
 
     def cmd_fallback(self, rest: list[str]) -> None:
         if not rest:

@@ -20,7 +20,7 @@ CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 60.0
 
 _NAMES = {"openai": "OpenAI", "anthropic": "Anthropic", "gemini": "Gemini", "deepseek": "DeepSeek",
-          "groq": "Groq", "together": "Together", "openrouter": "OpenRouter", "local": "llama.cpp"}
+          "groq": "Groq", "together": "Together", "openrouter": "OpenRouter", "local": "llama.cpp", "ollama": "Ollama"}
 _CONTEXT_RE = re.compile(r"context[ _-]?length|context window|maximum context|too long|too many tokens|"
                          r"exceeds the maximum number of tokens|input token count|reduce the length", re.I)
 _BAD_KEY_RE = re.compile(r"api[ _-]?key (not valid|invalid|is invalid)|API_KEY_INVALID|invalid[ _-]api[ _-]key", re.I)
@@ -145,10 +145,11 @@ def finish_reason(raw: Any) -> str:
 
 
 def timeouts(spec: Any, request: Request | None) -> tuple[float, float]:
-    """(connect, read) seconds: read is the request's timeout (between chunks)."""
+    """(connect, read) seconds: read (between chunks) is the provider's own `timeout` from config when it
+    has one, else the request's (the session's `timeout`)."""
     settings = getattr(spec, "settings", {}) or {}
     connect = float(settings.get("connect_timeout") or CONNECT_TIMEOUT)
-    read = float((request.timeout if request is not None else None) or settings.get("timeout") or READ_TIMEOUT)
+    read = float(settings.get("timeout") or (request.timeout if request is not None else None) or READ_TIMEOUT)
     return connect, read
 
 
