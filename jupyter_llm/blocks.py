@@ -19,6 +19,8 @@ HARD = 1000    # past this, freeze at a dirty cut when there is no clean one
 _FENCE_OPEN = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
 _LIST_OR_INDENT = re.compile(r"^(?:[ \t]|[-*+][ \t]|\d{1,9}[.)][ \t]|>)")
 _HEADING = re.compile(r"^#{1,6}(?:[ \t]|$)")
+_LIST_ITEM = re.compile(r"^ {0,3}(?:[-*+]|\d{1,9}[.)])(?:[ \t]|$)")
+_SHALLOW = re.compile(r"^ {1,3}(?![ \t]|[-*+][ \t]|\d{1,9}[.)][ \t]|>)\S")  # a paragraph indented 1-3 spaces
 
 
 @dataclass
@@ -26,6 +28,7 @@ class Cut:
     offset: int          # absolute offset in the answer where the next block starts
     clean: bool
     fence: str | None    # the fence line open at the cut (the next block renders it first), or None
+    list_open: bool = False  # a list may still be open at the cut (an indented next line may belong to it)
 
 
 class Segmenter:
@@ -41,6 +44,7 @@ class Segmenter:
         self.hard = hard
         self.start = 0            # offset where the live tail starts
         self.fence: str | None = None   # the fence open at `start` (markdown)
+        self.list_open = False          # a list item was seen and nothing since has closed the list
 
     def find(self, text: str, upto: int | None = None) -> Cut | None:
         """A cut in text[start:upto] when the tail is long enough, else None. Does not move `start`."""
@@ -57,6 +61,7 @@ class Segmenter:
     def advance(self, cut: Cut) -> None:
         """The caller drops text[:cut.offset] (the tail restarts at 0); remember the fence open there."""
         self.fence = cut.fence
+        self.list_open = cut.list_open
 
     # ---- text: between two non-empty lines, so neither side starts or ends with a blank line ----
     def _text_cut(self, text: str, upto: int, size: int) -> Cut | None:
@@ -73,6 +78,8 @@ class Segmenter:
         best: Cut | None = None
         last_line_cut: Cut | None = None
         pos = self.start
+        in_list = self.list_open
+        prev_blank = False
         while True:
             nl = text.find("\n", pos, upto)
             if nl < 0:
@@ -90,9 +97,9 @@ class Segmenter:
                         and not m.group(2).strip():
                     fence = None
                     if nxt and next_pos > self.start:
-                        best = Cut(next_pos, True, None)
+                        best = Cut(next_pos, True, None, in_list)
                 elif nxt or nxt_end >= 0:
-                    last_line_cut = Cut(next_pos, False, fence)
+                    last_line_cut = Cut(next_pos, False, fence, in_list)
             else:
                 m = _FENCE_OPEN.match(line)
                 blank = not line.strip()
@@ -101,11 +108,17 @@ class Segmenter:
                     fence = line.strip()
                     pos = next_pos
                     continue
-                if nxt and not _LIST_OR_INDENT.match(nxt):
-                    if blank or heading or _HEADING.match(nxt):
-                        best = Cut(next_pos, True, None)
+                if _LIST_ITEM.match(line):
+                    in_list = True
+                elif not blank and prev_blank and not line[:1].isspace():
+                    in_list = False   # a paragraph at column 0 after a blank line: any list has ended
+                prev_blank = blank
+                # outside a list, a line indented 1-3 spaces starts a paragraph like one at column 0
+                fresh = nxt and (not _LIST_OR_INDENT.match(nxt) or (_SHALLOW.match(nxt) and not in_list))
+                if fresh and (blank or heading or _HEADING.match(nxt)):
+                    best = Cut(next_pos, True, None, False)
                 if nxt or nxt_end >= 0:
-                    last_line_cut = Cut(next_pos, False, None)
+                    last_line_cut = Cut(next_pos, False, None, in_list)
             pos = next_pos
         if best is not None and best.offset > self.start:
             return best
@@ -123,7 +136,7 @@ class Segmenter:
         offset = upto if i < 0 else i + 1
         if self.fmt == "markdown" and fence is None:
             fence = self.fence_at(text, offset)
-        return Cut(offset, False, fence)
+        return Cut(offset, False, fence, self.list_open)
 
     def fence_at(self, text: str, offset: int) -> str | None:
         """The fence open at `offset`, scanning whole lines from `start`."""

@@ -233,7 +233,7 @@ def test_live_updates_stay_linear_for_long_answers(session, emulator, shell):
     live = [o.data for o in outputs[:-1]]
     assert all(len(d["text/plain"]) < 2 * (WINDOW + 600) for d in live)  # live views show windows, not answers
     total = sum(len(d["text/html"]) + len(d["text/plain"]) for d in (o.data for o in outputs))
-    assert total / chars < 20, total / chars
+    assert total / chars < 20, (total / chars, len(outputs))
 
 
 def test_ctrl_c_stops_waiting_and_keeps_partial_text(session, emulator, shell):

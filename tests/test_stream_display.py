@@ -286,3 +286,13 @@ def test_segmenter_never_cuts_before_a_list_continuation():
     text2 = text + "\nA paragraph after the list ends here.\n"
     cut = seg.find(text2)
     assert cut is not None and cut.clean and text2[cut.offset:].startswith("A paragraph")
+
+
+def test_segmenter_paragraphs_indented_one_space_cut_clean_outside_lists():
+    seg = Segmenter("markdown", soft=10, hard=10_000)
+    text = "word0 word1 word2\n\n word3 word4 word5 word6\n\n word7 and more words here\n"
+    cut = seg.find(text)
+    assert cut is not None and cut.clean
+    assert mistune.html(text[:cut.offset]) + mistune.html(text[cut.offset:]) == mistune.html(text)
+    listed = "- item one here\n\n  continued item paragraph\n\n  more of the same item\n"
+    assert Segmenter("markdown", soft=10, hard=10_000).find(listed) is None
