@@ -36,6 +36,9 @@ def answer(magics, prompt: str, *, target: str | None = None, fmt: str = "markdo
     from .stream_display import StreamRenderer
     session, shell = magics.session, magics.shell
     parsed = session.parse(target) if target else session.active
+    if ask.get("content") is not None:   # images attached or interpolated: the target must accept them
+        from .media import require_images
+        require_images(session, [parsed])
     renderer = StreamRenderer(fmt, target=str(parsed), footer=bool(session.settings.get("footer", True)))
     if stream:
         renderer.start()
@@ -45,7 +48,10 @@ def answer(magics, prompt: str, *, target: str | None = None, fmt: str = "markdo
     if joined is not None:
         response = _join(joined, response)
     value: Any = response.text
-    if fmt == "json" and response.ok and not response.incomplete:
+    schema = ask.get("schema") is not None
+    if schema:
+        value = response.value   # parsed and validated by the session
+    elif fmt == "json" and response.ok and not response.incomplete:
         try:
             response.value = value = parse_json(response.text)
         except ValueError as exc:
@@ -58,7 +64,7 @@ def answer(magics, prompt: str, *, target: str | None = None, fmt: str = "markdo
     shell.user_ns["_llm"] = response
     _LAST[id(session)] = _Last(response, joined_prompt(joined, prompt), fmt, str(parsed),
                                {k: v for k, v in ask.items() if k in ("system", "temperature", "max_tokens")})
-    if output and (response.text or response.value is not None):
+    if output and (response.value is not None if schema else (response.text or response.value is not None)):
         shell.user_ns[output] = value
     if insert and response.ok and value:
         shell.set_next_input(value, replace=False)
