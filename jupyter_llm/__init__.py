@@ -48,8 +48,9 @@ def load_ipython_extension(ipython) -> None:
     s = session()
     _magics = LLMMagics(ipython, s)
     ipython.register_magics(_magics)
-    from . import cellinfo
+    from . import cellinfo, explain
     cellinfo.register(ipython)
+    explain.register(ipython)
     if s.config.error is not None:
         print(s.config.error.line() + " (using defaults)", file=sys.stderr)
     try:
@@ -70,8 +71,9 @@ def unload_ipython_extension(ipython) -> None:
             if value is _magics:
                 del mm.registry[key]
     _magics = None
-    from . import cellinfo
+    from . import cellinfo, explain
     cellinfo.unregister(ipython)
+    explain.unregister(ipython)
     try:
         from . import comm
         comm.unregister(ipython)

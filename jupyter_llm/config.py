@@ -89,7 +89,7 @@ def _known():
 
 _SETTINGS = {"temperature": float, "max_tokens": int, "top_p": float, "system": str,
              "timeout": float, "stall_timeout": float, "deadline": float, "format": str, "cache": bool,
-             "table_rows": int}
+             "footer": bool, "table_rows": int}
 FORMATS = ("markdown", "text", "code", "json", "html")
 MAX_SECONDS = 86400.0  # the longest timeout, stall_timeout or deadline accepted
 

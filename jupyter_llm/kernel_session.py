@@ -34,7 +34,7 @@ class Session:
                                          "timeout": self.config.reliability.timeout,
                                          "stall_timeout": self.config.reliability.stall_timeout,
                                          "deadline": self.config.reliability.deadline, "format": "markdown",
-                                         "cache": False, "table_rows": 20}
+                                         "cache": False, "footer": True, "table_rows": 20}
         self.settings.update(self.config.defaults)
         self.usage = UsageLedger()
         from .budget import SpendCaps
@@ -314,6 +314,9 @@ class Session:
             request.messages[-1] = {"role": "user", "content": content}
         if schema is not None:
             request.schema = schema.request
+        if not target.is_local:
+            from .pricing import warm
+            warm()  # the price table loads while the request is under way
         use_cache = self.settings.get("cache") if cache is None else cache
         response = Response(target=str(target), answered_by=str(target))
         cache_key = hit = None

@@ -18,6 +18,9 @@ from .tables import money, seconds, show_table
 # first use so %load_ext stays fast). Each function takes (magics, rest_words) and returns the
 # cell's value. Keep this file a thin face: a new capability adds one line here and its own module.
 COMMANDS: dict[str, str] = {
+    "continue": ".answer:cmd_continue",
+    "explain": ".explain:cmd_explain",
+    "fix": ".explain:cmd_fix",
     "budget": ".spending:cmd_budget",
     "usage": ".spending:cmd_usage",
     "serve": ".local_magics:cmd_serve",
@@ -37,18 +40,21 @@ HELP = """\
 %llm stop PORT|all        stop servers this kernel started (they also stop with the kernel)
 %llm login PROVIDER [--method api_key|gateway|command]  store a secret in the OS keyring
 %llm logout PROVIDER      delete the stored secret
-%llm set KEY=VALUE ...    temperature, max_tokens, top_p, system, timeout, stall_timeout, deadline, format, cache
+%llm set KEY=VALUE ...    temperature, max_tokens, top_p, system, timeout, stall_timeout, deadline, format, cache, footer
 %llm reset                clear the conversation
 %llm history [-n N]       last N exchanges
 %llm usage [--today|--month] [--notebook [PATH]]   tokens and cost: this session, or from the history
 %llm budget [PROVIDER] [session|daily|monthly] USD|off   spend caps (no arguments: caps and what is spent)
 %llm fallback T1 T2 ...|off   targets tried in order when the active one fails
+%llm continue [--max-tokens N]  carry the last (truncated) answer on; _llm holds the joined text
+%llm explain [N] [--target T]   explain the last error (or cell N's) with its traceback and source
+%llm fix [N] [--target T]       ask for the corrected cell and insert it below
 %llm help                 this text
 
 %%llm [TARGET] [-f markdown|text|code|json|html] [--insert] [-o NAME] [--compare T1 T2 ...]
       [--system TEXT] [-t X] [--max-tokens N] [--new] [--no-history] [--no-stream] [--no-cache|--cache]
       [--schema NAME] [--attach PATH]
-PROMPT with {variables} from the namespace ({{ }} for literal braces)
+PROMPT with {variables} from the namespace ({{ }} for literal braces; {Err[n]}: cell n's error)
 %%llm --map DATA [TARGET | --compare T1 T2 ...] [--schema NAME] [--workers N] [--stop-on-error]
       [--attach PATH] [--dry-run] [-o NAME]
 TEMPLATE per row: {row.col} {row["col"]} {item} {index}; result DataFrame in _llm_map"""
@@ -115,7 +121,6 @@ class LLMMagics(Magics):
             raise UsageError(exc.line()) from None
 
     def _cell(self, line: str, cell: str):
-        from .render import StreamRenderer, parse_json
         args = _cell_parser().parse_args(_split(line))
         if args.output is not None and not args.output.isidentifier():
             raise LLMError("BAD_ARGUMENT", f"-o needs a variable name, got {args.output!r}")
@@ -148,40 +153,9 @@ class LLMMagics(Magics):
             from .compare import run_compare
             return run_compare(self.session, prompt, args.compare, fmt=fmt, new=args.new, cache=args.cache,
                                shell=self.shell, **params, **extra)
-        target = self.session.parse(args.target) if args.target else self.session.active
-        if extra.get("content") is not None:
-            from .media import require_images
-            require_images(self.session, [target])
-        renderer = StreamRenderer(fmt, target=str(target))
-        if not args.no_stream:
-            renderer.start()
-        response = self.session.ask(prompt, target=target, on_event=None if args.no_stream else renderer,
-                                    new=args.new, no_history=args.no_history, cache=args.cache, **params, **extra)
-        value: Any = response.text
-        if extra.get("schema") is not None:
-            value = response.value
-        elif fmt == "json" and response.ok and not response.incomplete:
-            try:
-                response.value = value = parse_json(response.text)
-            except ValueError as exc:
-                response.error = LLMError("PROVIDER_ERROR", f"the answer is not valid JSON ({exc}); its text is in _llm.text")
-        elif fmt == "code":
-            from .render import extract_code
-            response.value = value = extract_code(response.text)[1]
-        renderer.finish(response)
-        self.shell.user_ns["_llm"] = response
-        if args.output and (response.value is not None if "schema" in extra else (response.text or response.value is not None)):
-            self.shell.user_ns[args.output] = value
-        if args.insert and response.ok and value:
-            self.shell.set_next_input(value, replace=False)
-        if response.finish_reason == "interrupted":
-            raise UsageError(f"interrupted: the {len(response.text)} characters received so far are kept "
-                             "(in _llm.text and the history, marked incomplete)")
-        if response.error is not None:
-            raise response.error
-        if fmt == "json":
-            return response.value
-        return None
+        from .answer import answer
+        return answer(self, prompt, target=args.target, fmt=fmt, stream=not args.no_stream, output=args.output,
+                      insert=args.insert, new=args.new, no_history=args.no_history, cache=args.cache, **params, **extra)
 
     # ---- %llm ----
     @line_magic("llm")
