@@ -61,6 +61,8 @@ class Config:
     budget_usd: float | None = None
     defaults: dict[str, Any] = field(default_factory=dict)  # temperature, max_tokens, system, format, cache...
     error: LLMError | None = None  # set when the file was bad and defaults were used instead
+    cloud: bool = True  # `cloud = false`: local-only mode (policy.py)
+    offline: bool | None = field(default=None, compare=False)  # not from the file: `%llm offline on|off`
     # Not from the file: local servers found or started in this session (see local_servers.py).
     known: "KnownServers" = field(default_factory=lambda: _known(), compare=False, repr=False)
 
@@ -115,12 +117,14 @@ def _load(path: Path) -> Config:
         raise LLMError("CONFIG_ERROR", f"{path}: {exc}") from None
     check = _Checker(path, text)
 
-    known = {"default", "local", "providers", "aliases", "reliability", "budget", "limits", "defaults"}
+    known = {"default", "cloud", "local", "providers", "aliases", "reliability", "budget", "limits", "defaults"}
     for key in data:
         if key not in known:
             check.fail(key, f"unknown key {key!r} (known: {', '.join(sorted(known))})")
     if "default" in data:
         cfg.default = check.typed("default", data["default"], str)
+    if "cloud" in data:
+        cfg.cloud = check.typed("cloud", data["cloud"], bool)
 
     local = check.table("local", data.get("local", {}))
     for key, value in local.items():
@@ -193,7 +197,7 @@ def _load(path: Path) -> Config:
 
 _PROVIDER_KEYS = {"kind": str, "base_url": str, "model": str, "auth": str, "env": str,
                   "organization": str, "project": str, "command": str, "models": list,
-                  "api_version": str, "ttl": float}
+                  "api_version": str, "ttl": float, "enabled": bool}
 
 
 def coerce_setting(key: str, value: Any, *, where: str = "") -> Any:

@@ -126,6 +126,9 @@ class Session:
     def use(self, text: str | Target, *, check: bool = False) -> Target:
         """Switch the active target at once; the conversation is kept. `check` refuses a dead target."""
         target = self.parse(text)
+        from .policy import enabled, enforce
+        if not enabled(target.provider, self.config):
+            enforce(target.provider, self.config, target=target, what="switch")
         if check:
             health = self.check(target)
             if not health.ok:
@@ -159,6 +162,20 @@ class Session:
         self.conversation.clear()
         self.notify("conversation")
 
+    @property
+    def mode(self) -> str:
+        """"local-only" (nothing leaves the machine) or "cloud allowed"; see policy.py."""
+        from .policy import mode
+        return mode(self.config)
+
+    def set_offline(self, on: bool) -> str:
+        """`%llm offline on|off`: local-only mode for this session (overrides config `cloud`)."""
+        before = self.mode
+        self.config.offline = bool(on)
+        self._record_event("mode", {"from": before, "to": self.mode})
+        self.notify("settings")
+        return self.mode
+
     def set_budget(self, usd: float | None) -> None:
         if usd is not None and usd < 0:
             raise LLMError("BAD_ARGUMENT", f"budget must be >= 0, got {usd}")
@@ -175,7 +192,8 @@ class Session:
         """Store a credential for a known provider (the store checks method and secret)."""
         spec = self._spec(Target(provider.lower()))
         self.credentials.store(spec.id, secret, method=method, **extra)
-        self._record_event("login", {"provider": spec.id, "method": method})
+        from .providers import mask
+        self._record_event("login", {"provider": spec.id, "method": method, "key": mask(secret)})
         self.notify("credentials")
 
     def logout(self, provider: str) -> bool:
@@ -195,7 +213,11 @@ class Session:
         target = self.active if target is None else self.parse(target)
         spec = self._spec(target)
         try:
+            from .policy import enforce
+            enforce(target.provider, self.config, target=target, what="health check")
             auth = self.credentials.resolve(spec)
+            if auth is not None and getattr(auth, "base_url", None):
+                enforce(target.provider, self.config, auth.base_url, target=target, what="health check")
             return self.provider(target).health(target, auth)
         except LLMError as exc:
             return Health(False, exc.line())
@@ -218,21 +240,37 @@ class Session:
     def models(self, provider: str | None = None):
         target = Target(provider.lower()) if provider else Target(self.active.provider)
         spec = self._spec(target)
-        return self.provider(target).list_models(self.credentials.lookup(spec))
+        from .policy import enforce, offline
+        auth = self.credentials.lookup(spec)
+        try:
+            enforce(target.provider, self.config, getattr(auth, "base_url", None), what="model list")
+        except LLMError:
+            if not (offline(self.config) and spec.needs_key):
+                raise
+            auth = None  # local-only mode: the built-in catalogue, nothing sent
+        return self.provider(target).list_models(auth)
 
     def providers(self, *, probe: bool = True) -> list[dict[str, Any]]:
         """One row per provider: configured?, auth method, credential source, masked key, health."""
         from concurrent.futures import ThreadPoolExecutor
         from .providers import provider_ids
+        from .policy import enabled, is_local, offline
         rows = []
         for pid in provider_ids(self.config):
             spec = self._spec(Target(pid))
+            on, here = enabled(pid, self.config), is_local(pid, self.config)
             auth = self.credentials.lookup(spec, run_command=False) if spec.needs_key else None
             rows.append({"provider": pid, "kind": spec.kind, "configured": (not spec.needs_key) or auth is not None,
                          "auth": auth.method if auth else spec.auth, "source": auth.source if auth else ("-" if spec.needs_key else "none needed"),
-                         "key": auth.masked if auth and auth.secret else "", "health": ""})
+                         "key": auth.masked if auth and auth.secret else "", "enabled": on, "local": here,
+                         "health": "" if on and (here or not offline(self.config)) else
+                         ("disabled in config" if not on else "blocked (local-only mode)")})
         if probe:
-            todo = [r for r in rows if r["configured"]]
+            todo = [r for r in rows if r["configured"] and not r["health"]]
+            for r in todo:  # import SDKs one at a time: concurrent imports see half-imported modules
+                adapter = self.provider(Target(r["provider"]))
+                if hasattr(adapter, "preload"):
+                    adapter.preload()
             with ThreadPoolExecutor(max_workers=8) as pool:
                 for row, health in zip(todo, pool.map(lambda r: self.check(Target(r["provider"])), todo)):
                     row["health"] = ("ok" if health.ok else "down") + (f" ({health.detail})" if health.detail else "")
@@ -253,7 +291,8 @@ class Session:
                 "input_tokens": total["input_tokens"], "output_tokens": total["output_tokens"],
                 "cost": total["cost"], "budget": self.budget, "budget_left": self.budget_left,
                 "fallback": [str(t) for t in self.fallback], "settings": dict(self.settings),
-                "last_latency": self.last.latency if self.last else None, "health": ""}
+                "last_latency": self.last.latency if self.last else None, "health": "",
+                "mode": self.mode}
         if probe:
             h = self.check(target)
             info["health"] = ("ok" if h.ok else "down") + (f" ({h.detail})" if h.detail else "")
@@ -358,6 +397,8 @@ class Session:
                     response.chunks.append(ev.text)
                 elif isinstance(ev, Attempt):
                     response.answered_by = ev.target
+                    response.fallback_reason = ev.fallback_reason or response.fallback_reason
+                    response.replayed = ev.replayed
                 elif isinstance(ev, Usage):
                     response.usage = ev
                 elif isinstance(ev, Finish):
@@ -390,6 +431,9 @@ class Session:
             self.usage.add(answered.provider, model, response.usage.input_tokens, response.usage.output_tokens, response.cost)
         elif response.cached:
             response.cost = 0.0
+        if response.fallback_reason and response.answered_by != response.target:
+            self._record_event("fallback", {"from": response.target, "to": response.answered_by,
+                                            "reason": response.fallback_reason})
         try:
             self.store.record_response(response, prompt, session_id=self.id)
         except Exception as exc:  # the store handles its own errors; this is the last guard, no traceback

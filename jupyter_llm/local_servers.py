@@ -111,8 +111,9 @@ def known_targets(session) -> list[str]:
     out.append("local")
     out += ollama_targets
     out += list(config.aliases)
+    from .policy import enabled
     for pid in provider_ids(config):
-        if pid in ("local", "ollama"):
+        if pid in ("local", "ollama") or not enabled(pid, config):
             continue
         spec = spec_for(pid, config)
         models = [spec.default_model, *(spec.settings.get("models") or CATALOGUE.get(pid, ()))]

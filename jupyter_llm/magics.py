@@ -21,6 +21,10 @@ COMMANDS: dict[str, str] = {
     "serve": ".local_magics:cmd_serve",
     "servers": ".local_magics:cmd_servers",
     "stop": ".local_magics:cmd_stop",
+    "offline": ".control_magics:cmd_offline",
+    "alias": ".control_magics:cmd_alias",
+    "config": ".control_magics:cmd_config",
+    "history": ".audit:cmd_history",
 }
 
 HELP = """\
@@ -37,7 +41,11 @@ HELP = """\
 %llm logout PROVIDER      delete the stored secret
 %llm set KEY=VALUE ...    temperature, max_tokens, top_p, system, timeout, format, cache
 %llm reset                clear the conversation
-%llm history [-n N]       last N exchanges
+%llm history [-n N] [--json [PATH]]   last N exchanges (fallback reasons, replays); rows in _llm_history
+%llm history --events [KIND]  audit: switches, logins/logouts (masked), budget, mode, aliases, fallbacks
+%llm offline on|off       local-only mode: nothing goes to an endpoint off this machine (BLOCKED)
+%llm alias [NAME TARGET | --delete NAME]   list, set or delete aliases now (saved to the config file)
+%llm config [reload]      the effective config (secrets masked) and its file; reload re-reads it
 %llm usage                tokens and cost this session, budget left
 %llm budget USD|off       cap this session's spend
 %llm fallback T1 T2 ...|off   targets tried in order when the active one fails
@@ -191,7 +199,7 @@ class LLMMagics(Magics):
 
     def cmd_status(self, rest: list[str]) -> None:
         s = self.session.status()
-        rows = [("target", s["target"]), ("provider / model", f"{s['provider']} / {s['model'] or 'server default'}"),
+        rows = [("target", s["target"]), ("mode", s.get("mode", "")), ("provider / model", f"{s['provider']} / {s['model'] or 'server default'}"),
                 ("auth", f"{s['auth']} from {s['source']}" + (f" ({s['key']})" if s["key"] else "")),
                 ("base URL", s["base_url"]), ("health", s["health"]),
                 ("conversation", f"{s['conversation']} exchanges"),
@@ -282,24 +290,6 @@ class LLMMagics(Magics):
     def cmd_reset(self, rest: list[str]) -> None:
         self.session.reset()
         print("conversation cleared")
-
-    def cmd_history(self, rest: list[str]) -> None:
-        p = _Parser(prog="%llm history", add_help=False)
-        p.add_argument("-n", type=int, default=10)
-        args = p.parse_args(rest)
-        if args.n <= 0:
-            raise LLMError("BAD_ARGUMENT", "-n must be positive")
-        import datetime as dt
-        rows = []
-        for h in self.session.history(args.n):
-            prompt = (h.get("prompt") or "").replace("\n", " ")
-            rows.append((dt.datetime.fromtimestamp(h["time"]).strftime("%Y-%m-%d %H:%M:%S"), h["target"]
-                         + (f" → {h['answered_by']}" if h.get("answered_by") and h["answered_by"] != h["target"] else ""),
-                         prompt[:60] + ("…" if len(prompt) > 60 else ""),
-                         f"{h.get('input_tokens') or 0}/{h.get('output_tokens') or 0}", money(h.get("cost")),
-                         seconds(h.get("latency")), h["status"] + (" (incomplete)" if h.get("incomplete") else "")
-                         + (" (cached)" if h.get("cached") else "")))
-        show_table(["time", "target", "prompt", "tokens in/out", "cost", "latency", "status"], rows)
 
     def cmd_usage(self, rest: list[str]) -> None:
         rows = [(p, m, t.requests, t.input_tokens, t.output_tokens, money(t.cost) + (" +?" if t.unpriced else ""))

@@ -26,8 +26,11 @@ T = TypeVar("T")
 FILENAME = "history.sqlite3"
 SCHEMA_VERSION = 1
 EXCHANGE_FIELDS = ("time", "session_id", "target", "answered_by", "prompt", "response", "input_tokens",
-                   "output_tokens", "cost", "latency", "ttft", "status", "incomplete", "cached", "finish_reason")
-_BOOL_FIELDS = ("incomplete", "cached")
+                   "output_tokens", "cost", "latency", "ttft", "status", "incomplete", "cached", "finish_reason",
+                   "fallback_reason", "replayed")
+_BOOL_FIELDS = ("incomplete", "cached", "replayed")
+# Columns added after the first release, with their SQL type: added to older files on open.
+_ADDED_COLUMNS = {"fallback_reason": "TEXT", "replayed": "INTEGER NOT NULL DEFAULT 0"}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS exchanges (
@@ -46,7 +49,9 @@ CREATE TABLE IF NOT EXISTS exchanges (
     status TEXT NOT NULL DEFAULT 'ok',
     incomplete INTEGER NOT NULL DEFAULT 0,
     cached INTEGER NOT NULL DEFAULT 0,
-    finish_reason TEXT
+    finish_reason TEXT,
+    fallback_reason TEXT,
+    replayed INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS exchanges_session ON exchanges(session_id, id);
 CREATE TABLE IF NOT EXISTS events (
@@ -104,6 +109,10 @@ class Store:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.executescript(_SCHEMA)
+                have = {r[1] for r in conn.execute("PRAGMA table_info(exchanges)")}
+                for col, kind in _ADDED_COLUMNS.items():
+                    if col not in have:
+                        conn.execute(f"ALTER TABLE exchanges ADD COLUMN {col} {kind}")
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             except Exception:
                 conn.close()
@@ -174,7 +183,8 @@ class Store:
             answered_by=response.answered_by or response.target, prompt=prompt, response=response.text,
             input_tokens=response.usage.input_tokens, output_tokens=response.usage.output_tokens,
             cost=response.cost, latency=response.latency, ttft=response.ttft, status=status,
-            incomplete=response.incomplete, cached=response.cached, finish_reason=response.finish_reason)
+            incomplete=response.incomplete, cached=response.cached, finish_reason=response.finish_reason,
+            fallback_reason=getattr(response, "fallback_reason", None), replayed=getattr(response, "replayed", False))
 
     def history(self, n: int = 10, session_id: str | None = None) -> list[dict]:
         """The last `n` exchanges (of one session, if given), oldest first and newest last."""
