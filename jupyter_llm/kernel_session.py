@@ -188,13 +188,26 @@ class Session:
         return None if self.budget is None else max(0.0, self.budget - self.usage.cost)
 
     # ---- credentials ----
-    def login(self, provider: str, secret: str, method: str = "api_key", **extra: Any) -> None:
-        """Store a credential for a known provider (the store checks method and secret)."""
+    def login(self, provider: str, secret: str, method: str = "api_key", *, check: bool = False,
+              **extra: Any) -> tuple[str, str] | None:
+        """Store a credential for a known provider (the store checks method and secret). With `check`,
+        one cheap live call validates it first: an invalid one raises INVALID_CREDENTIALS and is not
+        stored; returns (verdict, detail) with verdict valid | unchecked (see credential_check.py)."""
         spec = self._spec(Target(provider.lower()))
+        verdict = None
+        if check and isinstance(secret, str) and secret.strip():
+            from .credential_check import INVALID, check as check_credential
+            verdict = check_credential(self, spec.id, secret.strip(), method, **extra)
+            if verdict[0] == INVALID:
+                self._record_event("login rejected", {"provider": spec.id, "method": method})
+                raise LLMError("INVALID_CREDENTIALS", f"the {spec.id} provider refused this credential; nothing was stored",
+                               hint="check it and try again, or store it anyway with --no-check")
         self.credentials.store(spec.id, secret, method=method, **extra)
         from .providers import mask
-        self._record_event("login", {"provider": spec.id, "method": method, "key": mask(secret)})
+        self._record_event("login", {"provider": spec.id, "method": method, "key": mask(secret),
+                                     "checked": verdict[0] if verdict else "no"})
         self.notify("credentials")
+        return verdict
 
     def logout(self, provider: str) -> bool:
         spec = self._spec(Target(provider.lower()))
@@ -292,7 +305,7 @@ class Session:
                 "cost": total["cost"], "budget": self.budget, "budget_left": self.budget_left,
                 "fallback": [str(t) for t in self.fallback], "settings": dict(self.settings),
                 "last_latency": self.last.latency if self.last else None, "health": "",
-                "mode": self.mode}
+                "mode": self.mode, "quota": _quota(target.provider)}
         if probe:
             h = self.check(target)
             info["health"] = ("ok" if h.ok else "down") + (f" ({h.detail})" if h.detail else "")
@@ -445,6 +458,11 @@ class Session:
             self.store.record_event(kind, detail, session_id=self.id)
         except Exception:
             log.debug("could not record event", exc_info=True)
+
+
+def _quota(provider: str) -> str:
+    from .quota import describe
+    return describe(provider)
 
 
 def _approx_tokens_text(text: str) -> int:

@@ -37,7 +37,7 @@ HELP = """\
 %llm serve PATH.gguf [--port N] [--ctx N] [--alias NAME] [--gpu-layers N]   start llama.cpp in this kernel
 %llm servers              servers this kernel started: port, model, pid, memory, slots
 %llm stop PORT|all        stop servers this kernel started (they also stop with the kernel)
-%llm login PROVIDER [--method api_key|gateway|command]  store a secret in the OS keyring
+%llm login PROVIDER [--method api_key|gateway|command] [--no-check]  check a secret live, then store it in the OS keyring
 %llm logout PROVIDER      delete the stored secret
 %llm set KEY=VALUE ...    temperature, max_tokens, top_p, system, timeout, format, cache
 %llm reset                clear the conversation
@@ -206,6 +206,8 @@ class LLMMagics(Magics):
                 ("session", f"{s['requests']} requests, {s['input_tokens']} in / {s['output_tokens']} out tokens, {money(s['cost'])}"),
                 ("budget", "off" if s["budget"] is None else f"{money(s['budget_left'])} left of {money(s['budget'])}"),
                 ("fallback", " → ".join(s["fallback"]) or "off")]
+        if s.get("quota"):
+            rows.append(("quota left", s["quota"]))
         if self.session.config.error is not None:
             rows.append(("config", self.session.config.error.line()))
         show_table(["", ""], rows)
@@ -241,6 +243,7 @@ class LLMMagics(Magics):
         p = _Parser(prog="%llm login", add_help=False)
         p.add_argument("provider")
         p.add_argument("--method", choices=("api_key", "gateway", "command"), default="api_key")
+        p.add_argument("--no-check", action="store_true")
         args = p.parse_args(rest)
         self.session.parse(args.provider)
         extra: dict[str, Any] = {}
@@ -265,8 +268,9 @@ class LLMMagics(Magics):
                 raise
             raise LLMError("BAD_ARGUMENT", "login needs an interactive prompt, and this front end has none",
                            hint="set the provider's environment variable instead") from None
-        self.session.login(args.provider, secret.strip(), method=args.method, **extra)
-        print(f"stored the {args.provider} credential in the OS keyring ({args.method})")
+        verdict = self.session.login(args.provider, secret.strip(), method=args.method, check=not args.no_check, **extra)
+        checked = f"{verdict[0]} ({verdict[1]}); " if verdict else ("not checked; " if args.no_check else "")
+        print(f"{checked}stored the {args.provider} credential in the OS keyring ({args.method})")
 
     def cmd_logout(self, rest: list[str]) -> None:
         if len(rest) != 1:

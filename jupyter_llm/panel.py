@@ -442,10 +442,12 @@ class Panel(LocalRows):
         extra = {}
         if self.method.value == "gateway" and self.gateway_url.value.strip():
             extra["base_url"] = self.gateway_url.value.strip()
-        self.session.login(provider, secret, method=self.method.value, **extra)
+        verdict = self.session.login(provider, secret, method=self.method.value, check=True, **extra)
         self._health.pop(provider, None)
         self._models.pop(provider, None)
-        self._say(f"stored the {provider} credential in the OS keyring ({self.method.value}, {mask(secret)})")
+        checked = f"; {verdict[0]}: {verdict[1]}" if verdict else ""
+        self._say(f"stored the {provider} credential in the OS keyring ({self.method.value}, {mask(secret)}){checked}",
+                  warn=bool(verdict) and verdict[0] != "valid")
 
     def _do_refresh(self) -> None:
         pid = self.provider.value

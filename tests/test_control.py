@@ -366,3 +366,76 @@ def test_offline_survives_reload_and_known_servers_kept(ip, capsys):
     known = ip.session.config.known
     run(ip, capsys, "%llm config reload")
     assert ip.session.mode == "local-only" and ip.session.config.known is known
+
+
+# ---- validate on save, remaining quota -----------------------------------------------------------
+
+def test_login_checks_the_key_before_storing(ip, capsys, emulator, monkeypatch):
+    import getpass
+    monkeypatch.delenv("GROQ_API_KEY")
+    monkeypatch.setattr(getpass, "getpass", lambda prompt="": CANARY)
+    spec = ip.session._spec(ip.session.parse("groq"))
+    emulator.expect_key("sk-the-real-one-0000", "groq")
+    line = one_line(*run(ip, capsys, "%llm login groq")[::2], "INVALID_CREDENTIALS")
+    assert "nothing was stored" in line and "--no-check" in line
+    assert ip.session.credentials.lookup(spec) is None
+    assert emulator.calls("groq", "models") and not emulator.calls("groq", "chat")
+    result, out, err = run(ip, capsys, "%llm login groq --no-check")
+    assert result.success and "not checked" in out and ip.session.credentials.lookup(spec).source == "keyring"
+    run(ip, capsys, "%llm logout groq")
+    emulator.expect_key(CANARY, "groq")
+    result, out, err = run(ip, capsys, "%llm login groq")
+    assert result.success and out.startswith("valid (") and "model list answered" in out
+    assert ip.session.credentials.lookup(spec).source == "keyring"
+    assert CANARY not in out + err
+
+
+def test_login_check_without_a_model_list_sends_one_token(ip, capsys, emulator, monkeypatch):
+    import getpass
+    monkeypatch.setattr(getpass, "getpass", lambda prompt="": CANARY)
+    emulator.fault(404, on="models", provider="mygateway", times=5)
+    result, out, err = run(ip, capsys, "%llm login mygateway")
+    assert result.success and out.startswith("valid (") and "1-token request" in out, out + err
+    chat = emulator.calls("mygateway", "chat")
+    assert len(chat) == 1 and chat[0].body.get("max_tokens") == 1
+
+
+def test_login_in_local_only_mode_is_stored_unchecked(ip, capsys, no_egress, monkeypatch):
+    import getpass
+    monkeypatch.setattr(getpass, "getpass", lambda prompt="": CANARY)
+    run(ip, capsys, "%llm offline on")
+    result, out, _ = run(ip, capsys, "%llm login farcloud")
+    assert result.success and out.startswith("unchecked (BLOCKED") and no_egress == []
+
+
+def test_panel_save_key_checks_first(cloud, emulator, monkeypatch):
+    from jupyter_llm.panel import Panel
+    s = cloud()
+    panel = Panel(s)
+    panel.provider.value = "groq"
+    emulator.expect_key("sk-the-real-one-0000", "groq")
+    panel._pending = CANARY
+    panel._guard(panel._do_save)()
+    assert "INVALID_CREDENTIALS" in panel.message.value and CANARY not in panel.message.value
+    assert panel.secret.value == ""
+    emulator.expect_key(CANARY, "groq")
+    panel._pending = CANARY
+    panel._guard(panel._do_save)()
+    assert "valid" in panel.message.value and "stored" in panel.message.value
+
+
+def test_status_shows_quota_from_the_last_response(ip, capsys, emulator):
+    emulator.reply_headers("openai", {"x-ratelimit-limit-requests": "500", "x-ratelimit-remaining-requests": "499",
+                                      "x-ratelimit-reset-requests": "120ms", "x-ratelimit-limit-tokens": "150000",
+                                      "x-ratelimit-remaining-tokens": "149980"})
+    emulator.reply_headers("anthropic", {"anthropic-ratelimit-requests-limit": "50",
+                                         "anthropic-ratelimit-requests-remaining": "49",
+                                         "anthropic-ratelimit-tokens-remaining": "39000",
+                                         "anthropic-ratelimit-requests-reset": "2026-01-01T00:00:00Z"})
+    assert run(ip, capsys, "%%llm\nhi")[0].success
+    _, out, _ = run(ip, capsys, "%llm status")
+    assert "quota left" in out and "requests 499/500 (reset 120ms)" in out and "tokens 149980/150000" in out
+    run(ip, capsys, "%llm use anthropic")
+    assert run(ip, capsys, "%%llm\nhi")[0].success
+    _, out, _ = run(ip, capsys, "%llm status")
+    assert "requests 49/50" in out and "tokens 39000" in out

@@ -112,6 +112,7 @@ class Emulator:
             self._keys: dict[str, str] = {}
             self._models = {k: list(v) for k, v in DEFAULT_MODELS.items()}
             self._seen: dict[str, int] = {}
+            self._reply_headers: dict[str, dict[str, str]] = {}
 
     def _release(self) -> None:
         old, self._wake = self._wake, threading.Event()
@@ -154,6 +155,15 @@ class Emulator:
                 self._keys.pop(provider or "*", None)
             else:
                 self._keys[provider or "*"] = key
+
+    def reply_headers(self, provider: str, headers: dict[str, str]) -> None:
+        """Extra headers on every successful reply under a URL prefix (e.g. rate-limit headers)."""
+        with self._lock:
+            self._reply_headers[provider] = dict(headers)
+
+    def _headers_for(self, provider: str) -> dict[str, str]:
+        with self._lock:
+            return dict(self._reply_headers.get(provider, {}))
 
     def set_models(self, wire: str, ids: list[str]) -> None:
         with self._lock:
@@ -374,11 +384,14 @@ class _Handler(BaseHTTPRequestHandler):
         inp, out = max(1, len(everything.split())), len(tokens)
         if not rec.stream:
             rec.outcome = "complete"
-            return self._json(200, wire.complete(rec.model, "".join(tokens), inp, out, finish))
+            return self._json(200, wire.complete(rec.model, "".join(tokens), inp, out, finish),
+                              self.emu._headers_for(rec.provider))
         self.send_response(200)
         self.send_header("Content-Type", wire.stream_content_type)
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
+        for k, v in self.emu._headers_for(rec.provider).items():
+            self.send_header(k, v)
         self.end_headers()
         for frame in wire.head(rec.model, inp):
             self._chunk(frame)
