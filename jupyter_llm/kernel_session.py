@@ -305,7 +305,8 @@ class Session:
                 "cost": total["cost"], "budget": self.budget, "budget_left": self.budget_left,
                 "fallback": [str(t) for t in self.fallback], "settings": dict(self.settings),
                 "last_latency": self.last.latency if self.last else None, "health": "",
-                "mode": self.mode, "quota": _quota(target.provider)}
+                "mode": self.mode, "quota": _quota(target.provider),
+                "recording": self._tap.describe() if getattr(self, "_tap", None) is not None and self._tap.active else ""}
         if probe:
             h = self.check(target)
             info["health"] = ("ok" if h.ok else "down") + (f" ({h.detail})" if h.detail else "")
@@ -439,7 +440,9 @@ class Session:
         model = answered.model or self._spec(answered).default_model or ""
         if answered.is_local:
             model = answered.model or str(answered.port or "")
-        if not response.cached and (response.usage.input_tokens or response.usage.output_tokens):
+        if response.replayed:
+            response.cost = 0.0  # nothing was sent
+        elif not response.cached and (response.usage.input_tokens or response.usage.output_tokens):
             response.cost = pricing.cost(answered.provider, model, response.usage)
             self.usage.add(answered.provider, model, response.usage.input_tokens, response.usage.output_tokens, response.cost)
         elif response.cached:

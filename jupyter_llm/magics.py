@@ -25,6 +25,8 @@ COMMANDS: dict[str, str] = {
     "alias": ".control_magics:cmd_alias",
     "config": ".control_magics:cmd_config",
     "history": ".audit:cmd_history",
+    "record": ".recording:cmd_record",
+    "replay": ".recording:cmd_replay",
 }
 
 HELP = """\
@@ -43,6 +45,8 @@ HELP = """\
 %llm reset                clear the conversation
 %llm history [-n N] [--json [PATH]]   last N exchanges (fallback reasons, replays); rows in _llm_history
 %llm history --events [KIND]  audit: switches, logins/logouts (masked), budget, mode, aliases, fallbacks
+%llm record PATH|off      append every exchange (request minus secrets, answer, usage, model identity) to JSONL
+%llm replay PATH [--strict]|off   answer matching requests from a recording: no network, no key
 %llm offline on|off       local-only mode: nothing goes to an endpoint off this machine (BLOCKED)
 %llm alias [NAME TARGET | --delete NAME]   list, set or delete aliases now (saved to the config file)
 %llm config [reload]      the effective config (secrets masked) and its file; reload re-reads it
@@ -206,6 +210,8 @@ class LLMMagics(Magics):
                 ("session", f"{s['requests']} requests, {s['input_tokens']} in / {s['output_tokens']} out tokens, {money(s['cost'])}"),
                 ("budget", "off" if s["budget"] is None else f"{money(s['budget_left'])} left of {money(s['budget'])}"),
                 ("fallback", " → ".join(s["fallback"]) or "off")]
+        if s.get("recording"):
+            rows.append(("record/replay", s["recording"]))
         if s.get("quota"):
             rows.append(("quota left", s["quota"]))
         if self.session.config.error is not None:
