@@ -55,8 +55,9 @@ def describe(kind: str, detail: Any) -> str:
     if kind == "logout":
         return f"{d.get('provider')} ({'credential removed' if d.get('removed') else 'nothing was stored'})"
     if kind == "budget":
-        usd = d.get("usd")
-        return "session budget off" if usd is None else f"session budget ${float(usd):.2f}"
+        usd, period = d.get("usd"), d.get("period") or "session"
+        who = f"{d['provider']} " if d.get("provider") else ""
+        return f"{who}{period} budget off" if usd is None else f"{who}{period} budget ${float(usd):.2f}"
     if kind == "mode":
         return f"{d.get('from')} → {d.get('to')}"
     if kind == "fallback":

@@ -143,8 +143,9 @@ def reload(session) -> "Config":
     if session._router is not None:
         session._router.config = new
         session._router.buckets.clear()  # limits may have changed
-    if new.budget_usd != old.budget_usd:
-        session.budget = new.budget_usd
+    if getattr(new, "budget_caps", None) != getattr(old, "budget_caps", None) and hasattr(session, "caps"):
+        from .budget import SpendCaps
+        session.caps = SpendCaps.from_config(new)  # the file's caps changed: they replace this kernel's
     session.settings.update(new.defaults)
     fallback = []
     for text in new.reliability.fallback:
@@ -196,6 +197,7 @@ def effective(session) -> dict[str, Any]:
                             "backoff": rel.backoff, "max_backoff": rel.max_backoff,
                             "circuit_failures": rel.circuit_failures, "circuit_cooldown": rel.circuit_cooldown,
                             "fallback": list(rel.fallback)},
-            "limits": dict(cfg.limits), "budget": {"session_usd": cfg.budget_usd},
+            "limits": dict(cfg.limits), "budget": {"session_usd": cfg.budget_usd, "caps": {
+                f"{p or 'all providers'} {period}": usd for (p, period), usd in getattr(cfg, "budget_caps", {}).items()}},
             "defaults": _mask_value("defaults", dict(cfg.defaults)),
             "error": cfg.error.line() if cfg.error is not None else None}

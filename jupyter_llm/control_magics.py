@@ -69,7 +69,7 @@ def cmd_config(magics, rest: list[str]):
             ("aliases", ", ".join(f"{k} = {v}" for k, v in sorted(eff["aliases"].items())) or "-"),
             ("reliability", ", ".join(f"{k}={v}" for k, v in eff["reliability"].items())),
             ("limits", json.dumps(eff["limits"]) if eff["limits"] else "-"),
-            ("budget", "off" if eff["budget"]["session_usd"] is None else f"${eff['budget']['session_usd']:.2f}"),
+            ("budget", ", ".join(f"{k} ${v:.2f}" for k, v in eff["budget"]["caps"].items()) or "off"),
             ("defaults", ", ".join(f"{k}={v!r}" for k, v in eff["defaults"].items()) or "-")]
     for pid, p in eff["providers"].items():
         rows.append((f"providers.{pid}", ", ".join(f"{k}={v}" for k, v in p.items() if v not in (None, "", {}))))

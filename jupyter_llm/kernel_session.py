@@ -35,7 +35,8 @@ class Session:
                                          "cache": False}
         self.settings.update(self.config.defaults)
         self.usage = UsageLedger()
-        self.budget: float | None = self.config.budget_usd
+        from .budget import SpendCaps
+        self.caps = SpendCaps.from_config(self.config)  # session/daily/monthly caps, overall and per provider
         self.last: Response | None = None
         self._observers: list[Observer] = []
         self._lock = threading.RLock()
@@ -176,12 +177,19 @@ class Session:
         self.notify("settings")
         return self.mode
 
-    def set_budget(self, usd: float | None) -> None:
-        if usd is not None and usd < 0:
-            raise LLMError("BAD_ARGUMENT", f"budget must be >= 0, got {usd}")
-        self.budget = usd
-        self._record_event("budget", {"usd": usd})
+    def set_budget(self, usd: float | None, period: str = "session", provider: str | None = None) -> None:
+        """Set (None: remove) a spend cap for this kernel: session (default), daily or monthly, of every
+        provider or of one."""
+        if provider is not None:
+            provider = self._spec(Target(provider.lower())).id
+        self.caps.set(usd, period, provider)
+        self._record_event("budget", {"usd": usd, "period": period, "provider": provider})
         self.notify("usage")
+
+    @property
+    def budget(self) -> float | None:
+        """The session cap over every provider (None: off)."""
+        return self.caps.get("session")
 
     @property
     def budget_left(self) -> float | None:
@@ -253,6 +261,7 @@ class Session:
     def models(self, provider: str | None = None):
         target = Target(provider.lower()) if provider else Target(self.active.provider)
         spec = self._spec(target)
+        from .budget import with_prices
         from .policy import enforce, offline
         auth = self.credentials.lookup(spec)
         try:
@@ -261,7 +270,7 @@ class Session:
             if not (offline(self.config) and spec.needs_key):
                 raise
             auth = None  # local-only mode: the built-in catalogue, nothing sent
-        return self.provider(target).list_models(auth)
+        return with_prices(self, target, self.provider(target).list_models(auth))
 
     def providers(self, *, probe: bool = True) -> list[dict[str, Any]]:
         """One row per provider: configured?, auth method, credential source, masked key, health."""
@@ -345,18 +354,19 @@ class Session:
         if new:
             self.reset()
         request = self.build_request(prompt, **params)
-        self.check_budget([target], request)
         use_cache = self.settings.get("cache") if cache is None else cache
         response = Response(target=str(target), answered_by=str(target))
-        cache_key = None
+        cache_key = hit = None
         if use_cache:
             from .store import Store
             cache_key = Store.cache_key(str(target), request.cache_key_parts())
             hit = self.store.cache_get(cache_key)
-            if hit:
-                self._from_cache(response, hit, on_event)
-        if not response.cached:
-            self._stream(target, request, response, on_event, self.fallback if fallback else [])
+        if hit:  # a cached answer costs nothing: no budget check
+            self._from_cache(response, hit, on_event)
+        else:
+            self.check_budget([target], request, hold=True)
+            chain = self.caps.allowed_fallback(self, request, self.fallback) if fallback else []
+            self._stream(target, request, response, on_event, chain)
         self._account(target, prompt, response)
         if not no_history and response.text:
             with self._lock:
@@ -368,24 +378,11 @@ class Session:
         self.last = response
         return response
 
-    def check_budget(self, targets: list[Target], request: Request) -> None:
+    def check_budget(self, targets: list[Target], request: Request, *, hold: bool = False) -> None:
         """Refuse before anything is sent when sending `request` to every target (one ask, or a whole
-        compare) could pass the budget; local targets and unpriced models count as $0."""
-        if self.budget is None:
-            return
-        from . import pricing
-        total = 0.0
-        for t in targets:
-            if not t.is_local:
-                total += pricing.estimate(t.provider, t.model or self._spec(t).default_model or "", request) or 0.0
-        spent = self.usage.cost
-        if total and spent + total > self.budget + 1e-12:
-            what, way_out = ((f"this request to {targets[0]}", "switch to local") if len(targets) == 1
-                             else ("this compare", "compare fewer targets"))
-            raise LLMError("BUDGET_EXCEEDED",
-                           f"{what} could cost up to ${total:.4f}; ${spent:.4f} of the "
-                           f"${self.budget:.2f} session budget is spent; nothing was sent",
-                           hint=f"raise it with %llm budget USD, lower --max-tokens, or {way_out}")
+        compare) could pass any spend cap, or a capped target has no known price (see budget.py);
+        `hold` keeps the estimate counted until the exchange is recorded."""
+        self.caps.check(self, targets, request, hold=hold)
 
     def _from_cache(self, response: Response, hit: dict, on_event) -> None:
         response.text = hit.get("text", "")
@@ -443,7 +440,8 @@ class Session:
         if response.replayed:
             response.cost = 0.0  # nothing was sent
         elif not response.cached and (response.usage.input_tokens or response.usage.output_tokens):
-            response.cost = pricing.cost(answered.provider, model, response.usage)
+            from .budget import price_args
+            response.cost = pricing.cost(answered.provider, model, response.usage, **price_args(self, answered))
             self.usage.add(answered.provider, model, response.usage.input_tokens, response.usage.output_tokens, response.cost)
         elif response.cached:
             response.cost = 0.0
@@ -451,9 +449,10 @@ class Session:
             self._record_event("fallback", {"from": response.target, "to": response.answered_by,
                                             "reason": response.fallback_reason})
         try:
-            self.store.record_response(response, prompt, session_id=self.id)
+            self.store.record_response(response, prompt, session_id=self.id, provider=answered.provider, model=model)
         except Exception as exc:  # the store handles its own errors; this is the last guard, no traceback
             log.warning("jupyter-llm: could not write the history database: %s", exc)
+        self.caps.after_spend(self)
         self.notify("usage")
 
     def _record_event(self, kind: str, detail: dict) -> None:
