@@ -22,6 +22,19 @@ def session():
     return _session
 
 
+def protect(obj, columns=None):
+    """Mark a value, a DataFrame or some of its `columns` as sensitive: prompts that interpolate it
+    may go to local targets only (cloud targets get BLOCKED). Returns `obj`."""
+    from .sensitive import protect as _protect
+    return _protect(obj, columns)
+
+
+def unprotect(obj) -> bool:
+    """Undo `protect(obj)`."""
+    from .sensitive import unprotect as _unprotect
+    return _unprotect(obj)
+
+
 def load_ipython_extension(ipython) -> None:
     """`%load_ext jupyter_llm`: register %llm / %%llm and the labextension comm."""
     global _magics

@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "history": ".audit:cmd_history",
     "record": ".recording:cmd_record",
     "replay": ".recording:cmd_replay",
+    "protect": ".sensitive:cmd_protect",
 }
 
 HELP = """\
@@ -49,6 +50,7 @@ HELP = """\
 %llm history --events [KIND]  audit: switches, logins/logouts (masked), budget, mode, aliases, fallbacks
 %llm record PATH|off      append every exchange (request minus secrets, answer, usage, model identity) to JSONL
 %llm replay PATH [--strict]|off   answer matching requests from a recording: no network, no key
+%llm protect [NAME [--columns a,b] | --remove NAME]   prompts using NAME go to local targets only
 %llm offline on|off       local-only mode: nothing goes to an endpoint off this machine (BLOCKED)
 %llm alias [NAME TARGET | --delete NAME]   list, set or delete aliases now (saved to the config file)
 %llm config [reload]      the effective config (secrets masked) and its file; reload re-reads it
@@ -134,6 +136,8 @@ class LLMMagics(Magics):
         if not cell.strip():
             raise LLMError("BAD_ARGUMENT", "the cell is empty: write the prompt below %%llm")
         prompt = interpolate(cell.strip("\n"), self.shell.user_ns)
+        from .sensitive import mark
+        prompt = mark(prompt, cell, self.shell.user_ns)  # protected values may go to local targets only
         params = dict(system=args.system, temperature=args.temperature, max_tokens=args.max_tokens)
         if args.compare:
             if args.target:

@@ -171,6 +171,8 @@ class Router:
         from .policy import enforce
         from .providers import get_provider, spec_for
         enforce(target.provider, self.config, target=target)  # local-only mode, disabled providers
+        from .sensitive import check_request
+        check_request(target, request, self.config)  # protected values stay on this machine
         spec = spec_for(target.provider, self.config)
         provider = get_provider(target.provider, self.config)
         breaker = self.breaker(target)
