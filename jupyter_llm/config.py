@@ -169,6 +169,9 @@ def _load(path: Path) -> Config:
                        "gemini, or an installed jupyter_llm.providers entry point)")
         if spec.get("auth") not in (None, "api_key", "gateway", "command", "none"):
             check.fail(f"providers.{name}.auth", f"unknown auth {spec['auth']!r} (api_key, gateway, command, none)")
+        if "capabilities" in spec:
+            from .capabilities import validate_override
+            validate_override(spec["capabilities"], check.where(f"providers.{name}.capabilities"))
         cfg.providers[name.lower()] = dict(spec)
 
     for name, target in check.table("aliases", data.get("aliases", {})).items():
@@ -222,7 +225,8 @@ def _load(path: Path) -> Config:
 _PROVIDER_KEYS = {"kind": str, "base_url": str, "model": str, "auth": str, "env": str,
                   "organization": str, "project": str, "command": str, "models": list,
                   "api_version": str, "ttl": float, "timeout": float, "connect_timeout": float,
-                  "stream_usage": bool, "max_tokens_param": str, "price": dict, "free": bool, "enabled": bool}
+                  "stream_usage": bool, "max_tokens_param": str, "price": dict, "free": bool, "enabled": bool,
+                  "capabilities": dict}
 BUDGET_KEYS = {"session_usd": "session", "daily_usd": "daily", "monthly_usd": "monthly"}
 MAX_USD = 10_000_000.0          # a cap or price above this is a typo, not a budget
 MAX_PRICE = 1_000_000.0         # USD per million tokens ($1 a token)

@@ -238,9 +238,12 @@ class LLMMagics(Magics):
             raise LLMError("BAD_ARGUMENT", "%llm models takes one provider")
         provider = rest[0] if rest else self.session.active.provider
         models = self.session.models(provider)
-        rows = [(m.id, m.context or "", "" if m.input_price is None else f"${m.input_price:g}",
-                 "" if m.output_price is None else f"${m.output_price:g}", m.source) for m in models]
-        show_table(["model", "context", "input $/M", "output $/M", "source"], rows, caption=f"{provider} models")
+        from . import capabilities
+        caps = capabilities.for_models(self.session, provider.lower(), models)
+        rows = [(m.id, *capabilities.row(c), "" if m.input_price is None else f"${m.input_price:g}",
+                 "" if m.output_price is None else f"${m.output_price:g}", m.source) for m, c in zip(models, caps)]
+        show_table(["model", *capabilities.HEADERS, "input $/M", "output $/M", "source"], rows,
+                   caption=f"{provider} models")
 
     def cmd_providers(self, rest: list[str]) -> None:
         rows = [(r["provider"], "yes" if r["configured"] else "no", r["auth"], r["source"], r["key"], r["health"])

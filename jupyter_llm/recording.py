@@ -57,6 +57,18 @@ def gguf_identity(path: str | None) -> dict[str, Any]:
 
 def llamacpp_props(host: str, port: int, timeout: float = 2.0) -> dict[str, Any]:
     """The model identity a llama.cpp server reports on /props (model_path, alias, context, build)."""
+    props = llamacpp_props_raw(host, port, timeout)
+    if not props:
+        return {}
+    gen = props.get("default_generation_settings") or {}
+    out = {"model_path": props.get("model_path"), "model_alias": props.get("model_alias"),
+           "n_ctx": gen.get("n_ctx"), "build": props.get("build_info")}
+    out.update(gguf_identity(props.get("model_path")))
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def llamacpp_props_raw(host: str, port: int, timeout: float = 2.0) -> dict[str, Any]:
+    """GET /props of a llama.cpp server as a dict ({} when it does not answer one)."""
     import http.client
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
@@ -70,13 +82,7 @@ def llamacpp_props(host: str, port: int, timeout: float = 2.0) -> dict[str, Any]
         return {}
     finally:
         conn.close()
-    if not isinstance(props, dict):
-        return {}
-    gen = props.get("default_generation_settings") or {}
-    out = {"model_path": props.get("model_path"), "model_alias": props.get("model_alias"),
-           "n_ctx": gen.get("n_ctx"), "build": props.get("build_info")}
-    out.update(gguf_identity(props.get("model_path")))
-    return {k: v for k, v in out.items() if v is not None}
+    return props if isinstance(props, dict) else {}
 
 
 class Tap:
