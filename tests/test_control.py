@@ -439,3 +439,16 @@ def test_status_shows_quota_from_the_last_response(ip, capsys, emulator):
     assert run(ip, capsys, "%%llm\nhi")[0].success
     _, out, _ = run(ip, capsys, "%llm status")
     assert "requests 49/50" in out and "tokens 39000" in out
+
+
+def test_panel_shows_mode_and_hides_disabled_providers(cloud):
+    from jupyter_llm.panel import Panel
+    s = cloud(FAR.replace('base_url = "https://llm.example.com/v1"\n', 'base_url = "https://llm.example.com/v1"\nenabled = false\n'))
+    panel = Panel(s)
+    panel._sync_all()
+    values = [v for _, v in panel.provider.options]
+    assert "farcloud" not in values and "openai" in values
+    assert "local only" not in panel.status.value
+    s.set_offline(True)
+    panel._apply_queued()
+    assert "local only" in panel.status.value
