@@ -248,6 +248,8 @@ class Session:
         """llama.cpp servers on the scan range (or `ports`); those on the local host are remembered for the session
         (a change is announced as "servers" unless `notify` is False: the panel's own scans)."""
         provider = self.provider(Target("local"))
+        from .policy import enforce
+        enforce("local", self.config, f"http://{host}" if host else None, what="scan")  # local-only: no foreign hosts
         port_list = provider.scan_ports() if ports is None else list(range(ports[0], ports[1] + 1))
         found = provider.discover(host=host, ports=port_list, timeout=timeout)
         if (host or provider.host) == provider.host:

@@ -452,3 +452,12 @@ def test_panel_shows_mode_and_hides_disabled_providers(cloud):
     s.set_offline(True)
     panel._apply_queued()
     assert "local only" in panel.status.value
+
+
+def test_offline_scans_no_foreign_host(cloud, no_egress):
+    s = cloud()
+    s.set_offline(True)
+    with pytest.raises(LLMError) as exc:
+        s.discover(ports=(8080, 8081), host="10.1.2.3")
+    assert exc.value.code == "BLOCKED" and no_egress == []
+    assert s.discover(ports=(1, 2), host="127.0.0.1", timeout=0.2) == []

@@ -51,3 +51,20 @@ def test_local_only_audit_alias_config_in_a_kernel(kernel, emulator, isolated_en
     assert run.stdout.startswith("DataFrame")
     for r in seen:
         assert CANARY not in json.dumps([m["content"] for m in r.messages], default=str)
+
+
+def test_protect_and_replay_in_a_kernel(kernel, emulator, isolated_env):
+    assert kernel.run("secret_note = 'acct 998877'\nimport jupyter_llm").status == "ok"
+    assert kernel.run("%llm protect secret_note").status == "ok"
+    run = kernel.run("%%llm deepseek\nRead {secret_note}")
+    lines = [l for l in run.stderr.splitlines() if l.strip()]
+    assert run.status == "error" and len(lines) == 1 and "BLOCKED" in lines[0] and "{secret_note}" in lines[0]
+    rec = isolated_env / "k.jsonl"
+    assert kernel.run(f"%llm record {rec}").status == "ok"
+    assert kernel.run("%%llm openai:gpt-4o-mini --no-stream\nRead {secret_note}").status == "ok"
+    assert "acct 998877" in rec.read_text() and CANARY not in rec.read_text()
+    assert kernel.run(f"%llm record off\n%llm replay {rec} --strict").status == "ok"
+    emulator.reset()
+    run = kernel.run("%%llm openai:gpt-4o-mini --no-stream --new\nRead {secret_note}\n")
+    assert run.status == "ok", run.stderr
+    assert kernel.run("print(_llm.replayed)").stdout.strip() == "True" and emulator.requests == []
