@@ -46,6 +46,15 @@ class SensitivePrompt(str):
         return (SensitivePrompt, (str(self), self.sensitive))
 
 
+class SensitiveParts(list):
+    """Message content parts (text and images) that carry protected values; `.sensitive` names them."""
+    sensitive: tuple[str, ...] = ()
+
+    def __init__(self, parts: Iterable, sensitive: Iterable[str]):
+        super().__init__(parts)
+        self.sensitive = tuple(dict.fromkeys(sensitive))
+
+
 def _cols(columns) -> frozenset | None:
     if columns is None:
         return None
@@ -109,18 +118,23 @@ def _mark_for(root: str, value: Any) -> frozenset | None | bool:
     return False if mark is None else mark.columns
 
 
-def scan(template: str, namespace: Mapping[str, Any]) -> list[str]:
-    """The protected values a prompt template interpolates, as written (`df`, `df["salary"]`, `key`)."""
+def scan(template: str, namespace: Mapping[str, Any], aliases: Mapping[str, Any] | None = None) -> list[str]:
+    """The protected values a prompt template interpolates, as written (`df`, `df["salary"]`, `key`).
+    `aliases` gives names whose protection comes from elsewhere (a map's `row`/`item` from its DATA)."""
     from .prompt import _FIELD
+    aliases = aliases or {}
     hits = []
     for m in _FIELD.finditer(template):
         field = m.group("field") if m.group(0) not in ("{{", "}}") else None
         if not field:
             continue
         root = field.split(".")[0].split("[")[0]
-        if root not in namespace:
+        if root in aliases:
+            cols = aliases[root]
+        elif root not in namespace:
             continue
-        cols = _mark_for(root, namespace[root])
+        else:
+            cols = _mark_for(root, namespace[root])
         if cols is False:
             continue
         rest = field[len(root):]
@@ -139,6 +153,34 @@ def mark(prompt: str, template: str, namespace: Mapping[str, Any]) -> str:
         return prompt
     hits = scan(template, namespace)
     return SensitivePrompt(prompt, hits) if hits else prompt
+
+
+def mark_content(prompt: str, extra: dict, template: str, namespace: Mapping[str, Any]) -> tuple[str, dict]:
+    """A cell's (prompt, extra) with the protected values it interpolates marked on both the text and
+    any content parts (images) that replace it as the message sent."""
+    if not _by_id and not _by_name:
+        return prompt, extra
+    hits = scan(template, namespace)
+    if not hits:
+        return prompt, extra
+    if isinstance(extra.get("content"), list):
+        extra = dict(extra, content=SensitiveParts(extra["content"], hits))
+    return SensitivePrompt(prompt, hits), extra
+
+
+def mark_row(content: Any, template: str, namespace: Mapping[str, Any], data: Any) -> Any:
+    """One map row's message content, marked when the template interpolates a protected value: a
+    protected name, or `{row...}` / `{item}` of a protected DATA (its protected columns)."""
+    if not _by_id and not _by_name:
+        return content
+    cols = _mark_for("", data)
+    aliases = {} if cols is False else {"row": cols, "item": cols}
+    hits = scan(template, namespace, aliases)
+    if not hits:
+        return content
+    if isinstance(content, list):
+        return SensitiveParts(content, hits)
+    return SensitivePrompt(content, hits)
 
 
 def sensitive_in(request: "Request") -> list[str]:

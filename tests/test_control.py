@@ -461,3 +461,16 @@ def test_offline_scans_no_foreign_host(cloud, no_egress):
         s.discover(ports=(8080, 8081), host="10.1.2.3")
     assert exc.value.code == "BLOCKED" and no_egress == []
     assert s.discover(ports=(1, 2), host="127.0.0.1", timeout=0.2) == []
+
+
+def test_offline_covers_map_rows(cloud, emulator, no_egress):
+    import pandas as pd
+    from jupyter_llm.mapping import map_rows
+    s = cloud(FAR)
+    s.set_offline(True)
+    df = pd.DataFrame({"t": ["a", "b", "c"]})
+    far = map_rows(s, "Say {row.t}", df, target="farcloud:m1", progress=False)
+    assert list(far["status"]) == ["BLOCKED"] * 3 and "local-only" in far["error"].iloc[0]
+    here = map_rows(s, "Say {row.t}", df, target="openai:gpt-4o-mini", progress=False)
+    assert list(here["status"]) == ["ok"] * 3
+    assert no_egress == []

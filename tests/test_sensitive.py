@@ -111,3 +111,24 @@ def test_protect_errors_are_one_line(ip, capsys):
 def test_import_name_stays_the_function():
     import jupyter_llm.sensitive  # noqa: F401
     assert callable(jupyter_llm.protect) and jupyter_llm.protect.__module__ == "jupyter_llm"
+
+
+def test_map_rows_of_protected_data_stay_local(cloud, emulator, monkeypatch):
+    import pandas as pd
+    from jupyter_llm.mapping import map_rows
+    monkeypatch.setenv("FARCLOUD_API_KEY", CANARY)
+    s = cloud(FAR)
+    df = pd.DataFrame({"name": ["ann", "bob"], "salary": [100, 200]})
+    jupyter_llm.protect(df, columns=["salary"])
+    try:
+        far = map_rows(s, "Pay of {row.name}: {row.salary}", df, target="farcloud:m1", progress=False)
+        assert list(far["status"]) == ["BLOCKED", "BLOCKED"] and "{row.salary}" in far["error"].iloc[0]
+        ok = map_rows(s, "Pay of {row.name}: {row.salary}", df, target="openai:gpt-4o-mini", progress=False)
+        assert list(ok["status"]) == ["ok", "ok"] and len(emulator.calls("openai")) == 2
+        names = map_rows(s, "Hello {row.name}", df, target="farcloud:m1", progress=False)
+        assert "BLOCKED" not in set(names["status"])          # an unprotected column may go
+        both = map_rows(s, 'Pay {row["salary"]}', df, compare=["openai:gpt-4o-mini", "farcloud:m1"], progress=False)
+        flat = str(both.to_dict())
+        assert "BLOCKED" in flat and "ok" in flat
+    finally:
+        jupyter_llm.unprotect(df)
