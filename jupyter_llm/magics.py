@@ -61,10 +61,10 @@ HELP = """\
 
 %%llm [TARGET] [-f markdown|text|code|json|html] [--insert] [-o NAME] [--compare T1 T2 ...]
       [--system TEXT] [-t X] [--max-tokens N] [--new] [--no-history] [--no-stream] [--no-cache|--cache]
-      [--schema NAME] [--attach PATH]
+      [--schema NAME] [--attach PATH] [--dry-run --show]
 PROMPT with {variables} from the namespace ({{ }} for literal braces)
 %%llm --map DATA [TARGET | --compare T1 T2 ...] [--schema NAME] [--workers N] [--stop-on-error]
-      [--attach PATH] [--dry-run] [-o NAME]
+      [--attach PATH] [--dry-run [--show]] [-o NAME]
 TEMPLATE per row: {row.col} {row["col"]} {item} {index}; result DataFrame in _llm_map"""
 
 
@@ -101,6 +101,7 @@ def _cell_parser() -> _Parser:
     p.add_argument("--stop-on-error", action="store_true")
     p.add_argument("--attach", action="append", metavar="PATH")  # media.py: an image file, repeatable
     p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--show", action="store_true")
     return p
 
 
@@ -149,8 +150,11 @@ class LLMMagics(Magics):
             return map_cell(self, args, cell)
         if args.workers is not None or args.stop_on_error:
             raise LLMError("BAD_ARGUMENT", "--workers and --stop-on-error work with --map DATA")
+        if args.dry_run and args.show:
+            from .dryshow import show_cell  # exactly what each target would receive; nothing is sent
+            return show_cell(self, args, cell)
         if args.dry_run:
-            raise LLMError("BAD_ARGUMENT", "--dry-run works with --map DATA")
+            raise LLMError("BAD_ARGUMENT", "--dry-run works with --map DATA, or with --show")
         from .mapcell import cell_extras
         prompt, extra = cell_extras(self, args, cell)
         if extra.get("schema") is not None:

@@ -132,3 +132,21 @@ def test_map_rows_of_protected_data_stay_local(cloud, emulator, monkeypatch):
         assert "BLOCKED" in flat and "ok" in flat
     finally:
         jupyter_llm.unprotect(df)
+
+
+def test_dry_run_show_prints_each_targets_request_and_sends_nothing(ip, capsys, emulator):
+    ip.user_ns["key"] = "acct 4455"
+    run(ip, capsys, "%llm protect key")
+    res, out, err = run(ip, capsys, "%%llm --dry-run --show --system 'be brief' --compare openai:gpt-4o-mini "
+                                    "anthropic:claude-3-5-haiku-latest farcloud:m1\nRead {key}")
+    assert res.success, err
+    shown = ip.user_ns["_llm_dry_run"]
+    o = shown["openai:gpt-4o-mini"]
+    assert o["status"] == "would send" and o["request"]["messages"][0] == {"role": "system", "content": "be brief"}
+    assert o["request"]["messages"][-1]["content"] == "Read acct 4455" and o["request"]["model"] == "gpt-4o-mini"
+    a = shown["anthropic:claude-3-5-haiku-latest"]["request"]
+    assert a["system"] == "be brief" and a["messages"][-1]["content"] == "Read acct 4455" and a["max_tokens"] > 0
+    assert shown["farcloud:m1"]["status"].startswith("BLOCKED") and "{key}" in shown["farcloud:m1"]["status"]
+    assert "nothing was sent" in out and emulator.requests == [] and CANARY not in out
+    res, _, err = run(ip, capsys, "%%llm --dry-run\nhi")
+    assert not res.success and "BAD_ARGUMENT" in err
