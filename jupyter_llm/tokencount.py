@@ -174,15 +174,34 @@ class _CountingMeter(Meter):
     conversation costs two round trips, not one per exchange. Falls back to the estimate on failure."""
     counts_lazily = True
 
-    def __init__(self, provider: Any, model: str, auth: Any, window: int | None):
+    def __init__(self, provider: Any, model: str, auth: Any, window: int | None, target: Any = None,
+                 config: Any = None):
         self.provider, self.model, self.auth, self.window = provider, model, auth, window
+        self.target, self.config = target, config
         self.key = f"{provider.id}:{model}"
+
+    def _allowed(self, system: str | None, messages: list[dict]) -> bool:
+        """A count sends the text to the provider: only when the request itself could be sent (the
+        router's checks: local-only mode, disabled providers, protected values stay on this machine)."""
+        if self.config is None or self.target is None:
+            return True
+        try:
+            from .events import Request
+            from .policy import enforce
+            from .sensitive import check_request
+            enforce(self.target.provider, self.config, target=self.target)
+            check_request(self.target, Request(messages=list(messages), system=system), self.config)
+        except Exception:
+            return False
+        return True
 
     def count(self, system: str | None, messages: list[dict]) -> int | None:
         """The endpoint's count for a whole request (cached), or None when it cannot be had."""
         key = (self.key, "r", system, tuple((m["role"], m["content"]) for m in messages))
         found = _counts.get(key)
         if found is None:
+            if not self._allowed(system, messages):
+                return None
             try:
                 found = self._call(messages, system)
             except Exception:
@@ -250,7 +269,7 @@ def meter_for(session: Any, target: "Target") -> Meter:
             auth = session.credentials.lookup(spec, run_command=False)
             provider = session.provider(target)
             cls = AnthropicMeter if spec.kind == "anthropic" else GeminiMeter
-            return cls(provider, model, auth, window)
+            return cls(provider, model, auth, window, target, session.config)
         except Exception:
             pass
     return EstimateMeter(window)
