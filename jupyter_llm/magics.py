@@ -23,6 +23,9 @@ COMMANDS: dict[str, str] = {
     "serve": ".local_magics:cmd_serve",
     "servers": ".local_magics:cmd_servers",
     "stop": ".local_magics:cmd_stop",
+    "jobs": ".batch_face:cmd_jobs",
+    "collect": ".batch_face:cmd_collect",
+    "cancel": ".batch_face:cmd_cancel",
 }
 
 HELP = """\
@@ -43,6 +46,9 @@ HELP = """\
 %llm usage [--today|--month] [--notebook [PATH]]   tokens and cost: this session, or from the history
 %llm budget [PROVIDER] [session|daily|monthly] USD|off   spend caps (no arguments: caps and what is spent)
 %llm fallback T1 T2 ...|off   targets tried in order when the active one fails
+%llm jobs [-n N]          provider batch jobs: id, target, rows, state, submitted, cost estimate
+%llm collect JOB [-o NAME]   wait for a batch job, then its rows as a DataFrame (cached for re-runs)
+%llm cancel JOB           cancel a batch job (finished rows are kept)
 %llm help                 this text
 
 %%llm [TARGET] [-f markdown|text|code|json|html] [--insert] [-o NAME] [--compare T1 T2 ...]

@@ -1,0 +1,353 @@
+"""Provider batch jobs: rows already built as Requests go to OpenAI / Anthropic / Gemini batch APIs at
+batch prices, with the job recorded in the history DB before anything waits, so an interrupt or a kernel
+restart loses nothing; collecting fills the response cache under the interactive keys and returns the
+same DataFrame shape as an interactive map. Wire details are in batch_wire.py."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import pickle
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+from .errors import LLMError
+from .events import Request, Response, Usage
+from .targets import Target
+
+BATCH_DISCOUNT = 0.5        # OpenAI, Anthropic and Gemini document batch prices at 50% of standard
+DISCOUNTED = {"openai", "anthropic", "gemini"}
+COLUMNS = ("answer", "status", "error", "input_tokens", "output_tokens", "cost", "latency", "answered_by")
+
+
+@dataclass
+class Job:
+    id: str
+    provider_job_id: str
+    target: str
+    rows: int          # rows in the job's frame
+    sent: int          # rows submitted (the rest came from the cache)
+    estimate: float | None
+    state: str
+
+    def __repr__(self) -> str:
+        cost = "unknown" if self.estimate is None else f"≤ ${self.estimate:.4f}"
+        return (f"<batch job {self.id} on {self.target}: {self.sent} of {self.rows} rows submitted, {self.state}, "
+                f"{cost}; collect with %llm collect {self.id}>")
+
+
+# ---------------------------------------------------------------- prices
+
+def _model(session, target: Target) -> str:
+    return target.model or session._spec(target).default_model or ""
+
+
+def batch_cost(session, target: Target, usage: Usage) -> float | None:
+    """USD of `usage` at batch prices: the catalogue's batch price where genai-prices has one, else the
+    provider's documented 50% discount (OpenAI, Anthropic, Gemini), else the standard (configured) price."""
+    from . import pricing
+    from .budget import price_args
+    args = price_args(session, target)
+    standard = pricing.cost(target.provider, _model(session, target), usage, **args)
+    if not standard or pricing.configured_price(args.get("settings")) is not None:
+        return standard
+    where = pricing._where(target.provider, _model(session, target))
+    if where is not None:
+        try:
+            from genai_prices import Usage as GUsage, calc_price
+            price = calc_price(GUsage(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens), where[1],
+                               provider_id=where[0], price_context={"processing": "batch"})
+            if float(price.total_price) < standard:
+                return float(price.total_price)
+        except (LookupError, ValueError, TypeError):
+            pass
+    return standard * BATCH_DISCOUNT if target.provider in DISCOUNTED else standard
+
+
+def _row_tokens(request: Request) -> tuple[int, int]:
+    try:
+        from .rows import row_tokens  # images and schemas counted as an interactive map counts them
+        return row_tokens(request)
+    except ImportError:
+        from . import pricing
+        return pricing.estimate_tokens(request)
+
+
+def check_budget(session, target: Target, est: float | None, n: int) -> None:
+    """Refuse (BUDGET_EXCEEDED) before submitting when the job's batch-price estimate could pass a cap,
+    or a capped target has no known price."""
+    from .budget import _over, _unpriced
+    caps = session.caps.caps()
+    relevant = [c for c in caps if c.covers(target.provider)]
+    if not relevant or not n:
+        return
+    if est is None:
+        raise _unpriced(target, relevant[0])
+    spent, held = session.caps._amounts(session, relevant)
+    for cap in relevant:
+        if est > 0 and spent[cap] + held[cap] + est > cap.usd + 1e-9:
+            err = _over(cap, spent[cap], held[cap], est, [target])
+            raise LLMError("BUDGET_EXCEEDED", f"batch job of {n} rows refused before submitting: {err.message}",
+                           hint=err.hint)
+
+
+# ---------------------------------------------------------------- submit
+
+def _items(rows: Iterable) -> list[tuple[Any, Request, Any]]:
+    out = []
+    for item in rows:
+        if not isinstance(item, (tuple, list)) or len(item) not in (2, 3) or not isinstance(item[1], Request):
+            raise LLMError("BAD_ARGUMENT", "batch rows are (row key, Request) or (row key, Request, target) tuples")
+        out.append((item[0], item[1], item[2] if len(item) == 3 else None))
+    return out
+
+
+def submit(session, rows: Iterable, target: str | Target | None = None, *, use_cache: bool = True,
+           prompts: list[str] | None = None, index: Any = None) -> Job:
+    """Submit rows ((key, Request[, target]) tuples, one target) as one provider batch job; rows already in
+    the response cache are not sent. Estimates and budget-checks first (nothing sent on refusal); the job
+    goes to the history DB before the provider call and again with its id after it."""
+    from .batch_wire import LIMITS, backend
+    from .store import Store
+    items = _items(rows)
+    if not items:
+        raise LLMError("BAD_ARGUMENT", "a batch job needs at least one row")
+    named = {str(t) for _, _, t in items if t is not None}
+    if len(named) > 1:
+        raise LLMError("BAD_ARGUMENT", f"one batch job goes to one target; got {', '.join(sorted(named))}")
+    target = session.parse(target if target is not None else (next(iter(named)) if named else session.active))
+    wire = backend(session, target)
+    store = session.store
+    spec_rows, pending, inp, outp = [], [], 0, 0
+    for n, (key, request, _) in enumerate(items):
+        ckey = Store.cache_key(str(target), request.cache_key_parts())
+        hit = use_cache and store.cache_get(ckey) is not None
+        cid = None if hit else f"row-{n}"
+        if cid:
+            pending.append((cid, request))
+            i, o = _row_tokens(request)
+            inp, outp = inp + i, outp + o
+        prompt = prompts[n] if prompts else _prompt_text(request)
+        spec_rows.append([_jsonable(key), ckey, cid, prompt])
+    limit = LIMITS[session._spec(target).kind]
+    if len(pending) > limit:
+        raise LLMError("BAD_ARGUMENT", f"{len(pending):,} rows is more than one {target.provider} batch job takes "
+                       f"({limit:,}); split the data")
+    est = batch_cost(session, target, Usage(inp, outp)) if pending else 0.0
+    check_budget(session, target, est, len(pending))
+    job_id = "j" + os.urandom(4).hex()
+    from . import cellinfo
+    spec = {"rows": spec_rows, "schema": next((getattr(r, "schema", None) for _, r, _ in items), None),
+            "index": _pickle(index), "model": _model(session, target), "input_tokens": inp, "output_tokens": outp}
+    record = dict(id=job_id, provider_job_id="", provider=target.provider, target=str(target), time=time.time(),
+                  n_rows=len(items), n_sent=len(pending), estimate=est, session_id=session.id,
+                  notebook=cellinfo.current().notebook or cellinfo.notebook_path(), spec=spec)
+    if not pending:
+        store.job_put(**record, state="ended", detail="every row was in the response cache", finished=time.time())
+        return Job(job_id, "", str(target), len(items), 0, est, "ended")
+    store.job_put(**record, state="submitting")
+    try:
+        provider_id = wire.submit(pending)
+    except BaseException as exc:
+        store.job_put(id=job_id, state="failed", detail=exc.line() if isinstance(exc, LLMError) else repr(exc),
+                      finished=time.time())
+        raise
+    store.job_put(id=job_id, provider_job_id=provider_id, state="pending")
+    session._record_event("batch_submit", {"job": job_id, "provider_job": provider_id, "target": str(target),
+                                           "rows": len(pending), "estimate": est})
+    return Job(job_id, provider_id, str(target), len(items), len(pending), est, "pending")
+
+
+def submit_prompts(session, prompts: Any, target: str | Target | None = None, *, system: str | None = None,
+                   temperature: float | None = None, max_tokens: int | None = None, top_p: float | None = None,
+                   use_cache: bool = True) -> Job:
+    """Submit prompt texts (a list, dict or pandas Series: its keys/index become the frame's index) as one
+    batch job, each with the session's settings and no conversation, exactly as an interactive row."""
+    if hasattr(prompts, "items") and not isinstance(prompts, (str, bytes)):
+        keys, texts = zip(*prompts.items()) if len(prompts) else ((), ())
+    else:
+        texts = list(prompts)
+        keys = range(len(texts))
+    index = prompts.index if (type(prompts).__module__ or "").startswith("pandas") else None
+    rows = [(k, session.build_request(str(p), system=system, temperature=temperature, max_tokens=max_tokens,
+                                      top_p=top_p, context=False)) for k, p in zip(keys, texts)]
+    return submit(session, rows, target, use_cache=use_cache, prompts=[str(p) for p in texts], index=index)
+
+
+# ---------------------------------------------------------------- status, wait, collect, cancel
+
+def get(session, ref: str) -> dict:
+    job = session.store.job_get(str(ref).strip())
+    if job is None:
+        raise LLMError("BAD_ARGUMENT", f"no batch job {ref!r} in the history", hint="%llm jobs lists them")
+    return job
+
+
+def refresh(session, job: dict):
+    """Ask the provider for the job's status and store the new state; returns the JobStatus."""
+    from .batch_wire import FINAL, backend
+    if job["state"] in FINAL and job.get("finished"):
+        from .batch_wire import JobStatus
+        return JobStatus(job["state"], job["n_sent"], job["n_sent"], None, job.get("detail") or "")
+    status = backend(session, session.parse(job["target"])).status(job["provider_job_id"])
+    update = {"state": status.state, "detail": status.detail}
+    if status.state in FINAL:
+        update["finished"] = time.time()
+    session.store.job_put(id=job["id"], **update)
+    job.update(update)
+    return status
+
+
+def wait(session, ref: str, *, on_status: Callable | None = None, first: float = 1.0, most: float = 30.0,
+         timeout: float | None = None) -> dict:
+    """Poll the provider with backoff (first, x1.5, at most `most` seconds) until the job is final."""
+    from .batch_wire import FINAL
+    job = get(session, ref)
+    if not job["provider_job_id"] and job["state"] not in FINAL:
+        raise LLMError("PROVIDER_ERROR", f"batch job {job['id']} was never accepted by the provider ({job['state']})")
+    delay, start = first, time.monotonic()
+    while True:
+        status = refresh(session, job)
+        if on_status is not None:
+            on_status(job, status)
+        if status.state in FINAL:
+            return job
+        if timeout is not None and time.monotonic() - start > timeout:
+            raise LLMError("TIMEOUT", f"batch job {job['id']} is still {status.state} after {timeout:g} s",
+                           hint=f"%llm collect {job['id']} later")
+        time.sleep(delay)
+        delay = min(most, delay * 1.5)
+
+
+def cancel(session, ref: str) -> dict:
+    from .batch_wire import FINAL, backend
+    job = get(session, ref)
+    if job["state"] in FINAL:
+        raise LLMError("BAD_ARGUMENT", f"batch job {job['id']} has already {job['state']}")
+    backend(session, session.parse(job["target"])).cancel(job["provider_job_id"])
+    session.store.job_put(id=job["id"], state="cancelling")
+    refresh(session, job)
+    return job
+
+
+def collect(session, ref: str, **wait_args: Any):
+    """Wait for the job if needed, then its rows as the interactive map's DataFrame: answer, status, error,
+    tokens, cost (batch price), latency, answered_by on the input's index. Finished rows go to the response
+    cache and (the first time) to the history and the session's usage."""
+    from .batch_wire import backend, cancelled_row, expired_row, Outcome
+    job = wait(session, ref, **wait_args)
+    target = session.parse(job["target"])
+    spec = job["spec"]
+    first = not job.get("collected")
+    outcomes: dict[str, Outcome] = {}
+    if job["provider_job_id"] and job["state"] != "failed":
+        outcomes = dict(backend(session, target).results(job["provider_job_id"]))
+    missing = {"expired": expired_row, "cancelled": cancelled_row}.get(job["state"])
+    store, records = session.store, []
+    for key, ckey, cid, prompt in spec["rows"]:
+        response = Response(target=str(target), answered_by=str(target))
+        if cid is None:
+            hit = store.cache_get(ckey)
+            if hit:
+                session._from_cache(response, hit, None)
+                response.cost = 0.0
+                records.append(_values(response, "ok", ""))
+                continue
+            records.append(_values(None, "PROVIDER_ERROR", "PROVIDER_ERROR: the cached answer is gone; re-submit"))
+            continue
+        out = outcomes.get(cid)
+        if out is None:
+            out = missing() if missing else Outcome("PROVIDER_ERROR", error=(
+                f"PROVIDER_ERROR: batch job {job['state']}" + (f": {job.get('detail')}" if job.get("detail") else "")
+                if job["state"] == "failed" else "PROVIDER_ERROR: the provider returned no result for this row"))
+        if out.status == "cancelled" or (out.status != "ok" and not out.text):
+            records.append(_values(None, out.status, out.error))
+            continue
+        response.text, response.chunks, response.usage = out.text, [out.text], out.usage
+        response.finish_reason = out.finish
+        response.truncated = out.finish == "length"
+        response.cost = batch_cost(session, target, out.usage)
+        status, error = _validate(spec.get("schema"), response)
+        if first:
+            session.usage.add(target.provider, spec.get("model") or "", out.usage.input_tokens,
+                              out.usage.output_tokens, response.cost)
+            store.record_response(response, prompt, session_id=session.id, provider=target.provider,
+                                  model=spec.get("model"))
+        store.cache_put(ckey, response.to_record())
+        records.append(_values(response, status, error))
+    store.job_put(id=job["id"], collected=time.time())
+    session.notify("usage")
+    return _frame(records, spec, job)
+
+
+def _validate(schema: dict | None, response: Response) -> tuple[str, str]:
+    if schema is None:
+        return "ok", ""
+    try:
+        from .schema import validate
+        value = json.loads(response.text)
+        validate(schema["schema"], value)
+        response.value = value
+    except ImportError:
+        return "ok", ""
+    except (ValueError, LLMError) as exc:
+        line = exc.line() if isinstance(exc, LLMError) else f"INVALID_OUTPUT: not JSON: {exc}"
+        return "INVALID_OUTPUT", line if line.startswith("INVALID_OUTPUT") else f"INVALID_OUTPUT: {line}"
+    return "ok", ""
+
+
+def _values(r: Response | None, status: str, error: str) -> dict[str, Any]:
+    return {"answer": r.text if r is not None else None, "status": status, "error": error or None,
+            "input_tokens": r.usage.input_tokens if r is not None else 0,
+            "output_tokens": r.usage.output_tokens if r is not None else 0,
+            "cost": r.cost if r is not None else None, "latency": r.latency if r is not None else None,
+            "answered_by": (r.answered_by or r.target) if r is not None else None}
+
+
+def _frame(records: list[dict], spec: dict, job: dict):
+    import pandas as pd
+    frame = pd.DataFrame(records, columns=list(COLUMNS))
+    index = _unpickle(spec.get("index"))
+    frame.index = index if hasattr(index, "__len__") and len(index) == len(frame) else pd.Index([r[0] for r in spec["rows"]])
+    counts = frame["status"].value_counts().to_dict()
+    frame.attrs.update(job=job["id"], state=job["state"], summary_line=(
+        f"batch job {job['id']} ({job['target']}, {job['state']}): {len(frame)} rows, "
+        + ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+        + f", ${float(frame['cost'].fillna(0).sum()):.4f}"))
+    return frame
+
+
+# ---------------------------------------------------------------- helpers
+
+def _prompt_text(request: Request) -> str:
+    content = request.messages[-1].get("content") if request.messages else ""
+    if isinstance(content, list):  # text and image parts
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return "" if content is None else str(content)
+
+
+def _jsonable(key: Any) -> Any:
+    try:
+        json.dumps(key)
+        return key
+    except (TypeError, ValueError):
+        return str(key)
+
+
+def _pickle(index: Any) -> str | None:
+    if index is None:
+        return None
+    try:
+        return base64.b64encode(pickle.dumps(index)).decode()
+    except Exception:
+        return None
+
+
+def _unpickle(text: str | None) -> Any:
+    if not text:
+        return None
+    try:
+        return pickle.loads(base64.b64decode(text))  # written by this package into the user's own history file
+    except Exception:
+        return None

@@ -1,0 +1,139 @@
+"""Provider batch jobs (batch.py) through the real SDKs against the emulator's batch protocols: OpenAI
+files + batches, Anthropic message batches, Gemini batch mode; cache, budget, expiry, partial failure,
+cancel, and the %llm jobs / collect / cancel faces."""
+from __future__ import annotations
+
+import pytest
+
+from jupyter_llm import batch
+from jupyter_llm.errors import CODES, LLMError
+from tests.conftest import CANARY
+
+TARGETS = ["openai:gpt-4o-mini", "anthropic:claude-3-5-haiku-latest", "gemini:gemini-2.0-flash"]
+FAST = dict(first=0.05, most=0.2, timeout=60)
+
+
+def _prompts(n=6):
+    return [f"classify item {i}" for i in range(n)]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_round_trip_fills_the_cache_and_rerun_sends_nothing(cloud, emulator, target):
+    emulator.batch_config(seconds=0.3)
+    s = cloud()
+    job = batch.submit_prompts(s, _prompts(), target, max_tokens=50)
+    assert job.sent == 6 and s.store.job_get(job.id)["provider_job_id"] == job.provider_job_id
+    frame = batch.collect(s, job.id, **FAST)
+    assert list(frame.columns) == list(batch.COLUMNS)
+    assert list(frame.index) == list(range(6))
+    assert (frame["status"] == "ok").all(), frame
+    assert frame.loc[3, "answer"].endswith("classify item 3")
+    assert (frame["input_tokens"] > 0).all() and (frame["cost"] > 0).all()
+    assert s.store.job_get(job.id)["state"] == "ended"
+    # the same prompts asked interactively come from the cache: nothing is sent
+    before = len(emulator.calls(None, None))
+    r = s.ask("classify item 2", target=target, max_tokens=50, cache=True, new=True, no_history=True)
+    assert r.cached and r.text == frame.loc[2, "answer"]
+    # and a re-submission sends nothing at all
+    again = batch.submit_prompts(s, _prompts(), target, max_tokens=50)
+    assert again.sent == 0 and len(emulator.calls(None, None)) == before
+    frame2 = batch.collect(s, again.id, **FAST)
+    assert (frame2["status"] == "ok").all() and (frame2["cost"] == 0).all()
+    assert CANARY not in frame.to_string() and not emulator.secret_locations(CANARY) == []  # key went as auth only
+    assert all(loc.split(":")[1] == "header" for loc in emulator.secret_locations(CANARY))
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_partial_failures_are_coded_rows(cloud, emulator, target):
+    emulator.batch_config(seconds=0.2)
+    s = cloud()
+    prompts = {"a": "fine one", "b": "this one [fail]s", "c": "fine two"}
+    frame = batch.collect(s, batch.submit_prompts(s, prompts, target).id, **FAST)
+    assert list(frame.index) == ["a", "b", "c"]
+    assert frame.loc["a", "status"] == "ok" and frame.loc["c", "status"] == "ok"
+    assert frame.loc["b", "status"] in CODES and frame.loc["b", "status"] != "ok"
+    assert frame.loc["b", "error"].startswith(frame.loc["b", "status"])
+    # failed rows are not cached; a re-submission sends only them
+    assert batch.submit_prompts(s, prompts, target).sent == 1
+
+
+@pytest.mark.parametrize("target", ["openai:gpt-4o-mini+batch-expire", "anthropic:claude-3-5-haiku-latest+batch-expire",
+                                    "gemini:gemini-2.0-flash+batch-expire"])
+def test_expired_job(cloud, emulator, target):
+    emulator.batch_config(seconds=0.2)
+    s = cloud()
+    frame = batch.collect(s, batch.submit_prompts(s, _prompts(8), target).id, **FAST)
+    assert s.store.job_get(frame.attrs["job"])["state"] == "expired"
+    assert set(frame["status"]) <= {"ok", "TIMEOUT"} and "TIMEOUT" in set(frame["status"])
+    assert frame[frame.status == "TIMEOUT"]["error"].str.contains("expired").all()
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_cancelled_job(cloud, emulator, target):
+    emulator.batch_config(seconds=30)
+    s = cloud()
+    job = batch.submit_prompts(s, _prompts(5), target)
+    batch.cancel(s, job.id)
+    frame = batch.collect(s, job.id, **FAST)
+    assert s.store.job_get(job.id)["state"] == "cancelled"
+    assert (frame["status"] == "cancelled").all()
+    with pytest.raises(LLMError, match="already cancelled"):
+        batch.cancel(s, job.id)
+
+
+def test_failed_job(cloud, emulator):
+    s = cloud()
+    frame = batch.collect(s, batch.submit_prompts(s, _prompts(3), "openai:gpt-4o-mini+batch-fail").id, **FAST)
+    assert (frame["status"] == "PROVIDER_ERROR").all()
+    assert frame["error"].str.contains("failed").all()
+
+
+def test_budget_refuses_before_submitting_at_batch_prices(cloud, emulator):
+    s = cloud()
+    big = ["word " * 2000] * 200
+    s.set_budget(0.01)
+    with pytest.raises(LLMError) as info:
+        batch.submit_prompts(s, big, "openai:gpt-4o-mini", max_tokens=10)
+    assert info.value.code == "BUDGET_EXCEEDED" and "before submitting" in info.value.message
+    assert emulator.calls(None, "batch") == []
+    # the same rows fit at batch prices where the interactive price would not
+    from jupyter_llm.events import Usage
+    from jupyter_llm.targets import Target
+    t = s.parse("openai:gpt-4o-mini")
+    full = __import__("jupyter_llm.pricing", fromlist=["cost"]).cost("openai", "gpt-4o-mini", Usage(10**6, 10**6))
+    assert batch.batch_cost(s, t, Usage(10**6, 10**6)) == pytest.approx(full / 2)
+    assert batch.batch_cost(s, s.parse("gemini:gemini-2.0-flash"), Usage(10**6, 0)) > 0
+
+
+def test_local_target_has_no_batch_api(cloud):
+    s = cloud()
+    with pytest.raises(LLMError, match="no provider batch API") as info:
+        batch.submit_prompts(s, ["x"], "local:8080")
+    assert info.value.code == "BAD_ARGUMENT"
+
+
+def test_missing_key_is_one_coded_error(cloud, emulator):
+    s = cloud(keys=False)
+    with pytest.raises(LLMError) as info:
+        batch.submit_prompts(s, ["x"], "anthropic")
+    assert info.value.code == "MISSING_CREDENTIALS"
+    assert s.store.jobs() == []
+
+
+def test_magics_jobs_collect_cancel(cloud, emulator):
+    from IPython.core.error import UsageError
+    from IPython.testing.globalipapp import get_ipython
+    from jupyter_llm.magics import LLMMagics
+    emulator.batch_config(seconds=0.2)
+    s = cloud()
+    ip = get_ipython()
+    m = LLMMagics(shell=ip, session=s)
+    job = batch.submit_prompts(s, {"x": "one", "y": "two"}, "anthropic")
+    table = m.llm_line("jobs")
+    assert job.id in str(table) or table is None
+    frame = m.llm_line(f"collect {job.id} -o results")
+    assert ip.user_ns["results"] is frame and list(frame.index) == ["x", "y"]
+    with pytest.raises(UsageError, match="BAD_ARGUMENT"):
+        m.llm_line("collect nope")
+    with pytest.raises(UsageError, match="already"):
+        m.llm_line(f"cancel {job.id}")
