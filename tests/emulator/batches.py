@@ -92,10 +92,13 @@ def _answer(wire_name: str, model: str, body: dict, prefix: str) -> tuple[int, d
     """(status, reply body) of one row as the interactive endpoint would answer it."""
     wire = WIRES[wire_name]
     last_user, everything = wire.prompt(body)
-    if FAIL_MARK in everything:
-        status, err = wire.error("context", model)
-        err = json.loads(json.dumps(err).replace("maximum context length", "maximum input"))  # a plain 400
-        return 400, err
+    if FAIL_MARK in everything:  # a plain 400 for this row alone, as each wire words it
+        msg = "Invalid value for 'messages': the request was rejected (emulated [fail] row)."
+        if wire_name == "anthropic":
+            return 400, {"type": "error", "error": {"type": "invalid_request_error", "message": msg}}
+        if wire_name == "gemini":
+            return 400, {"error": {"code": 400, "message": msg, "status": "INVALID_ARGUMENT"}}
+        return 400, {"error": {"message": msg, "type": "invalid_request_error", "param": "messages", "code": None}}
     words = re.findall(r"\S+\s*", f"Hello from {prefix} {model}: you said {last_user}")
     finish = "stop"
     limit = wire.max_tokens(body)
