@@ -60,7 +60,7 @@ def test_ten_thousand_rows_survive_interrupt_and_restart(start, emulator, isolat
     k2 = start()
     jobs = k2.run("%llm jobs")
     assert job_id in json.dumps([m["content"] for m in jobs.messages]), jobs.stdout
-    got = k2.run(f"%llm collect {job_id} -o df\nprint('ROWS', len(df), {k: int(v) for k, v in df.status.value_counts().items()}, "
+    got = k2.run(f"%llm collect {job_id} -o df\nprint('ROWS', len(df), {{k: int(v) for k, v in df.status.value_counts().items()}}, "
                  "df.index[0], df.loc['r7', 'status'], df.loc['r8', 'answer'])", timeout=300)
     assert got.status == "ok", got.stderr + str(got.error)
     line = next(x for x in got.stdout.splitlines() if x.startswith("ROWS"))
