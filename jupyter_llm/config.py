@@ -87,7 +87,7 @@ def _known():
 
 
 _SETTINGS = {"temperature": float, "max_tokens": int, "top_p": float, "system": str,
-             "timeout": float, "format": str, "cache": bool}
+             "timeout": float, "format": str, "cache": bool, "table_rows": int}
 FORMATS = ("markdown", "text", "code", "json", "html")
 
 
@@ -301,7 +301,7 @@ def coerce_setting(key: str, value: Any, *, where: str = "") -> Any:
         raise LLMError(code, f"{prefix}temperature must be between 0 and 2, got {value}")
     if key == "top_p" and not 0 < value <= 1:
         raise LLMError(code, f"{prefix}top_p must be in (0, 1], got {value}")
-    if key in ("max_tokens", "timeout") and value <= 0:
+    if key in ("max_tokens", "timeout", "table_rows") and value <= 0:
         raise LLMError(code, f"{prefix}{key} must be positive, got {value}")
     if key == "format" and value not in FORMATS:
         raise LLMError(code, f"{prefix}format must be one of {', '.join(FORMATS)}, got {value!r}")

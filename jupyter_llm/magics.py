@@ -53,7 +53,11 @@ HELP = """\
 
 %%llm [TARGET] [-f markdown|text|code|json|html] [--insert] [-o NAME] [--compare T1 T2 ...]
       [--system TEXT] [-t X] [--max-tokens N] [--new] [--no-history] [--no-stream] [--no-cache|--cache]
-PROMPT with {variables} from the namespace ({{ }} for literal braces)"""
+      [--schema NAME] [--attach PATH]
+PROMPT with {variables} from the namespace ({{ }} for literal braces)
+%%llm --map DATA [TARGET | --compare T1 T2 ...] [--schema NAME] [--workers N] [--stop-on-error]
+      [--attach PATH] [--dry-run] [-o NAME]
+TEMPLATE per row: {row.col} {row["col"]} {item} {index}; result DataFrame in _llm_map"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -83,6 +87,12 @@ def _cell_parser() -> _Parser:
     cache = p.add_mutually_exclusive_group()
     cache.add_argument("--no-cache", dest="cache", action="store_false", default=None)
     cache.add_argument("--cache", dest="cache", action="store_true", default=None)
+    p.add_argument("--map", metavar="DATA")              # mapping.py: the body is a template per row
+    p.add_argument("--schema", metavar="NAME")           # schema.py: structured output
+    p.add_argument("--workers", type=int)
+    p.add_argument("--stop-on-error", action="store_true")
+    p.add_argument("--attach", action="append", metavar="PATH")  # media.py: an image file, repeatable
+    p.add_argument("--dry-run", action="store_true")
     return p
 
 
@@ -111,7 +121,6 @@ class LLMMagics(Magics):
             raise UsageError(exc.line()) from None
 
     def _cell(self, line: str, cell: str):
-        from .prompt import interpolate
         from .render import StreamRenderer, parse_json
         args = _cell_parser().parse_args(_split(line))
         if args.output is not None and not args.output.isidentifier():
@@ -127,22 +136,37 @@ class LLMMagics(Magics):
                 coerce_setting("max_tokens", args.max_tokens)
         if not cell.strip():
             raise LLMError("BAD_ARGUMENT", "the cell is empty: write the prompt below %%llm")
-        prompt = interpolate(cell.strip("\n"), self.shell.user_ns)
+        if args.map is not None:
+            from .mapcell import map_cell
+            return map_cell(self, args, cell)
+        if args.workers is not None or args.stop_on_error:
+            raise LLMError("BAD_ARGUMENT", "--workers and --stop-on-error work with --map DATA")
+        if args.dry_run:
+            raise LLMError("BAD_ARGUMENT", "--dry-run works with --map DATA")
+        from .mapcell import cell_extras
+        prompt, extra = cell_extras(self, args, cell)
+        if extra.get("schema") is not None:
+            fmt = "json"
         params = dict(system=args.system, temperature=args.temperature, max_tokens=args.max_tokens)
         if args.compare:
             if args.target:
                 raise LLMError("BAD_ARGUMENT", "give targets after --compare only, not before it")
             from .compare import run_compare
             return run_compare(self.session, prompt, args.compare, fmt=fmt, new=args.new, cache=args.cache,
-                               shell=self.shell, **params)
+                               shell=self.shell, **params, **extra)
         target = self.session.parse(args.target) if args.target else self.session.active
+        if extra.get("content") is not None:
+            from .media import require_images
+            require_images(self.session, [target])
         renderer = StreamRenderer(fmt, target=str(target))
         if not args.no_stream:
             renderer.start()
         response = self.session.ask(prompt, target=target, on_event=None if args.no_stream else renderer,
-                                    new=args.new, no_history=args.no_history, cache=args.cache, **params)
+                                    new=args.new, no_history=args.no_history, cache=args.cache, **params, **extra)
         value: Any = response.text
-        if fmt == "json" and response.ok and not response.incomplete:
+        if extra.get("schema") is not None:
+            value = response.value
+        elif fmt == "json" and response.ok and not response.incomplete:
             try:
                 response.value = value = parse_json(response.text)
             except ValueError as exc:
@@ -152,7 +176,7 @@ class LLMMagics(Magics):
             response.value = value = extract_code(response.text)[1]
         renderer.finish(response)
         self.shell.user_ns["_llm"] = response
-        if args.output and (response.text or response.value is not None):
+        if args.output and (response.value is not None if "schema" in extra else (response.text or response.value is not None)):
             self.shell.user_ns[args.output] = value
         if args.insert and response.ok and value:
             self.shell.set_next_input(value, replace=False)
