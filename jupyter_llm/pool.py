@@ -104,7 +104,7 @@ class Pool:
 
     def run(self, items: Sequence[Any], fn: Callable[[Member, Any], Any], *,
             failed: Callable[[Any], str | None] | None = None, on_result: Callable[[int, Any], None] | None = None,
-            stop: threading.Event | None = None) -> list[Any]:
+            stop: threading.Event | None = None, tick: Callable[[], None] | None = None) -> list[Any]:
         """Call `fn(member, item)` for every item, `slots` threads per healthy member. When `fn` raises an
         LLMError, or `failed(result)` returns a code, in SERVER_DOWN, that member leaves the pool and the
         item goes back to the queue for the others. Items left when no member is healthy get the last
@@ -182,6 +182,8 @@ class Pool:
             t.start()
         try:
             while not done.wait(0.1):
+                if tick is not None:
+                    tick()
                 if stop is not None and stop.is_set():
                     break
                 if not any(t.is_alive() for t in threads):
@@ -192,6 +194,8 @@ class Pool:
                 stop.set()
             done.set()
             raise
+        if tick is not None:
+            tick()
         return results
 
     # ---- sending one request to one member ----
@@ -288,3 +292,82 @@ def map_prompts(session, prompts: Any, *, system: str | None = None, temperature
 def _row(answer, status, error, usage: dict, cost, latency, answered_by) -> dict:
     return {"answer": answer, "status": status, "error": error, "input_tokens": usage.get("input_tokens", 0),
             "output_tokens": usage.get("output_tokens", 0), "cost": cost, "latency": latency, "answered_by": answered_by}
+
+
+def _account(session, m: Member, prompt: str, response) -> None:
+    """History and session usage of one pool row (free: local servers cost nothing)."""
+    session.usage.add("local", m.name, response.usage.input_tokens, response.usage.output_tokens, 0.0)
+    session.store.record_response(response, prompt, session_id=session.id, provider="local", model=m.name)
+
+
+def map_plan(session, plan, target, *, use_cache: bool = True, labels: dict | None = None,
+             progress: bool | None = None, pool: Pool | None = None):
+    """`%%llm --map DATA local:pool`: a mapping Plan over the pool, as the interactive map's frame (rows
+    cached under `local:pool`, schema answers parsed and validated, one progress bar)."""
+    import queue as _queue
+    from .mapping import RowResult, summary_line, to_frame
+    from .progress import MapProgress
+    from .rows import cache_key
+    from .schema import apply
+    pool = pool or Pool.from_config(session.config)
+    results: list = [None] * len(plan)
+    todo = []
+    for row in plan.rows:
+        if row.request is None:
+            results[row.position] = RowResult(row.error.code, row.error.line())
+            continue
+        hit = session.store.cache_get(cache_key(target, row.request)) if use_cache else None
+        if hit:
+            from .events import Response
+            r = Response(target=str(target), answered_by=str(target))
+            session._from_cache(r, hit, None)
+            r.cost = 0.0
+            if plan.schema is not None:
+                apply(plan.schema, r)
+            results[row.position] = RowResult("ok", "", r, r.value)
+        else:
+            todo.append(row)
+    bar = MapProgress(len(plan), rich=progress) if progress is not False else None
+    done_q: _queue.SimpleQueue = _queue.SimpleQueue()
+    if bar is not None:
+        bar.start()
+        for r in results:
+            if r is not None:
+                bar.add(r)
+
+    def fn(m: Member, row):
+        response = send(session, pool, m, row.request, str(target))
+        if plan.schema is not None:
+            apply(plan.schema, response)
+        _account(session, m, row.prompt, response)
+        if response.error is not None:
+            return RowResult(response.error.code, response.error.line(), response)
+        if use_cache:
+            session.store.cache_put(cache_key(target, row.request), response.to_record())
+        return RowResult("ok", "", response, response.value)
+
+    def tick() -> None:
+        if bar is None:
+            return
+        while True:
+            try:
+                bar.add(done_q.get_nowait())
+            except _queue.Empty:
+                break
+        bar.refresh()
+
+    started = time.monotonic()
+    out = pool.run(todo, fn, on_result=lambda i, v: done_q.put(v if not isinstance(v, LLMError) else RowResult(v.code, v.line())),
+                   tick=tick)
+    for row, r in zip(todo, out):
+        results[row.position] = r if not isinstance(r, LLMError) else RowResult(r.code, r.line())
+    labels = labels or {str(target): str(target)}
+    line = summary_line(plan, {str(target): results}, time.monotonic() - started, labels)
+    line += " over " + ", ".join(f"{m.name} {m.rows} rows" + ("" if m.state == "ok" else f" ({m.state})")
+                                 for m in pool.members)
+    if bar is not None:
+        bar.finish(line)
+    session.notify("usage")
+    frame = to_frame(plan, {str(target): results}, labels)
+    frame.attrs.update(summary_line=line, interrupted=False, servers={m.name: m.rows for m in pool.members})
+    return frame

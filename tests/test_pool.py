@@ -122,3 +122,30 @@ def test_pool_over_three_real_llama_servers_one_killed_midway(tmp_path, llama_se
         assert time.monotonic() - start < 300
     finally:
         third.stop()
+
+
+def test_map_cell_on_local_pool(tmp_path):
+    """`%%llm --map DATA local:pool` spreads the map's rows over the pool, in the map's frame shape."""
+    import pandas as pd
+    from IPython.testing.globalipapp import get_ipython
+    from jupyter_llm.magics import LLMMagics
+    a, b = FakeLlama(slots=2, latency=0.02), FakeLlama(slots=2, latency=0.02)
+    try:
+        s = _session(tmp_path, [f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"])
+        ip = get_ipython()
+        ip.user_ns["df"] = pd.DataFrame({"city": [f"c{i}" for i in range(40)]}, index=[f"k{i}" for i in range(40)])
+        m = LLMMagics(shell=ip, session=s)
+        m.llm_cell("--map df local:pool -o out", "name {row.city}")
+        out = ip.user_ns["out"]
+        assert list(out.index) == [f"k{i}" for i in range(40)] and (out["status"] == "ok").all()
+        assert {"answer", "status", "error", "input_tokens", "output_tokens", "cost", "latency", "answered_by"} <= set(out.columns)
+        assert out.loc["k3", "answer"].endswith("says: name c3")
+        assert a.served > 5 and b.served > 5 and a.served + b.served == 40
+        m.llm_cell("--map df local:pool -o again", "name {row.city}")   # cached: nothing sent
+        assert a.served + b.served == 40
+        (tmp_path / "empty.toml").write_text("")
+        with pytest.raises(LLMError, match="pool") as info:
+            Session(load_config(tmp_path / "empty.toml", strict=True)).parse("local:pool")
+        assert info.value.code == "BAD_ARGUMENT"
+    finally:
+        a.stop(), b.stop()
