@@ -97,10 +97,15 @@ def check_budget(session, target: Target, est: float | None, n: int) -> None:
 def _items(rows: Iterable) -> list[tuple[Any, Request, Any]]:
     out = []
     for item in rows:
-        if not isinstance(item, (tuple, list)) or len(item) not in (2, 3) or not isinstance(item[1], Request):
+        if not isinstance(item, (tuple, list)) or len(item) not in (2, 3) or not isinstance(item[1], (Request, LLMError)):
             raise LLMError("BAD_ARGUMENT", "batch rows are (row key, Request) or (row key, Request, target) tuples")
         out.append((item[0], item[1], item[2] if len(item) == 3 else None))
     return out
+
+
+def _template_error(key: Any, error: LLMError) -> tuple:
+    """A row whose template failed (no Request): it is in the job's frame with its code, never sent."""
+    return (key, error, None)
 
 
 def submit(session, rows: Iterable, target: str | Target | None = None, *, use_cache: bool = True,
@@ -121,6 +126,9 @@ def submit(session, rows: Iterable, target: str | Target | None = None, *, use_c
     store = session.store
     spec_rows, pending, inp, outp = [], [], 0, 0
     for n, (key, request, _) in enumerate(items):
+        if isinstance(request, LLMError):
+            spec_rows.append([_jsonable(key), None, request.line(), prompts[n] if prompts else ""])
+            continue
         ckey = Store.cache_key(str(target), request.cache_key_parts())
         hit = use_cache and store.cache_get(ckey) is not None
         cid = None if hit else f"row-{n}"
@@ -138,7 +146,8 @@ def submit(session, rows: Iterable, target: str | Target | None = None, *, use_c
     check_budget(session, target, est, len(pending))
     job_id = "j" + os.urandom(4).hex()
     from . import cellinfo
-    spec = {"rows": spec_rows, "schema": next((getattr(r, "schema", None) for _, r, _ in items), None),
+    spec = {"rows": spec_rows, "schema": next((getattr(r, "schema", None) for _, r, _ in items
+                                               if isinstance(r, Request)), None),
             "index": _pickle(index), "model": _model(session, target), "input_tokens": inp, "output_tokens": outp}
     record = dict(id=job_id, provider_job_id="", provider=target.provider, target=str(target), time=time.time(),
                   n_rows=len(items), n_sent=len(pending), estimate=est, session_id=session.id,
@@ -231,7 +240,7 @@ def cancel(session, ref: str) -> dict:
     return job
 
 
-def collect(session, ref: str, **wait_args: Any):
+def collect(session, ref: str, *, schema: Any = None, **wait_args: Any):
     """Wait for the job if needed, then its rows as the interactive map's DataFrame: answer, status, error,
     tokens, cost (batch price), latency, answered_by on the input's index. Finished rows go to the response
     cache and (the first time) to the history and the session's usage."""
@@ -245,16 +254,21 @@ def collect(session, ref: str, **wait_args: Any):
         outcomes = dict(backend(session, target).results(job["provider_job_id"]))
     missing = {"expired": expired_row, "cancelled": cancelled_row}.get(job["state"])
     store, records = session.store, []
+    schema = _schema(spec.get("schema"), schema)
     for key, ckey, cid, prompt in spec["rows"]:
         response = Response(target=str(target), answered_by=str(target))
+        if ckey is None:  # the template failed on this row: never sent
+            records.append(_values(None, cid.split(":", 1)[0], cid, schema))
+            continue
         if cid is None:
             hit = store.cache_get(ckey)
             if hit:
                 session._from_cache(response, hit, None)
                 response.cost = 0.0
-                records.append(_values(response, "ok", ""))
+                status, error = _validate(schema, response)
+                records.append(_values(response, status, error, schema))
                 continue
-            records.append(_values(None, "PROVIDER_ERROR", "PROVIDER_ERROR: the cached answer is gone; re-submit"))
+            records.append(_values(None, "PROVIDER_ERROR", "PROVIDER_ERROR: the cached answer is gone; re-submit", schema))
             continue
         out = outcomes.get(cid)
         if out is None:
@@ -262,43 +276,55 @@ def collect(session, ref: str, **wait_args: Any):
                 f"PROVIDER_ERROR: batch job {job['state']}" + (f": {job.get('detail')}" if job.get("detail") else "")
                 if job["state"] == "failed" else "PROVIDER_ERROR: the provider returned no result for this row"))
         if out.status == "cancelled" or (out.status != "ok" and not out.text):
-            records.append(_values(None, out.status, out.error))
+            records.append(_values(None, out.status, out.error, schema))
             continue
         response.text, response.chunks, response.usage = out.text, [out.text], out.usage
         response.finish_reason = out.finish
         response.truncated = out.finish == "length"
         response.cost = batch_cost(session, target, out.usage)
-        status, error = _validate(spec.get("schema"), response)
+        status, error = _validate(schema, response)
         if first:
             session.usage.add(target.provider, spec.get("model") or "", out.usage.input_tokens,
                               out.usage.output_tokens, response.cost)
             store.record_response(response, prompt, session_id=session.id, provider=target.provider,
                                   model=spec.get("model"))
-        store.cache_put(ckey, response.to_record())
-        records.append(_values(response, status, error))
+        if status == "ok":  # as an interactive row: only answers that passed are cached
+            store.cache_put(ckey, response.to_record())
+        records.append(_values(response, status, error, schema))
     store.job_put(id=job["id"], collected=time.time())
     session.notify("usage")
     return _frame(records, spec, job)
 
 
-def _validate(schema: dict | None, response: Response) -> tuple[str, str]:
+def _schema(stored: dict | None, given: Any) -> Any:
+    """The schema.Schema to parse answers with: the one given (the map's pydantic class or dataclass), else
+    the JSON schema stored with the job (after a restart: plain JSON values)."""
+    if given is not None:
+        from .schema import resolve
+        return resolve(given)
+    if not stored:
+        return None
+    from .schema import resolve
+    return resolve(stored["schema"], stored.get("name"))
+
+
+def _validate(schema: Any, response: Response) -> tuple[str, str]:
     if schema is None:
         return "ok", ""
-    try:
-        from .schema import validate
-        value = json.loads(response.text)
-        validate(schema["schema"], value)
-        response.value = value
-    except ImportError:
-        return "ok", ""
-    except (ValueError, LLMError) as exc:
-        line = exc.line() if isinstance(exc, LLMError) else f"INVALID_OUTPUT: not JSON: {exc}"
-        return "INVALID_OUTPUT", line if line.startswith("INVALID_OUTPUT") else f"INVALID_OUTPUT: {line}"
+    from .schema import apply
+    apply(schema, response)
+    if response.error is not None:
+        return response.error.code, response.error.line()
     return "ok", ""
 
 
-def _values(r: Response | None, status: str, error: str) -> dict[str, Any]:
-    return {"answer": r.text if r is not None else None, "status": status, "error": error or None,
+def _values(r: Response | None, status: str, error: str, schema: Any = None) -> dict[str, Any]:
+    if schema is not None and schema.fields:
+        from .schema import as_columns
+        head = as_columns(schema, r.value) if (r is not None and status == "ok") else {f: None for f in schema.fields}
+    else:
+        head = {"answer": (r.value if schema is not None and status == "ok" else r.text) if r is not None else None}
+    return {**head, "status": status, "error": error or None,
             "input_tokens": r.usage.input_tokens if r is not None else 0,
             "output_tokens": r.usage.output_tokens if r is not None else 0,
             "cost": r.cost if r is not None else None, "latency": r.latency if r is not None else None,
@@ -307,7 +333,7 @@ def _values(r: Response | None, status: str, error: str) -> dict[str, Any]:
 
 def _frame(records: list[dict], spec: dict, job: dict):
     import pandas as pd
-    frame = pd.DataFrame(records, columns=list(COLUMNS))
+    frame = pd.DataFrame(records)
     index = _unpickle(spec.get("index"))
     frame.index = index if hasattr(index, "__len__") and len(index) == len(frame) else pd.Index([r[0] for r in spec["rows"]])
     counts = frame["status"].value_counts().to_dict()
@@ -351,3 +377,36 @@ def _unpickle(text: str | None) -> Any:
         return pickle.loads(base64.b64decode(text))  # written by this package into the user's own history file
     except Exception:
         return None
+
+
+# ---------------------------------------------------------------- %%llm --map DATA --batch
+
+def map_batch(session, template: str, data: Any, target: Any = None, schema: Any = None, *,
+              namespace: Any = None, system: str | None = None, temperature: float | None = None,
+              max_tokens: int | None = None, top_p: float | None = None, attach: Iterable[str] = (),
+              cache: bool | None = None, dry_run: bool = False, wait: bool = True, on_status: Callable | None = None):
+    """The map's rows (same template rendering, parameters and schema as an interactive map) as one provider
+    batch job: returns the DataFrame once the job ends (`wait`), else the Job; `dry_run` the estimate table
+    at batch prices. A Ctrl-C while waiting leaves the job running (collect it later)."""
+    from .batch_wire import backend
+    from .rows import build_rows
+    t = session.active if target is None else session.parse(target)
+    backend(session, t)  # no batch API (local...), or no credential: say so before rendering 10,000 rows
+    plan = build_rows(session, template, data, namespace=namespace, schema=schema, system=system,
+                      temperature=temperature, max_tokens=max_tokens, top_p=top_p, attach=attach)
+    if plan.images:
+        from .media import require_images
+        require_images(session, [t])
+    use_cache = True if cache is None else bool(cache)
+    if dry_run:
+        from .mapping import DryRun, estimate
+        estimates = estimate(session, plan, [t], use_cache=use_cache)
+        for e in estimates:
+            e.target = f"{e.target} (batch)"
+            e.cost = batch_cost(session, t, Usage(e.input_tokens, e.output_tokens)) if e.rows else 0.0
+        return DryRun(plan, estimates)
+    rows = [(r.label, r.request if r.request is not None else r.error) for r in plan.rows]
+    job = submit(session, rows, t, use_cache=use_cache, prompts=[r.prompt for r in plan.rows], index=plan.index)
+    if not wait:
+        return job
+    return collect(session, job.id, schema=plan.schema, on_status=on_status)

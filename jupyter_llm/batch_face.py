@@ -47,8 +47,10 @@ class _Progress:
         from .render import in_kernel
         self.handle = None
         self.rich = in_kernel()
+        self.job_id: str | None = None
 
     def __call__(self, job: dict, status) -> None:
+        self.job_id = job["id"]
         done = f"{status.done:,}/{status.total:,} rows" if status.total else f"{job['n_sent']:,} rows"
         failed = f", {status.failed:,} failed" if status.failed else ""
         text = f"batch job {job['id']} ({job['target']}): {status.state}, {done}{failed}"

@@ -56,7 +56,7 @@ HELP = """\
       [--schema NAME] [--attach PATH]
 PROMPT with {variables} from the namespace ({{ }} for literal braces)
 %%llm --map DATA [TARGET | --compare T1 T2 ...] [--schema NAME] [--workers N] [--stop-on-error]
-      [--attach PATH] [--dry-run] [-o NAME]
+      [--attach PATH] [--dry-run] [-o NAME] [--batch [TARGET]]   (--batch: one provider batch job, batch prices)
 TEMPLATE per row: {row.col} {row["col"]} {item} {index}; result DataFrame in _llm_map"""
 
 
@@ -87,6 +87,7 @@ def _cell_parser() -> _Parser:
     cache = p.add_mutually_exclusive_group()
     cache.add_argument("--no-cache", dest="cache", action="store_false", default=None)
     cache.add_argument("--cache", dest="cache", action="store_true", default=None)
+    p.add_argument("--batch", nargs="?", const=True, default=None, metavar="TARGET")  # batch.py: one provider batch job
     p.add_argument("--map", metavar="DATA")              # mapping.py: the body is a template per row
     p.add_argument("--schema", metavar="NAME")           # schema.py: structured output
     p.add_argument("--workers", type=int)
@@ -139,6 +140,8 @@ class LLMMagics(Magics):
         if args.map is not None:
             from .mapcell import map_cell
             return map_cell(self, args, cell)
+        if args.batch is not None:
+            raise LLMError("BAD_ARGUMENT", "--batch works with --map DATA (one provider batch job for the rows)")
         if args.workers is not None or args.stop_on_error:
             raise LLMError("BAD_ARGUMENT", "--workers and --stop-on-error work with --map DATA")
         if args.dry_run:

@@ -137,3 +137,34 @@ def test_magics_jobs_collect_cancel(cloud, emulator):
         m.llm_line("collect nope")
     with pytest.raises(UsageError, match="already"):
         m.llm_line(f"cancel {job.id}")
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_map_cell_batch_with_schema_then_rerun_sends_nothing(cloud, emulator, target):
+    """`%%llm --map df --batch TARGET --schema S`: one job, the schema's columns on the input's index; the
+    interactive map of the same cell afterwards is answered from the cache (nothing sent)."""
+    import pandas as pd
+    from IPython.testing.globalipapp import get_ipython
+    from jupyter_llm.magics import LLMMagics
+    emulator.batch_config(seconds=0.2)
+    s = cloud()
+    ip = get_ipython()
+    ip.user_ns["df"] = pd.DataFrame({"text": ["good", "bad", "meh [fail]"]}, index=["x", "y", "z"])
+    ip.user_ns["Label"] = {"type": "object", "properties": {"sentiment": {"type": "string", "enum": ["pos", "neg"]},
+                                                           "score": {"type": "integer"}},
+                           "required": ["sentiment", "score"], "additionalProperties": False}
+    m = LLMMagics(shell=ip, session=s)
+    dry = m.llm_cell(f"--map df --batch {target} --schema Label --dry-run", "Label {row.text}")
+    assert "(batch)" in dry.text() and emulator.calls(None, "batch") == []
+    m.llm_cell(f"--map df --batch {target} --schema Label -o out", "Label {row.text}")
+    out = ip.user_ns["out"]
+    assert list(out.index) == ["x", "y", "z"]
+    assert {"sentiment", "score", "status", "error", "cost", "answered_by"} <= set(out.columns)
+    assert list(out["status"])[:2] == ["ok", "ok"] and out.loc["z", "status"] not in ("ok", "cancelled")
+    assert out.loc["x", "sentiment"] in ("pos", "neg")
+    m.llm_cell(f"--map df {target} --schema Label -o again", "Label {row.text}")
+    interactive = emulator.calls(None, "chat")
+    assert len(interactive) == 1  # only the row that failed in the job is sent again
+    assert (ip.user_ns["again"].loc[["x", "y"], "sentiment"] == out.loc[["x", "y"], "sentiment"]).all()
+    with pytest.raises(Exception, match="--batch works with --map"):
+        m.llm_cell(f"--batch {target}", "hello")

@@ -19,7 +19,7 @@ from email.parser import BytesParser
 from email.policy import HTTP
 from typing import Any
 
-from .protocols import WIRES
+from .protocols import WIRES, instance
 
 FAIL_MARK = "[fail]"
 
@@ -99,6 +99,10 @@ def _answer(wire_name: str, model: str, body: dict, prefix: str) -> tuple[int, d
         if wire_name == "gemini":
             return 400, {"error": {"code": 400, "message": msg, "status": "INVALID_ARGUMENT"}}
         return 400, {"error": {"message": msg, "type": "invalid_request_error", "param": "messages", "code": None}}
+    wanted = wire.schema(body)
+    if wanted is not None:  # structured output, as the interactive endpoint answers it
+        text = json.dumps(instance(wanted, last_user))
+        return 200, wire.complete(model, text, max(1, len(everything.split())), max(1, len(text.split())), "stop")
     words = re.findall(r"\S+\s*", f"Hello from {prefix} {model}: you said {last_user}")
     finish = "stop"
     limit = wire.max_tokens(body)
