@@ -85,9 +85,13 @@ def check_budget(session, target: Target, est: float | None, n: int) -> None:
     if est is None:
         raise _unpriced(target, relevant[0])
     spent, held = session.caps._amounts(session, relevant)
+    # jobs submitted but not collected yet: their spend reaches the history only when collected
+    waiting = [j for j in session.store.jobs(10_000) if not j.get("collected") and j["state"] != "failed"]
     for cap in relevant:
-        if est > 0 and spent[cap] + held[cap] + est > cap.usd + 1e-9:
-            err = _over(cap, spent[cap], held[cap], est, [target])
+        pending = sum(j["estimate"] or 0.0 for j in waiting if cap.covers(j["provider"])
+                      and (cap.period != "session" or j["session_id"] == session.id))
+        if est > 0 and spent[cap] + held[cap] + pending + est > cap.usd + 1e-9:
+            err = _over(cap, spent[cap], held[cap] + pending, est, [target])
             raise LLMError("BUDGET_EXCEEDED", f"batch job of {n} rows refused before submitting: {err.message}",
                            hint=err.hint)
 

@@ -371,3 +371,58 @@ def map_plan(session, plan, target, *, use_cache: bool = True, labels: dict | No
     frame = to_frame(plan, {str(target): results}, labels)
     frame.attrs.update(summary_line=line, interrupted=False, servers={m.name: m.rows for m in pool.members})
     return frame
+
+
+# ---- one interactive request (`%%llm local:pool`, `%llm use local:pool`) ----
+
+_SHARED: dict[tuple, tuple[float, Pool]] = {}
+_SHARED_LOCK = threading.Lock()
+_inflight: dict[str, int] = {}
+
+
+def shared(config, ttl: float = 5.0) -> Pool:
+    """The config's pool, probed at most every `ttl` seconds (one per distinct member list)."""
+    key = tuple(config.local_pool)
+    with _SHARED_LOCK:
+        hit = _SHARED.get(key)
+        if hit is not None and time.monotonic() - hit[0] < ttl:
+            return hit[1]
+    pool = Pool(key)
+    pool.refresh()
+    with _SHARED_LOCK:
+        _SHARED[key] = (time.monotonic(), pool)
+    return pool
+
+
+def stream(config, request, auth=None):
+    """Events of one request on the least busy healthy server (in-flight requests per slot); a server that
+    refuses or times out before the first token is dropped and the next one tried."""
+    from .events import TextDelta
+    from .providers.base import Auth
+    from .targets import Target
+    pool = shared(config)
+    tried: set[str] = set()
+    while True:
+        live = [m for m in pool.healthy() if m.name not in tried]
+        if not live:
+            states = ", ".join(f"{m.name} {m.state}" for m in pool.members)
+            raise LLMError("NETWORK_ERROR", f"no server of the pool is healthy ({states})",
+                           hint="start them, or check %llm servers", retryable=False)
+        with _SHARED_LOCK:
+            m = min(live, key=lambda x: _inflight.get(x.name, 0) / x.slots)
+            _inflight[m.name] = _inflight.get(m.name, 0) + 1
+        tried.add(m.name)
+        started = False
+        try:
+            inner = Auth(secret=(auth.secret if auth is not None and auth.secret else "no-key"), method="none", source="none")
+            for ev in pool.chat_provider(m).stream(Target("local", m.model or "local", m.port), request, inner):
+                started = started or isinstance(ev, TextDelta)
+                yield ev
+            return
+        except LLMError as exc:
+            if exc.code not in SERVER_DOWN or started:
+                raise
+            m.state, m.detail = "down", exc.line()
+        finally:
+            with _SHARED_LOCK:
+                _inflight[m.name] -= 1

@@ -168,3 +168,14 @@ def test_map_cell_batch_with_schema_then_rerun_sends_nothing(cloud, emulator, ta
     assert (ip.user_ns["again"].loc[["x", "y"], "sentiment"] == out.loc[["x", "y"], "sentiment"]).all()
     with pytest.raises(Exception, match="--batch works with --map"):
         m.llm_cell(f"--batch {target}", "hello")
+
+
+def test_pending_jobs_count_against_the_cap(cloud, emulator):
+    emulator.batch_config(seconds=30)
+    s = cloud()
+    prompts = ["word " * 2000] * 40          # about $0.02 a job at batch prices
+    s.set_budget(0.03)
+    batch.submit_prompts(s, prompts, "openai:gpt-4o-mini")
+    with pytest.raises(LLMError) as info:
+        batch.submit_prompts(s, [p + "x" for p in prompts], "openai:gpt-4o-mini")
+    assert info.value.code == "BUDGET_EXCEEDED"

@@ -149,3 +149,20 @@ def test_map_cell_on_local_pool(tmp_path):
         assert info.value.code == "BAD_ARGUMENT"
     finally:
         a.stop(), b.stop()
+
+
+def test_single_cells_on_local_pool_skip_a_dead_server(tmp_path):
+    """`%llm use local:pool`: each ask goes to a healthy server; one that died is skipped."""
+    a, b = FakeLlama(slots=1, latency=0.01), FakeLlama(slots=1, latency=0.01)
+    try:
+        s = _session(tmp_path, [f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"])
+        s.use("local:pool", check=True)
+        assert s.check().ok and "2 of 2" in s.check().detail
+        first = s.ask("hello", new=True)
+        assert first.ok and "says: hello" in first.text
+        a.kill()
+        for i in range(4):
+            r = s.ask(f"again {i}", new=True)
+            assert r.ok and f"on {b.port} says" in r.text, r
+    finally:
+        a.stop(), b.stop()
