@@ -18,6 +18,7 @@ from .targets import Target
 
 BATCH_DISCOUNT = 0.5        # OpenAI, Anthropic and Gemini document batch prices at 50% of standard
 DISCOUNTED = {"openai", "anthropic", "gemini"}
+POLL_RETRIES = 5           # consecutive failed status polls before collect gives up (the job goes on)
 COLUMNS = ("answer", "status", "error", "input_tokens", "output_tokens", "cost", "latency", "answered_by")
 
 
@@ -219,9 +220,18 @@ def wait(session, ref: str, *, on_status: Callable | None = None, first: float =
     job = get(session, ref)
     if not job["provider_job_id"] and job["state"] not in FINAL:
         raise LLMError("PROVIDER_ERROR", f"batch job {job['id']} was never accepted by the provider ({job['state']})")
-    delay, start = first, time.monotonic()
+    delay, start, errors = first, time.monotonic(), 0
     while True:
-        status = refresh(session, job)
+        try:
+            status = refresh(session, job)
+            errors = 0
+        except LLMError as exc:  # a status poll hit a 429/5xx/network blip: the job is fine, ask again later
+            errors += 1
+            if not exc.retryable or errors > POLL_RETRIES:
+                raise
+            time.sleep(max(delay, exc.retry_after or 0.0))
+            delay = min(most, delay * 1.5)
+            continue
         if on_status is not None:
             on_status(job, status)
         if status.state in FINAL:
