@@ -80,8 +80,9 @@ def cmd_collect(magics, rest: list[str]):
     try:
         frame = batch.collect(magics.session, args.job, on_status=_Progress())
     except KeyboardInterrupt:
-        raise LLMError("BAD_ARGUMENT", f"stopped waiting; batch job {args.job} goes on at the provider",
-                       hint=f"%llm collect {args.job} later, or %llm cancel {args.job}") from None
+        from IPython.core.error import UsageError
+        raise UsageError(f"stopped waiting: batch job {args.job} goes on at the provider; %llm collect {args.job} "
+                         f"later gets its rows (or %llm cancel {args.job})") from None
     print(frame.attrs.get("summary_line", ""))
     magics.shell.user_ns["_llm_map"] = frame
     if args.output:

@@ -106,10 +106,17 @@ class OpenAIBatch(Backend):
         lines = "\n".join(json.dumps({"custom_id": cid, "method": "POST", "url": self.endpoint, "body": self.body(r)},
                                      ensure_ascii=False) for cid, r in items) + "\n"
         client = self._client()
-        upload = self._call(client.files.create, file=("jupyter-llm-batch.jsonl", lines.encode(), "application/jsonl"),
-                            purpose="batch")
-        batch = self._call(client.batches.create, input_file_id=upload.id, endpoint=self.endpoint,
-                           completion_window="24h", metadata={"source": "jupyter-llm"})
+        try:
+            upload = self._call(client.files.create, purpose="batch",
+                                file=("jupyter-llm-batch.jsonl", lines.encode(), "application/jsonl"))
+            batch = self._call(client.batches.create, input_file_id=upload.id, endpoint=self.endpoint,
+                               completion_window="24h", metadata={"source": "jupyter-llm"})
+        except LLMError as exc:
+            if exc.status in (404, 405):  # the endpoint has no files/batches API at all
+                raise LLMError("BAD_ARGUMENT", f"{self.spec.id} does not serve the OpenAI batch API "
+                               f"(/v1/files, /v1/batches answered HTTP {exc.status})",
+                               hint="run the map without --batch, or use a provider with a batch API") from None
+            raise
         return batch.id
 
     def status(self, job_id):

@@ -204,3 +204,37 @@ def test_status_poll_blips_are_retried(cloud, emulator, monkeypatch):
     with pytest.raises(LLMError) as info:
         batch.collect(s, job2.id, **FAST)
     assert info.value.code == "INVALID_CREDENTIALS"
+
+
+def test_rows_carry_the_interactive_parameters(cloud, emulator):
+    """Each batch row is the body an interactive row sends (model, system, temperature, max tokens), minus
+    streaming: read back from what the emulator received."""
+    emulator.batch_config(seconds=60)
+    s = cloud()
+    for target in TARGETS:
+        batch.submit_prompts(s, ["p0", "p1"], target, system="be brief", temperature=0.3, max_tokens=7)
+    jobs = {j.wire: j for j in emulator.batches.jobs.values()}
+    o = jobs["openai"].rows[0][1]
+    assert o["model"] == "gpt-4o-mini" and o["max_completion_tokens"] == 7 and o["temperature"] == 0.3
+    assert o["messages"][0] == {"role": "system", "content": "be brief"} and "stream" not in o
+    a = jobs["anthropic"].rows[1][1]
+    assert a["max_tokens"] == 7 and a["temperature"] == 0.3 and a["system"] == "be brief"
+    assert "stream" not in a and "extra_body" not in a and a["messages"] == [{"role": "user", "content": "p1"}]
+    g = jobs["gemini"].rows[0][1]
+    assert g["generationConfig"]["maxOutputTokens"] == 7 and g["generationConfig"]["temperature"] == 0.3
+    assert g["systemInstruction"]["parts"][0]["text"] == "be brief" and g["contents"][0]["parts"][0]["text"] == "p0"
+    assert [r[0] for r in jobs["anthropic"].rows] == ["row-0", "row-1"]
+
+
+def test_endpoint_without_batch_api_is_one_clear_error(cloud, emulator):
+    s = cloud(extra=f'[providers.plain]\nkind = "openai-compatible"\nbase_url = "{emulator.base}/plain/v2"\n'
+                    'model = "m"\nfree = false\n')
+    import os
+    os.environ["PLAIN_API_KEY"] = CANARY
+    try:
+        with pytest.raises(LLMError) as info:
+            batch.submit_prompts(s, ["x"], "plain:m")
+    finally:
+        del os.environ["PLAIN_API_KEY"]
+    assert info.value.code == "BAD_ARGUMENT" and "batch API" in info.value.message
+    assert s.store.job_get(s.store.jobs(1)[0]["id"])["state"] == "failed"

@@ -22,6 +22,7 @@ from typing import Any
 from .protocols import WIRES, instance
 
 FAIL_MARK = "[fail]"
+CANCEL_SECONDS = 0.3
 
 
 @dataclass
@@ -51,8 +52,8 @@ class Job:
         """running | ended | expired | cancelled | failed (our words; each wire renders its own)."""
         if self.fail:
             return "failed"
-        if self.cancelled_at is not None:
-            return "cancelled"
+        if self.cancelled_at is not None:  # providers take a moment to stop (OpenAI: up to 10 min)
+            return "cancelling" if now - self.cancelled_at < CANCEL_SECONDS else "cancelled"
         if now - self.created >= self.seconds:
             return "expired" if self.expire else "ended"
         return "running"
@@ -259,7 +260,7 @@ def _openai_obj(store: Batches, job: Job) -> dict:
     done = job.done_rows(now)
     failed = sum(1 for _, b in job.rows[:done] if FAIL_MARK in WIRES["openai"].prompt(b)[1])
     status = {"running": "in_progress", "ended": "completed", "expired": "expired", "cancelled": "cancelled",
-              "failed": "failed"}[state]
+              "cancelling": "cancelling", "failed": "failed"}[state]
     if job.retrieves == 0 and state == "running":
         status = "validating"
     job.retrieves += 1
@@ -276,7 +277,9 @@ def _openai_obj(store: Batches, job: Job) -> dict:
                                                      "(emulated batch-fail)", "param": None, "line": 1}]}
         out["failed_at"] = int(now)
         return out
-    if state == "running":
+    if state == "cancelling":
+        out["cancelling_at"] = int(job.cancelled_at)
+    if state in ("running", "cancelling"):
         return out
     out[{"ended": "completed_at", "expired": "expired_at", "cancelled": "cancelled_at"}[state]] = int(now)
     if "output" not in job.files:
@@ -334,10 +337,12 @@ def _anthropic_obj(h, job: Job) -> dict:
     failed = sum(1 for _, b in job.rows[:done] if FAIL_MARK in WIRES["anthropic"].prompt(b)[1])
     counts = {"processing": 0, "succeeded": done - failed, "errored": failed, "canceled": 0, "expired": 0}
     rest = len(job.rows) - done
-    key = {"running": "processing", "cancelled": "canceled", "expired": "expired"}.get(state, "processing")
+    key = {"running": "processing", "cancelling": "processing", "cancelled": "canceled",
+           "expired": "expired"}.get(state, "processing")
     counts[key] += rest
-    ended = state != "running"
-    return {"id": job.id, "type": "message_batch", "processing_status": "ended" if ended else "in_progress",
+    ended = state not in ("running", "cancelling")
+    return {"id": job.id, "type": "message_batch",
+            "processing_status": "ended" if ended else ("canceling" if state == "cancelling" else "in_progress"),
             "request_counts": counts, "created_at": _iso(job.created), "expires_at": _iso(job.created + 86400),
             "ended_at": _iso(now) if ended else None, "archived_at": None,
             "cancel_initiated_at": _iso(job.cancelled_at),
@@ -385,7 +390,7 @@ def _anthropic_batch_results(h, store, prefix, rest, raw):
         return _not_found("anthropic", "message batch")
     now = time.time()
     state, done = job.state(now), job.done_rows(now)
-    if state == "running":
+    if state in ("running", "cancelling"):
         return 400, {"type": "error", "error": {"type": "invalid_request_error", "message": "batch is still in progress"}}
     lines = []
     for n, (cid, params) in enumerate(job.rows):
@@ -404,7 +409,7 @@ def _anthropic_batch_results(h, store, prefix, rest, raw):
 def _gemini_obj(job: Job) -> dict:
     now = time.time()
     state, done = job.state(now), job.done_rows(now)
-    words = {"running": "BATCH_STATE_RUNNING", "ended": "BATCH_STATE_SUCCEEDED", "expired": "BATCH_STATE_EXPIRED",
+    words = {"running": "BATCH_STATE_RUNNING", "cancelling": "BATCH_STATE_RUNNING", "ended": "BATCH_STATE_SUCCEEDED", "expired": "BATCH_STATE_EXPIRED",
              "cancelled": "BATCH_STATE_CANCELLED", "failed": "BATCH_STATE_FAILED"}
     meta: dict[str, Any] = {"@type": "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch",
                             "model": f"models/{job.model}", "displayName": "jupyter-llm", "name": job.id,
@@ -412,7 +417,7 @@ def _gemini_obj(job: Job) -> dict:
                             "batchStats": {"requestCount": str(len(job.rows)),
                                            "pendingRequestCount": str(len(job.rows) - done)}}
     out: dict[str, Any] = {"name": job.id, "metadata": meta}
-    if state == "running":
+    if state in ("running", "cancelling"):
         return out
     out["done"] = True
     meta["endTime"] = _iso(now)
