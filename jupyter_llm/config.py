@@ -39,7 +39,9 @@ def data_dir() -> Path:
 @dataclass
 class Reliability:
     retries: int = 3
-    timeout: float = 60.0          # seconds between stream chunks (read)
+    timeout: float = 60.0          # seconds one attempt may wait for the answer to start
+    stall_timeout: float = 60.0    # seconds of silence allowed once it started (keep-alives do not count)
+    deadline: float = 600.0        # seconds for a whole answer: retries and the fallback chain included
     connect_timeout: float = 10.0
     backoff: float = 0.5           # first retry wait, doubled each time, with full jitter
     max_backoff: float = 20.0
@@ -64,6 +66,8 @@ class Config:
     budget_caps: dict[tuple[str | None, str], float] = field(default_factory=dict)  # (provider|None, period) -> USD
     defaults: dict[str, Any] = field(default_factory=dict)  # temperature, max_tokens, system, format, cache...
     error: LLMError | None = None  # set when the file was bad and defaults were used instead
+    cloud: bool = True  # `cloud = false`: local-only mode (policy.py)
+    offline: bool | None = field(default=None, compare=False)  # not from the file: `%llm offline on|off`
     # Not from the file: local servers found or started in this session (see local_servers.py).
     known: "KnownServers" = field(default_factory=lambda: _known(), compare=False, repr=False)
 
@@ -87,8 +91,10 @@ def _known():
 
 
 _SETTINGS = {"temperature": float, "max_tokens": int, "top_p": float, "system": str,
-             "timeout": float, "format": str, "cache": bool, "table_rows": int}
+             "timeout": float, "stall_timeout": float, "deadline": float, "format": str, "cache": bool,
+             "footer": bool, "table_rows": int}
 FORMATS = ("markdown", "text", "code", "json", "html")
+MAX_SECONDS = 86400.0  # the longest timeout, stall_timeout or deadline accepted
 
 
 def load_config(path: Path | None = None, *, strict: bool = False) -> Config:
@@ -118,12 +124,14 @@ def _load(path: Path) -> Config:
         raise LLMError("CONFIG_ERROR", f"{path}: {exc}") from None
     check = _Checker(path, text)
 
-    known = {"default", "local", "providers", "aliases", "reliability", "budget", "limits", "defaults"}
+    known = {"default", "cloud", "local", "providers", "aliases", "reliability", "budget", "limits", "defaults"}
     for key in data:
         if key not in known:
             check.fail(key, f"unknown key {key!r} (known: {', '.join(sorted(known))})")
     if "default" in data:
         cfg.default = check.typed("default", data["default"], str)
+    if "cloud" in data:
+        cfg.cloud = check.typed("cloud", data["cloud"], bool)
 
     local = check.table("local", data.get("local", {}))
     for key, value in local.items():
@@ -178,6 +186,9 @@ def _load(path: Path) -> Config:
                        "gemini, or an installed jupyter_llm.providers entry point)")
         if spec.get("auth") not in (None, "api_key", "gateway", "command", "none"):
             check.fail(f"providers.{name}.auth", f"unknown auth {spec['auth']!r} (api_key, gateway, command, none)")
+        if "capabilities" in spec:
+            from .capabilities import validate_override
+            validate_override(spec["capabilities"], check.where(f"providers.{name}.capabilities"))
         cfg.providers[name.lower()] = dict(spec)
 
     for name, target in check.table("aliases", data.get("aliases", {})).items():
@@ -193,6 +204,8 @@ def _load(path: Path) -> Config:
             setattr(cfg.reliability, key, check.number(f"reliability.{key}", value, int, minimum=0))
         elif key in ("timeout", "connect_timeout", "backoff", "max_backoff", "circuit_cooldown"):
             setattr(cfg.reliability, key, float(check.number(f"reliability.{key}", value, float, minimum=0)))
+        elif key in ("stall_timeout", "deadline"):
+            setattr(cfg.reliability, key, coerce_setting(key, value, where=check.where(f"reliability.{key}")))
         else:
             check.fail(f"reliability.{key}", f"unknown key {key!r} in [reliability]")
 
@@ -231,7 +244,8 @@ def _load(path: Path) -> Config:
 _PROVIDER_KEYS = {"kind": str, "base_url": str, "model": str, "auth": str, "env": str,
                   "organization": str, "project": str, "command": str, "models": list,
                   "api_version": str, "ttl": float, "timeout": float, "connect_timeout": float,
-                  "stream_usage": bool, "max_tokens_param": str, "price": dict, "free": bool}
+                  "stream_usage": bool, "max_tokens_param": str, "price": dict, "free": bool, "enabled": bool,
+                  "capabilities": dict}
 BUDGET_KEYS = {"session_usd": "session", "daily_usd": "daily", "monthly_usd": "monthly"}
 MAX_USD = 10_000_000.0          # a cap or price above this is a typo, not a budget
 MAX_PRICE = 1_000_000.0         # USD per million tokens ($1 a token)
@@ -303,6 +317,8 @@ def coerce_setting(key: str, value: Any, *, where: str = "") -> Any:
         raise LLMError(code, f"{prefix}top_p must be in (0, 1], got {value}")
     if key in ("max_tokens", "timeout", "table_rows") and value <= 0:
         raise LLMError(code, f"{prefix}{key} must be positive, got {value}")
+    if key in ("stall_timeout", "deadline") and not 0 < value <= MAX_SECONDS:
+        raise LLMError(code, f"{prefix}{key} must be seconds between 0 and {MAX_SECONDS:g} (a day), got {value}")
     if key == "format" and value not in FORMATS:
         raise LLMError(code, f"{prefix}format must be one of {', '.join(FORMATS)}, got {value!r}")
     return value
