@@ -120,6 +120,7 @@ def submit(session, rows: Iterable, target: str | Target | None = None, *, use_c
     goes to the history DB before the provider call and again with its id after it."""
     from .batch_wire import LIMITS, backend
     from .store import Store
+    from .sensitive import check_request
     items = _items(rows)
     if not items:
         raise LLMError("BAD_ARGUMENT", "a batch job needs at least one row")
@@ -133,6 +134,11 @@ def submit(session, rows: Iterable, target: str | Target | None = None, *, use_c
     for n, (key, request, _) in enumerate(items):
         if isinstance(request, LLMError):
             spec_rows.append([_jsonable(key), None, request.line(), prompts[n] if prompts else ""])
+            continue
+        try:
+            check_request(target, request, session.config)  # protected values stay on this machine
+        except LLMError as exc:  # that row is BLOCKED, as in an interactive map; the others may go
+            spec_rows.append([_jsonable(key), None, exc.line(), prompts[n] if prompts else ""])
             continue
         ckey = Store.cache_key(str(target), request.cache_key_parts())
         hit = use_cache and store.cache_get(ckey) is not None

@@ -55,13 +55,17 @@ class Backend:
     """One provider's batch API for one target; SDK errors become LLMError through the adapter's mapping."""
 
     def __init__(self, session, target: Target):
+        from .policy import enforce
         from .providers import _wire
+        enforce(target.provider, session.config, target=target, what="batch job")  # local-only mode, disabled
         self.session = session
         self.target = target
         self.spec = session._spec(target)
         self.adapter = session.provider(target)
         self.model = _wire.model_for(self.spec, target)
         self.auth = session.credentials.resolve(self.spec)
+        if getattr(self.auth, "base_url", None):
+            enforce(target.provider, session.config, self.auth.base_url, target=target, what="batch job")
         self.connect, self.read = _wire.timeouts(self.spec, None)
         self.read = max(self.read, 120.0)  # uploads and result files are large
 

@@ -238,3 +238,32 @@ def test_endpoint_without_batch_api_is_one_clear_error(cloud, emulator):
         del os.environ["PLAIN_API_KEY"]
     assert info.value.code == "BAD_ARGUMENT" and "batch API" in info.value.message
     assert s.store.job_get(s.store.jobs(1)[0]["id"])["state"] == "failed"
+
+
+def test_local_only_mode_and_protected_values_block_batch_jobs(cloud, emulator, monkeypatch):
+    """Local-only mode refuses a job to a host off this machine; protected values make their rows BLOCKED
+    (the others go), as in an interactive map. Nothing leaves for the far host (it is never reached)."""
+    import pandas as pd
+    from IPython.testing.globalipapp import get_ipython
+    from jupyter_llm.magics import LLMMagics
+    from jupyter_llm.sensitive import protect, unprotect
+    monkeypatch.setenv("FARCLOUD_API_KEY", CANARY)
+    s = cloud('[providers.farcloud]\nkind = "openai-compatible"\nbase_url = "https://llm.example.com/v1"\n')
+    s.set_offline(True)
+    with pytest.raises(LLMError) as info:
+        batch.submit_prompts(s, ["x"], "farcloud:m1")
+    assert info.value.code == "BLOCKED" and s.store.jobs() == []
+    s.set_offline(False)
+    ip = get_ipython()
+    df = pd.DataFrame({"name": ["Ann", "Bob"], "salary": [1, 2]})
+    ip.user_ns["staff"] = protect(df, columns=["salary"])
+    try:
+        m = LLMMagics(shell=ip, session=s)
+        m.llm_cell("--map staff --batch farcloud:m1 -o out", "pay {row.salary}")
+        out = ip.user_ns["out"]
+        assert list(out["status"]) == ["BLOCKED", "BLOCKED"] and "{row.salary}" in out["error"].iloc[0]
+        emulator.batch_config(seconds=0.1)
+        m.llm_cell("--map staff --batch openai:gpt-4o-mini -o ok", "pay {row.salary}")  # loopback: allowed
+        assert list(ip.user_ns["ok"]["status"]) == ["ok", "ok"]
+    finally:
+        unprotect(df)
