@@ -267,3 +267,18 @@ def test_local_only_mode_and_protected_values_block_batch_jobs(cloud, emulator, 
         assert list(ip.user_ns["ok"]["status"]) == ["ok", "ok"]
     finally:
         unprotect(df)
+
+
+def test_emulator_lists_jobs_as_the_sdks_read_them(cloud, emulator):
+    """The emulator's list routes, read by each official SDK (what a user's own script might call)."""
+    from jupyter_llm.batch_wire import backend
+    emulator.batch_config(seconds=60)
+    s = cloud()
+    ids = {t.split(":")[0]: batch.submit_prompts(s, ["a"], t).provider_job_id for t in TARGETS}
+    o = backend(s, s.parse(TARGETS[0]))._client()
+    assert ids["openai"] in [b.id for b in o.batches.list()]
+    a = backend(s, s.parse(TARGETS[1]))._client()
+    assert ids["anthropic"] in [b.id for b in a.messages.batches.list()]
+    g = backend(s, s.parse(TARGETS[2]))._client()
+    listed = list(g.batches.list())
+    assert ids["gemini"] in [j.name for j in listed] and all(str(j.state).endswith("RUNNING") for j in listed)
