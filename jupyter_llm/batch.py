@@ -108,14 +108,10 @@ def _items(rows: Iterable) -> list[tuple[Any, Request, Any]]:
     return out
 
 
-def _template_error(key: Any, error: LLMError) -> tuple:
-    """A row whose template failed (no Request): it is in the job's frame with its code, never sent."""
-    return (key, error, None)
-
-
 def submit(session, rows: Iterable, target: str | Target | None = None, *, use_cache: bool = True,
            prompts: list[str] | None = None, index: Any = None) -> Job:
-    """Submit rows ((key, Request[, target]) tuples, one target) as one provider batch job; rows already in
+    """Submit rows ((key, Request[, target]) tuples, one target; an LLMError in place of the Request is a row
+    that failed before sending, kept with its code) as one provider batch job; rows already in
     the response cache are not sent. Estimates and budget-checks first (nothing sent on refusal); the job
     goes to the history DB before the provider call and again with its id after it."""
     from .batch_wire import LIMITS, backend
@@ -166,7 +162,10 @@ def submit(session, rows: Iterable, target: str | Target | None = None, *, use_c
     if not pending:
         store.job_put(**record, state="ended", detail="every row was in the response cache", finished=time.time())
         return Job(job_id, "", str(target), len(items), 0, est, "ended")
-    store.job_put(**record, state="submitting")
+    if not store.job_put(**record, state="submitting"):
+        raise LLMError("CONFIG_ERROR", f"the history database {store.path} cannot be written, so a batch job "
+                       "would be lost with this kernel; nothing was submitted",
+                       hint="set JUPYTER_LLM_DATA_DIR to a writable folder, or run the map without --batch")
     try:
         provider_id = wire.submit(pending)
     except BaseException as exc:

@@ -282,3 +282,14 @@ def test_emulator_lists_jobs_as_the_sdks_read_them(cloud, emulator):
     g = backend(s, s.parse(TARGETS[2]))._client()
     listed = list(g.batches.list())
     assert ids["gemini"] in [j.name for j in listed] and all(str(j.state).endswith("RUNNING") for j in listed)
+
+
+def test_unwritable_history_refuses_before_submitting(cloud, emulator, tmp_path, monkeypatch):
+    from jupyter_llm.store import Store
+    s = cloud()
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    s._store = Store(blocker / "history.sqlite3")
+    with pytest.raises(LLMError) as info:
+        batch.submit_prompts(s, ["x"], "openai:gpt-4o-mini")
+    assert info.value.code == "CONFIG_ERROR" and emulator.calls(None, "batch") == []
