@@ -46,7 +46,7 @@ HELP = """\
 %llm providers            every provider: configured?, auth, credential source, health
 %llm discover [--ports 8080-8092] [--host 127.0.0.1]   find llama.cpp servers and Ollama (remembered)
 %llm serve PATH.gguf [--port N] [--ctx N] [--alias NAME] [--gpu-layers N]   start llama.cpp in this kernel
-%llm servers              servers this kernel started: port, model, pid, memory, slots
+%llm servers              servers this kernel started (port, model, pid, memory, slots) and the [local] pool
 %llm stop PORT|all        stop servers this kernel started (they also stop with the kernel)
 %llm login PROVIDER [--method api_key|gateway|command] [--no-check]  check a secret live, then store it in the OS keyring
 %llm logout PROVIDER      delete the stored secret
