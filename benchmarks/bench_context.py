@@ -1,4 +1,4 @@
-"""6. Context at length: time per `%%llm` cell at exchange 10 vs exchange 1,000 (quick: 200).
+"""7. Context at length: time per `%%llm` cell at exchange 10 vs exchange 1,000 (quick: 200).
 
 A real kernel talks to a real llama.cpp server with a 2,048-token window (tiny generated GGUF) with
 `max_tokens=8`; every cell has its own cell id (execute_request metadata.cellId, as JupyterLab sends).

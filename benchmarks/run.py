@@ -11,7 +11,7 @@ medians), printed as a table and written to .cache/bench/results.json.
 3 iopub    display traffic of a streamed answer in a real kernel, 500..4000 tokens        goal: bytes/char flat
 4 compare  run_compare wall vs the slowest target alone (emulated clouds)                goal: <= 1.1x
 5 map      --map throughput vs rows x per-row latency / workers (fixed-latency emulator)  goal: >= 0.9 at 8
-6 context  time per %%llm cell at exchange 10 / 100 vs 1,000, 2,048-token llama.cpp      goal: flat, 0 failures
+7 context  time per %%llm cell at exchange 10 / 100 vs 1,000, 2,048-token llama.cpp      goal: flat, 0 failures
 
 Everything binds 127.0.0.1; config, history and keyring live in a temp dir; no network, no real keys.
 See benchmarks/README.md for what each figure means.
@@ -289,9 +289,9 @@ def table(results: dict) -> str:
     if "context" in s:
         X = s["context"]
         if "error" in X:
-            rows.append(("6 context", "", "", "", X["error"], "FAILED"))
+            rows.append(("7 context", "", "", "", X["error"], "FAILED"))
         else:
-            rows.append((f"6 context: cell at exchange 100 vs {X['exchanges']}", _ms(X["cell_s_at_100"]),
+            rows.append((f"7 context: cell at exchange 100 vs {X['exchanges']}", _ms(X["cell_s_at_100"]),
                          _ms(X["cell_s_at_end"]), _x(X["ratio_end_vs_100"]), "<= 1.250x (flat)", _ok(X["pass"])))
             rows.append((f"  exchange 10 vs {X['exchanges']} (window filling)", _ms(X["cell_s_at_10"]),
                          _ms(X["cell_s_at_end"]), _x(X["ratio_end_vs_10"]),

@@ -57,6 +57,7 @@ class Config:
     local_host: str = "127.0.0.1"
     local_ports: dict[int, str] = field(default_factory=dict)
     local_scan: tuple[int, int] = DEFAULT_SCAN
+    local_pool: list[tuple[str, int]] = field(default_factory=list)  # [local] pool: (host, port) of each server
     providers: dict[str, dict[str, Any]] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
     reliability: Reliability = field(default_factory=Reliability)
@@ -147,8 +148,20 @@ def _load(path: Path) -> Config:
                     or not 0 < rng[0] <= rng[1] < 65536):
                 check.fail("local.scan", "must be [first_port, last_port]")
             cfg.local_scan = (rng[0], rng[1])
+        elif key == "pool":
+            from .pool import parse_member
+            if not isinstance(value, list) or not value:
+                check.fail("local.pool", 'must be a list of "host:port" (or port) entries, e.g. ["127.0.0.1:8080"]')
+            for entry in value:
+                try:
+                    member = parse_member(entry, cfg.local_host)
+                except ValueError as exc:
+                    check.fail("local.pool", str(exc))
+                if member in cfg.local_pool:
+                    check.fail("local.pool", f"{entry!r} is listed twice")
+                cfg.local_pool.append(member)
         else:
-            check.fail(f"local.{key}", f"unknown key {key!r} in [local] (known: host, ports, scan)")
+            check.fail(f"local.{key}", f"unknown key {key!r} in [local] (known: host, ports, scan, pool)")
 
     for name, spec in check.table("providers", data.get("providers", {})).items():
         spec = check.table(f"providers.{name}", spec)

@@ -89,10 +89,19 @@ def cmd_servers(magics, rest: list[str]) -> None:
         else:
             state, mem, slots = f"exited ({s.proc.returncode if s.proc else '?'})", "", ""
         rows.append((s.port, s.target, s.model, s.model_path.name, s.pid, mem, slots, state, s.backend))
-    if not rows:
+    pool = magics.session.config.local_pool
+    if not rows and not pool:
         print("no servers started by this kernel (start one with %llm serve MODEL.gguf; %llm discover finds others)")
         return
-    show_table(["port", "target", "model", "file", "pid", "memory", "slots", "state", "backend"], rows)
+    if rows:
+        show_table(["port", "target", "model", "file", "pid", "memory", "slots", "state", "backend"], rows)
+    if pool:  # [local] pool: each server's health and slots (target local:pool)
+        from .pool import Pool
+        p = Pool.from_config(magics.session.config)
+        p.refresh()
+        show_table(["server", "state", "model", "slots", "detail"], p.health_rows(),
+                   caption=f"local:pool: {len(p.healthy())} of {len(p.members)} healthy, "
+                           f"{sum(m.slots for m in p.healthy())} slots")
 
 
 def cmd_stop(magics, rest: list[str]) -> None:

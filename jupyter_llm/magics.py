@@ -28,6 +28,9 @@ COMMANDS: dict[str, str] = {
     "serve": ".local_magics:cmd_serve",
     "servers": ".local_magics:cmd_servers",
     "stop": ".local_magics:cmd_stop",
+    "jobs": ".batch_face:cmd_jobs",
+    "collect": ".batch_face:cmd_collect",
+    "cancel": ".batch_face:cmd_cancel",
     "offline": ".control_magics:cmd_offline",
     "alias": ".control_magics:cmd_alias",
     "config": ".control_magics:cmd_config",
@@ -45,7 +48,7 @@ HELP = """\
 %llm providers            every provider: configured?, auth, credential source, health
 %llm discover [--ports 8080-8092] [--host 127.0.0.1]   find llama.cpp servers and Ollama (remembered)
 %llm serve PATH.gguf [--port N] [--ctx N] [--alias NAME] [--gpu-layers N]   start llama.cpp in this kernel
-%llm servers              servers this kernel started: port, model, pid, memory, slots
+%llm servers              servers this kernel started (port, model, pid, memory, slots) and the [local] pool
 %llm stop PORT|all        stop servers this kernel started (they also stop with the kernel)
 %llm login PROVIDER [--method api_key|gateway|command] [--no-check]  check a secret live, then store it in the OS keyring
 %llm logout PROVIDER      delete the stored secret
@@ -64,6 +67,9 @@ HELP = """\
 %llm usage [--today|--month] [--notebook [PATH]]   tokens and cost: this session, or from the history
 %llm budget [PROVIDER] [session|daily|monthly] USD|off   spend caps (no arguments: caps and what is spent)
 %llm fallback T1 T2 ...|off   targets tried in order when the active one fails
+%llm jobs [-n N]          provider batch jobs: id, target, rows, state, submitted, cost estimate
+%llm collect JOB [-o NAME]   wait for a batch job, then its rows as a DataFrame (cached for re-runs)
+%llm cancel JOB           cancel a batch job (finished rows are kept)
 %llm continue [--max-tokens N]  carry the last (truncated) answer on; _llm holds the joined text
 %llm explain [N] [--target T]   explain the last error (or cell N's) with its traceback and source
 %llm fix [N] [--target T]       ask for the corrected cell and insert it below
@@ -76,7 +82,7 @@ HELP = """\
        --show: exactly what each target would receive)
 PROMPT with {variables} from the namespace ({{ }} for literal braces; {Err[n]}: cell n's error)
 %%llm --map DATA [TARGET | --compare T1 T2 ...] [--schema NAME] [--workers N] [--stop-on-error]
-      [--attach PATH] [--dry-run [--show]] [-o NAME]
+      [--attach PATH] [--dry-run [--show]] [-o NAME] [--batch [TARGET]]
 TEMPLATE per row: {row.col} {row["col"]} {item} {index}; result DataFrame in _llm_map"""
 
 
@@ -107,6 +113,7 @@ def _cell_parser() -> _Parser:
     cache = p.add_mutually_exclusive_group()
     cache.add_argument("--no-cache", dest="cache", action="store_false", default=None)
     cache.add_argument("--cache", dest="cache", action="store_true", default=None)
+    p.add_argument("--batch", nargs="?", const=True, default=None, metavar="TARGET")  # batch.py: one provider batch job
     p.add_argument("--map", metavar="DATA")              # mapping.py: the body is a template per row
     p.add_argument("--schema", metavar="NAME")           # schema.py: structured output
     p.add_argument("--workers", type=int)
@@ -159,6 +166,8 @@ class LLMMagics(Magics):
         if args.map is not None:
             from .mapcell import map_cell
             return map_cell(self, args, cell)
+        if args.batch is not None:
+            raise LLMError("BAD_ARGUMENT", "--batch works with --map DATA (one provider batch job for the rows)")
         if args.workers is not None or args.stop_on_error:
             raise LLMError("BAD_ARGUMENT", "--workers and --stop-on-error work with --map DATA")
         if args.dry_run and args.show:

@@ -48,6 +48,29 @@ CREATE TABLE IF NOT EXISTS holds (
 CREATE INDEX IF NOT EXISTS holds_time ON holds(time);
 """
 _BOOL_FIELDS = ("incomplete", "cached", "truncated", "replayed")
+# Provider batch jobs (batch.py): written at submit time so an interrupt or a restart loses nothing.
+_JOBS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    provider_job_id TEXT,
+    provider TEXT,
+    target TEXT,
+    time REAL NOT NULL,
+    state TEXT NOT NULL,
+    n_rows INTEGER,
+    n_sent INTEGER,
+    estimate REAL,
+    detail TEXT,
+    session_id TEXT,
+    notebook TEXT,
+    finished REAL,
+    collected REAL,
+    spec TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_time ON jobs(time);
+"""
+JOB_FIELDS = ("id", "provider_job_id", "provider", "target", "time", "state", "n_rows", "n_sent", "estimate",
+              "detail", "session_id", "notebook", "finished", "collected", "spec")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS exchanges (
@@ -128,6 +151,7 @@ class Store:
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.executescript(_SCHEMA)
                 _migrate(conn)
+                conn.executescript(_JOBS_SCHEMA)
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             except Exception:
                 conn.close()
@@ -423,6 +447,46 @@ class Store:
             return conn.execute("DELETE FROM cache").rowcount
 
         return self._run("cache clear", delete, 0)
+
+    # ---- batch jobs (batch.py) ----------------------------------------------------------------
+
+    def job_put(self, **fields: Any) -> bool:
+        """Insert or update one job (fields as JOB_FIELDS; `spec` is JSON-encoded here); False if not written."""
+        row = {k: v for k, v in fields.items() if k in JOB_FIELDS}
+        if "spec" in row and not isinstance(row["spec"], str):
+            row["spec"] = _json(row["spec"])
+        cols = ", ".join(row)
+
+        def upsert(conn: sqlite3.Connection) -> bool:
+            updates = ", ".join(f"{k} = ?" for k in row if k != "id")
+            changed = conn.execute(f"UPDATE jobs SET {updates} WHERE id = ?",
+                                   [v for k, v in row.items() if k != "id"] + [row["id"]]).rowcount if updates else 0
+            if not changed:
+                conn.execute(f"INSERT INTO jobs ({cols}) VALUES ({', '.join('?' for _ in row)})", list(row.values()))
+            return True
+
+        return self._run("job write", upsert, False)
+
+    def job_get(self, ref: str) -> dict | None:
+        """One job by our id or the provider's job id, with `spec` decoded; None when unknown."""
+        def select(conn: sqlite3.Connection) -> dict | None:
+            row = conn.execute("SELECT * FROM jobs WHERE id = ? OR provider_job_id = ?", [ref, ref]).fetchone()
+            if row is None:
+                return None
+            d = dict(row)
+            d["spec"] = json.loads(d["spec"]) if d.get("spec") else {}
+            return d
+
+        return self._run("job read", select, None)
+
+    def jobs(self, n: int = 50) -> list[dict]:
+        """The last `n` jobs, newest first, without their row specs."""
+        cols = ", ".join(f for f in JOB_FIELDS if f != "spec")
+
+        def select(conn: sqlite3.Connection) -> list[dict]:
+            return [dict(r) for r in conn.execute(f"SELECT {cols} FROM jobs ORDER BY time DESC LIMIT ?", [int(n)])]
+
+        return self._run("jobs", select, [])
 
 
 def split_target(text: str | None) -> tuple[str | None, str | None]:
