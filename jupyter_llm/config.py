@@ -1,8 +1,10 @@
 """The TOML config file (SPEC 8): where it lives, what it may hold, and errors that name file:line:key."""
 from __future__ import annotations
 
+import math
 import os
 import re
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +62,109 @@ class Config:
     error: LLMError | None = None  # set when the file was bad and defaults were used instead
 
 
+@dataclass(frozen=True)
+class Num:
+    """One numeric key: its type, allowed range and unit; nan and inf are never allowed."""
+    kind: type                 # int or float
+    low: float
+    high: float
+    low_open: bool = False     # True: `low` itself is not allowed (strictly greater)
+    unit: str = ""
+    note: str = ""             # extra words for the error (e.g. what 0 means)
+
+
+_DAY = 86400.0
+# Every numeric setting, config key and option, in one table: a new numeric key is one line here.
+# `*` matches one name (a provider). Keys read by `check_number`; config keys by the loader.
+NUMBERS: dict[str, Num] = {
+    "reliability.retries": Num(int, 0, 20),
+    "reliability.circuit_failures": Num(int, 0, 1000, note="0 turns the breaker off"),
+    "reliability.timeout": Num(float, 0, _DAY, low_open=True, unit="s"),
+    "reliability.connect_timeout": Num(float, 0, 3600, low_open=True, unit="s"),
+    "reliability.backoff": Num(float, 0, 600, unit="s"),
+    "reliability.max_backoff": Num(float, 0, 3600, unit="s"),
+    "reliability.circuit_cooldown": Num(float, 0, _DAY, unit="s"),
+    "limits.*.rpm": Num(float, 0, 1e7, note="0 means no limit; below 1 per minute is refused"),
+    "limits.*.tpm": Num(float, 0, 1e12, note="0 means no limit"),
+    "budget.session_usd": Num(float, 0, 1e7, unit="USD"),
+    "providers.*.ttl": Num(float, 0, 30 * _DAY, low_open=True, unit="s"),
+    "local.port": Num(int, 1, 65535),
+    # session settings (`%llm set`, `[defaults]`, per-cell options)
+    "temperature": Num(float, 0, 2),
+    "top_p": Num(float, 0, 1, low_open=True),
+    "max_tokens": Num(int, 1, 10_000_000),
+    "timeout": Num(float, 0, _DAY, low_open=True, unit="s"),
+    # magic arguments
+    "budget": Num(float, 0, 1e7, unit="USD"),
+    "history.n": Num(int, 1, 1_000_000),
+    "discover.port": Num(int, 1, 65535),
+}
+# Below 1 request per minute a bucket would wait minutes per request: refused rather than hanging.
+_NONZERO_MIN = {"limits.*.rpm": 1.0}
+
+
+def numeric_spec(key: str) -> Num | None:
+    """The NUMBERS entry for a dotted key (a provider name matches `*`)."""
+    if key in NUMBERS:
+        return NUMBERS[key]
+    parts = key.split(".")
+    for pattern, spec in NUMBERS.items():
+        pat = pattern.split(".")
+        if len(pat) == len(parts) and all(a == "*" or a == b for a, b in zip(pat, parts)):
+            return spec
+    return None
+
+
+def _pattern(key: str) -> str:
+    parts = key.split(".")
+    for pattern in NUMBERS:
+        pat = pattern.split(".")
+        if len(pat) == len(parts) and all(a == "*" or a == b for a, b in zip(pat, parts)):
+            return pattern
+    return key
+
+
+def check_number(key: str, value, *, where: str = "", label: str | None = None):
+    """Validate `value` for numeric key `key` (see NUMBERS): a finite number of the right type within
+    range, strings parsed. Raises BAD_ARGUMENT (or CONFIG_ERROR naming `where` = file:line: key)."""
+    spec = numeric_spec(key)
+    if spec is None:
+        raise KeyError(key)
+    code = "CONFIG_ERROR" if where else "BAD_ARGUMENT"
+    name = where or (label or key)
+    kind = "an integer" if spec.kind is int else "a number"
+    original = value
+    if isinstance(value, str):
+        text = value.strip().replace("_", "")
+        try:
+            value = int(text) if spec.kind is int and re.fullmatch(r"[+-]?\d+", text) else float(text)
+        except (ValueError, OverflowError):
+            raise LLMError(code, f"{name} must be {kind}, got {original!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise LLMError(code, f"{name} must be {kind}, got {original!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise LLMError(code, f"{name} must be a finite number, got {original!r}")
+    if spec.kind is int:
+        if isinstance(value, float):
+            if value != int(value):
+                raise LLMError(code, f"{name} must be a whole number, got {original!r}")
+            value = int(value)
+    else:
+        value = float(value)
+    unit = f" {spec.unit}" if spec.unit else ""
+    low_ok = value > spec.low if spec.low_open else value >= spec.low
+    if not low_ok or value > spec.high:
+        lo = f"> {spec.low:g}" if spec.low_open else f">= {spec.low:g}"
+        extra = f"; {spec.note}" if spec.note else ""
+        shown = original if isinstance(original, str) and len(original) <= 40 else f"{value:g}"
+        raise LLMError(code, f"{name} must be {lo} and <= {spec.high:g}{unit}, got {shown}{extra}")
+    floor = _NONZERO_MIN.get(_pattern(key))
+    if floor is not None and 0 < value < floor:
+        raise LLMError(code, f"{name} must be 0 (no limit) or at least {floor:g}, got {value:g}",
+                       hint="a rate below one request per minute is not supported")
+    return value
+
+
 _SETTINGS = {"temperature": float, "max_tokens": int, "top_p": float, "system": str,
              "timeout": float, "format": str, "cache": bool}
 FORMATS = ("markdown", "text", "code", "json", "html")
@@ -80,16 +185,26 @@ def load_config(path: Path | None = None, *, strict: bool = False) -> Config:
 
 def _load(path: Path) -> Config:
     cfg = Config(path=path)
-    if not path.exists():
+    try:
+        st = path.stat()
+    except FileNotFoundError:
         return cfg
+    except (OSError, ValueError) as exc:
+        raise LLMError("CONFIG_ERROR", f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+    if not stat.S_ISREG(st.st_mode):
+        what = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file (a FIFO, socket or device)"
+        raise LLMError("CONFIG_ERROR", f"{path}: is {what}; it was not read",
+                       hint="point JUPYTER_LLM_CONFIG at a TOML file")
+    if st.st_size > 1_000_000:
+        raise LLMError("CONFIG_ERROR", f"{path}: is {st.st_size} bytes; a config file is at most 1 MB")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise LLMError("CONFIG_ERROR", f"{path}: cannot read: {exc}") from None
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise LLMError("CONFIG_ERROR", f"{path}: {exc}") from None
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:
+        raise LLMError("CONFIG_ERROR", f"{path}: {exc or 'nested too deeply'}") from None
     check = _Checker(path, text)
 
     known = {"default", "local", "providers", "aliases", "reliability", "budget", "limits", "defaults"}
@@ -103,16 +218,21 @@ def _load(path: Path) -> Config:
     for key, value in local.items():
         if key == "host":
             cfg.local_host = check.typed("local.host", value, str)
+            try:
+                check_host(cfg.local_host, what="local.host")
+            except LLMError as exc:
+                check.fail("local.host", exc.message.split(": ", 1)[-1])
         elif key == "ports":
             for port, name in check.table("local.ports", value).items():
-                if not str(port).isdigit() or not 0 < int(port) < 65536:
-                    check.fail(f"local.ports.{port}", f"{port!r} is not a port number")
+                if not re.fullmatch(r"[0-9]{1,5}", str(port)) or not 0 < int(port) < 65536:
+                    check.fail(f"local.ports.{port}", f"{port!r} is not a port number (1-65535)")
                 cfg.local_ports[int(port)] = check.typed(f"local.ports.{port}", name, str)
         elif key == "scan":
             rng = value
-            if (not isinstance(rng, list) or len(rng) != 2 or not all(isinstance(p, int) for p in rng)
+            if (not isinstance(rng, list) or len(rng) != 2
+                    or not all(isinstance(p, int) and not isinstance(p, bool) for p in rng)
                     or not 0 < rng[0] <= rng[1] < 65536):
-                check.fail("local.scan", "must be [first_port, last_port]")
+                check.fail("local.scan", "must be [first_port, last_port], ports 1-65535")
             cfg.local_scan = (rng[0], rng[1])
         else:
             check.fail(f"local.{key}", f"unknown key {key!r} in [local] (known: host, ports, scan)")
@@ -122,8 +242,8 @@ def _load(path: Path) -> Config:
         for key, value in spec.items():
             if key not in _PROVIDER_KEYS:
                 check.fail(f"providers.{name}.{key}", f"unknown key {key!r} (known: {', '.join(sorted(_PROVIDER_KEYS))})")
-            if key == "ttl":
-                check.number(f"providers.{name}.ttl", value, float, minimum=0)
+            if numeric_spec(f"providers.{name}.{key}") is not None:
+                check.num(f"providers.{name}.{key}", value)
             else:
                 check.typed(f"providers.{name}.{key}", value, _PROVIDER_KEYS[key])
         if spec.get("kind") is not None and not re.fullmatch(r"[A-Za-z][\w.-]*", spec["kind"]):
@@ -142,10 +262,8 @@ def _load(path: Path) -> Config:
             if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
                 check.fail("reliability.fallback", "must be a list of targets")
             cfg.reliability.fallback = list(value)
-        elif key in ("retries", "circuit_failures"):
-            setattr(cfg.reliability, key, check.number(f"reliability.{key}", value, int, minimum=0))
-        elif key in ("timeout", "connect_timeout", "backoff", "max_backoff", "circuit_cooldown"):
-            setattr(cfg.reliability, key, float(check.number(f"reliability.{key}", value, float, minimum=0)))
+        elif numeric_spec(f"reliability.{key}") is not None and hasattr(cfg.reliability, key):
+            setattr(cfg.reliability, key, check.num(f"reliability.{key}", value))
         else:
             check.fail(f"reliability.{key}", f"unknown key {key!r} in [reliability]")
 
@@ -154,14 +272,14 @@ def _load(path: Path) -> Config:
         for key, value in lim.items():
             if key not in ("rpm", "tpm"):
                 check.fail(f"limits.{name}.{key}", "known keys: rpm, tpm")
-            check.number(f"limits.{name}.{key}", value, float, minimum=0)
+            lim[key] = check.num(f"limits.{name}.{key}", value)
         cfg.limits[name.lower()] = {k: float(v) for k, v in lim.items()}
 
     budget = check.table("budget", data.get("budget", {}))
     for key, value in budget.items():
         if key != "session_usd":
             check.fail(f"budget.{key}", "known key: session_usd")
-        cfg.budget_usd = float(check.number("budget.session_usd", value, float, minimum=0))
+        cfg.budget_usd = check.num("budget.session_usd", value)
 
     for key, value in check.table("defaults", data.get("defaults", {})).items():
         cfg.defaults[key] = coerce_setting(key, value, where=check.where(f"defaults.{key}"))
@@ -191,23 +309,44 @@ def coerce_setting(key: str, value: Any, *, where: str = "") -> Any:
                 raise ValueError
         elif kind is str:
             value = str(value)
+        elif numeric_spec(key) is not None:
+            return check_number(key, value, where=where)
         else:
-            if isinstance(value, bool):
-                raise ValueError
             value = kind(value)
-            if kind is int and value != float(value):
-                raise ValueError
     except (TypeError, ValueError):
         raise LLMError(code, f"{prefix}{key} must be {kind.__name__}, got {value!r}") from None
-    if key == "temperature" and not 0 <= value <= 2:
-        raise LLMError(code, f"{prefix}temperature must be between 0 and 2, got {value}")
-    if key == "top_p" and not 0 < value <= 1:
-        raise LLMError(code, f"{prefix}top_p must be in (0, 1], got {value}")
-    if key in ("max_tokens", "timeout") and value <= 0:
-        raise LLMError(code, f"{prefix}{key} must be positive, got {value}")
+    if kind is str and ("\x00" in value or _unencodable(value)):
+        raise LLMError(code, f"{prefix}{key} holds a NUL or a lone surrogate character")
     if key == "format" and value not in FORMATS:
         raise LLMError(code, f"{prefix}format must be one of {', '.join(FORMATS)}, got {value!r}")
     return value
+
+
+def _unencodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+_HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
+
+
+def check_host(host: str, *, what: str = "--host") -> str:
+    """A host name, IPv4 or IPv6 address (no scheme, port, path or spaces); BAD_ARGUMENT otherwise."""
+    import ipaddress
+    text = host.strip() if isinstance(host, str) else ""
+    bare = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    try:
+        ipaddress.ip_address(bare)
+        return bare
+    except ValueError:
+        pass
+    if text and len(text) <= 253 and _HOST.fullmatch(text):
+        return text
+    raise LLMError("BAD_ARGUMENT", f"{what}: {host!r} is not a host name or IP address",
+                   hint="e.g. 127.0.0.1, localhost or ::1; no scheme, port or spaces")
 
 
 class _Checker:
@@ -251,6 +390,12 @@ class _Checker:
 
     def table(self, dotted: str, value: Any) -> dict:
         return self.typed(dotted, value, dict)
+
+    def num(self, dotted: str, value: Any):
+        """A numeric key checked against NUMBERS (strings are not numbers in a TOML file)."""
+        if isinstance(value, str):
+            self.fail(dotted, f"must be a number, got {value!r}")
+        return check_number(dotted, value, where=self.where(dotted))
 
     def number(self, dotted: str, value: Any, kind: type, minimum: float | None = None):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from typing import Any, Callable, Iterable
@@ -172,8 +173,9 @@ class Session:
         self.notify("conversation")
 
     def set_budget(self, usd: float | None) -> None:
-        if usd is not None and usd < 0:
-            raise LLMError("BAD_ARGUMENT", f"budget must be >= 0, got {usd}")
+        if usd is not None:
+            from .config import check_number
+            usd = check_number("budget", usd)
         self.budget = usd
         self._record_event("budget", {"usd": usd})
         self.notify("usage")
@@ -213,6 +215,9 @@ class Session:
             return Health(False, exc.line())
 
     def discover(self, ports: tuple[int, int] | None = None, host: str | None = None, timeout: float = 0.5):
+        if host is not None:
+            from .config import check_host
+            host = check_host(host)
         provider = self.provider(Target("local"))
         port_list = None if ports is None else list(range(ports[0], ports[1] + 1))
         return provider.discover(host=host, ports=port_list, timeout=timeout)
@@ -241,6 +246,7 @@ class Session:
         return rows
 
     def status(self, *, probe: bool = True) -> dict[str, Any]:
+        from .redact import safe_url
         target = self.active
         spec = self._spec(target)
         auth = self.credentials.lookup(spec, run_command=False) if spec.needs_key else None
@@ -250,7 +256,7 @@ class Session:
                 "auth": auth.method if auth else ("none" if not spec.needs_key else "missing"),
                 "source": auth.source if auth else ("-" if spec.needs_key else "none needed"),
                 "key": auth.masked if auth and auth.secret else "",
-                "base_url": (auth.base_url if auth and auth.base_url else None) or self._base_url(target, spec),
+                "base_url": safe_url((auth.base_url if auth and auth.base_url else None) or self._base_url(target, spec)),
                 "conversation": len(self.conversation) // 2, "requests": total["requests"],
                 "input_tokens": total["input_tokens"], "output_tokens": total["output_tokens"],
                 "cost": total["cost"], "budget": self.budget, "budget_left": self.budget_left,
@@ -287,9 +293,10 @@ class Session:
 
     def ask(self, prompt: str, *, target: str | Target | None = None, on_event: Callable[[Event], None] | None = None,
             new: bool = False, no_history: bool = False, cache: bool | None = None, fallback: bool = True,
-            **params: Any) -> Response:
+            on_response: Callable[[Response], None] | None = None, **params: Any) -> Response:
         """Send one prompt, streaming events to `on_event`; returns the Response (never raises LLMError
-        for provider failures: they are on `Response.error`). Bad arguments and the budget raise."""
+        for provider failures: they are on `Response.error`). Bad arguments and the budget raise.
+        `on_response` gets the answer (after the conversation) before the history row is written."""
         target = self.active if target is None else self.parse(target)
         if new:
             self.reset()
@@ -312,10 +319,22 @@ class Session:
                 self.conversation += [{"role": "user", "content": prompt},
                                       {"role": "assistant", "content": response.text}]
             self.notify("conversation")
-        if cache_key and not response.cached and response.ok and not response.incomplete:
-            self.store.cache_put(cache_key, response.to_record())
         self.last = response
+        if on_response is not None:
+            on_response(response)  # e.g. `_llm`: the answer is the user's before any disk write
+        self._record(prompt, response, cache_key if response.ok and not response.incomplete else None)
         return response
+
+    def _record(self, prompt: str, response: Response, cache_key: str | None) -> None:
+        """Queue the history row (and cache entry); say on stderr, every time, when a row is not recorded."""
+        from .store import report_write
+        store = self.store
+        if cache_key and not response.cached:
+            record = response.to_record()
+            store.submit("cache entry", lambda: store.cache_put(cache_key, record))
+        note = report_write(store, store.submit_response(response, prompt, session_id=self.id))
+        if note:
+            print(note, file=sys.stderr, flush=True)
 
     def check_budget(self, targets: list[Target], request: Request) -> None:
         """Refuse before anything is sent when sending `request` to every target (one ask, or a whole
@@ -392,10 +411,6 @@ class Session:
             self.usage.add(answered.provider, model, response.usage.input_tokens, response.usage.output_tokens, response.cost)
         elif response.cached:
             response.cost = 0.0
-        try:
-            self.store.record_response(response, prompt, session_id=self.id)
-        except Exception as exc:  # the store handles its own errors; this is the last guard, no traceback
-            log.warning("jupyter-llm: could not write the history database: %s", exc)
         self.notify("usage")
 
     def _record_event(self, kind: str, detail: dict) -> None:

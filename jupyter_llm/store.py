@@ -2,7 +2,10 @@
 
 Nothing here may break a user's cell: a store that cannot be opened or written logs one warning and
 then answers with empty results. One connection shared by threads behind a lock; WAL so that
-several kernels can use the same file.
+several kernels can use the same file. Exchanges go through a write queue (`submit`): a locked or
+full database is retried in the background for a bounded time, and the caller learns from the
+returned `Ticket` whether the row was recorded, so it can say so. Every text stored is scrubbed of
+known secrets; a cache row that does not decode to a valid record is a miss (and is removed).
 """
 from __future__ import annotations
 
@@ -18,12 +21,14 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 if TYPE_CHECKING:
     from .events import Response
 
-__all__ = ["Store", "default_store", "EXCHANGE_FIELDS", "FILENAME"]
+__all__ = ["Store", "Ticket", "default_store", "EXCHANGE_FIELDS", "FILENAME", "RETRY_FOR"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 FILENAME = "history.sqlite3"
+RETRY_FOR = 30.0          # seconds a queued write is retried while the database is locked or full
+_STORE_ERRORS = (sqlite3.Error, OSError, ValueError, TypeError, OverflowError, RecursionError)
 SCHEMA_VERSION = 1
 EXCHANGE_FIELDS = ("time", "session_id", "target", "answered_by", "prompt", "response", "input_tokens",
                    "output_tokens", "cost", "latency", "ttft", "status", "incomplete", "cached", "finish_reason")
@@ -66,7 +71,50 @@ CREATE TABLE IF NOT EXISTS cache (
 
 
 def _json(value: Any) -> str:
-    return json.dumps(value, default=str, ensure_ascii=False)
+    from .redact import scrub
+    return scrub(json.dumps(value, default=str, ensure_ascii=False))
+
+
+class Ticket:
+    """The fate of one queued write: `wait()` until it is done; then `ok`, `row_id` or `reason`."""
+
+    def __init__(self, what: str):
+        self.what = what
+        self.ok: bool | None = None      # None while pending
+        self.row_id = 0
+        self.reason = ""
+        self._done = threading.Event()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once the write is finished (recorded or given up); False if still pending."""
+        return self._done.wait(timeout)
+
+    def _finish(self, ok: bool, row_id: Any = 0, reason: str = "") -> None:
+        self.ok, self.reason = ok, reason
+        self.row_id = row_id if isinstance(row_id, int) else 0
+        self._done.set()
+
+
+def _valid_cache_record(value: Any) -> bool:
+    """A cache record the session can replay: a dict with text, usage counts and short strings."""
+    if not isinstance(value, dict) or not isinstance(value.get("text"), str):
+        return False
+    usage = value.get("usage")
+    if usage is not None:
+        if not isinstance(usage, dict):
+            return False
+        for key in ("input_tokens", "output_tokens"):
+            n = usage.get(key, 0)
+            if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n < 2 ** 53:
+                return False
+    for key in ("finish_reason", "answered_by", "target"):
+        if value.get(key) is not None and not isinstance(value.get(key), str):
+            return False
+    try:
+        value["text"].encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class Store:
@@ -79,6 +127,12 @@ class Store:
         self._conn: sqlite3.Connection | None = None
         self._disabled: str | None = None   # why the file could not be opened
         self._warned = False
+        self._tls = threading.local()        # .strict: raise database errors instead of degrading
+        self._queue: list[tuple[Ticket, Callable[[], Any]]] = []
+        self._queue_cv = threading.Condition()
+        self._writer: threading.Thread | None = None
+        self._lost: list[Ticket] = []        # queued writes that were finally given up
+        self.retry_for = RETRY_FOR
 
     def __repr__(self) -> str:
         state = "disabled" if self._disabled else ("open" if self._conn else "closed")
@@ -121,7 +175,9 @@ class Store:
         with self._lock:
             try:
                 return fn(self._connect())
-            except (sqlite3.Error, OSError, ValueError, TypeError) as exc:
+            except _STORE_ERRORS as exc:
+                if getattr(self._tls, "strict", False):
+                    raise
                 if not self._warned:
                     self._warned = True
                     log.warning("jupyter-llm history at %s unavailable (%s: %s); carrying on without it. "
@@ -151,6 +207,10 @@ class Store:
         row = {k: fields.get(k) for k in EXCHANGE_FIELDS}
         row["time"] = float(row["time"]) if row["time"] is not None else time.time()
         row["status"] = row["status"] or "ok"
+        from .redact import scrub
+        for key, value in row.items():
+            if isinstance(value, str):
+                row[key] = scrub(value)
         for key in _BOOL_FIELDS:
             row[key] = 1 if row[key] else 0
         cols = ", ".join(EXCHANGE_FIELDS)
@@ -180,6 +240,9 @@ class Store:
         """The last `n` exchanges (of one session, if given), oldest first and newest last."""
         if n is None or n <= 0:
             return []
+        n = min(int(n), 2 ** 62)   # SQLite integers are 64-bit; larger means "all of them"
+        if threading.current_thread() is not self._writer:
+            self.flush(2.0)        # read your own writes: let queued rows land first (bounded)
 
         def select(conn: sqlite3.Connection) -> list[dict]:
             where, args = ("WHERE session_id = ?", [session_id]) if session_id is not None else ("", [])
@@ -194,6 +257,87 @@ class Store:
             return out
 
         return self._run("history", select, [])
+
+    # ---- write queue ----------------------------------------------------------------------
+
+    def submit(self, what: str, write: Callable[[], Any]) -> Ticket:
+        """Queue `write` (a call of one of this store's record methods). A background thread runs it,
+        retrying a locked or full database for up to `retry_for` seconds; never blocks the caller."""
+        ticket = Ticket(what)
+        with self._queue_cv:
+            self._queue.append((ticket, write))
+            if self._writer is None or not self._writer.is_alive():
+                if not getattr(self, "_atexit", False):
+                    import atexit
+                    atexit.register(self.flush, 5.0)   # give queued rows a last chance at exit
+                    self._atexit = True
+                self._writer = threading.Thread(target=self._drain, name="llm-history-writer", daemon=True)
+                self._writer.start()
+            self._queue_cv.notify()
+        return ticket
+
+    def submit_response(self, response: "Response", prompt: str, session_id: str | None = None) -> Ticket:
+        """Queue the exchange of `response` for the history (see `submit`)."""
+        return self.submit("exchange", lambda: self.record_response(response, prompt, session_id=session_id))
+
+    def take_lost(self) -> list[Ticket]:
+        """Queued writes given up since the last call (so a later cell can say so)."""
+        with self._queue_cv:
+            lost, self._lost = self._lost, []
+        return lost
+
+    def pending(self) -> int:
+        with self._queue_cv:
+            return len(self._queue)
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait up to `timeout` s for the queue to empty; True if it did."""
+        deadline = time.monotonic() + timeout
+        with self._queue_cv:
+            while self._queue:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._queue_cv.wait(min(left, 0.1))
+        return True
+
+    def _drain(self) -> None:
+        self._tls.strict = True
+        while True:
+            with self._queue_cv:
+                if not self._queue:
+                    self._writer = None
+                    self._queue_cv.notify_all()
+                    return
+                ticket, write = self._queue[0]
+            self._write_with_retry(ticket, write)
+            with self._queue_cv:
+                self._queue.pop(0)
+                if ticket.ok is False and ticket.what == "exchange":
+                    self._lost.append(ticket)
+                self._queue_cv.notify_all()
+
+    def _write_with_retry(self, ticket: Ticket, write: Callable[[], Any]) -> None:
+        deadline = time.monotonic() + self.retry_for
+        delay = 0.05
+        while True:
+            try:
+                ticket._finish(True, write())
+                return
+            except _STORE_ERRORS as exc:
+                reason = _reason(exc)
+                if self._disabled or time.monotonic() + delay > deadline:
+                    log.warning("jupyter-llm: a %s could not be written to the history at %s: %s",
+                                ticket.what, self.path, reason)
+                    ticket._finish(False, reason=reason)
+                    return
+                ticket.reason = reason
+                log.debug("history %s write failed (%s); retrying", ticket.what, reason)
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            except Exception as exc:  # a bug must not kill the writer thread and strand the queue
+                ticket._finish(False, reason=f"{type(exc).__name__}: {exc}")
+                return
 
     # ---- events ---------------------------------------------------------------------------
 
@@ -248,8 +392,15 @@ class Store:
             row = conn.execute("SELECT response FROM cache WHERE key = ?", [key]).fetchone()
             if row is None:
                 return None
-            value = json.loads(row[0])
-            return value if isinstance(value, dict) else None
+            try:
+                value = json.loads(row[0])
+            except (ValueError, TypeError, RecursionError):
+                value = None
+            if _valid_cache_record(value):
+                return value
+            log.debug("cache row %s is not a valid record; treated as a miss and removed", key[:12])
+            conn.execute("DELETE FROM cache WHERE key = ?", [key])
+            return None
 
         return self._run("cache read", select, None)
 
@@ -270,6 +421,43 @@ class Store:
             return conn.execute("DELETE FROM cache").rowcount
 
         return self._run("cache clear", delete, 0)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc)
+    low = text.lower()
+    if "locked" in low or "busy" in low:
+        return "the database is locked by another process"
+    if "full" in low or getattr(exc, "errno", None) == 28:
+        return "the disk or database is full"
+    return f"{type(exc).__name__}: {text}"
+
+
+def report_write(store: Store, ticket: Ticket, wait: float = 0.5) -> str | None:
+    """Wait briefly for a queued history row; the line to show when it (or an earlier queued one) is
+    not recorded, else None. An interrupt while waiting leaves the row queued: nothing is lost."""
+    try:
+        ticket.wait(wait)
+    except KeyboardInterrupt:
+        pass
+    notes = []
+    lost = store.take_lost()
+    earlier = [t for t in lost if t is not ticket]
+    if earlier:
+        notes.append(f"{len(earlier)} earlier exchange{'s' if len(earlier) > 1 else ''} could not be recorded "
+                     f"in the history ({earlier[-1].reason})")
+    if ticket.ok is False:
+        if ticket not in lost:   # the writer gave up on it after take_lost; take it now
+            store.take_lost()
+        notes.append(f"this exchange could not be recorded in the history ({ticket.reason}); "
+                     "it is still in _llm and the conversation")
+    elif ticket.ok is None:
+        why = ticket.reason or "the history database is busy"
+        notes.append(f"this exchange is not in the history yet ({why}); retrying in the background "
+                     f"for up to {store.retry_for:g} s")
+    if not notes:
+        return None
+    return "jupyter-llm: " + "; ".join(notes) + f" [{store.path}]"
 
 
 def default_store() -> Store:
