@@ -154,10 +154,11 @@ def check_number(key: str, value, *, where: str = "", label: str | None = None):
     unit = f" {spec.unit}" if spec.unit else ""
     low_ok = value > spec.low if spec.low_open else value >= spec.low
     if not low_ok or value > spec.high:
-        lo = f"> {spec.low:g}" if spec.low_open else f">= {spec.low:g}"
+        span = (f"> {spec.low:g} and <= {spec.high:g}{unit}" if spec.low_open
+                else f"between {spec.low:g} and {spec.high:g}{unit}")
         extra = f"; {spec.note}" if spec.note else ""
         shown = original if isinstance(original, str) and len(original) <= 40 else f"{value:g}"
-        raise LLMError(code, f"{name} must be {lo} and <= {spec.high:g}{unit}, got {shown}{extra}")
+        raise LLMError(code, f"{name} must be {span}, got {shown}{extra}")
     floor = _NONZERO_MIN.get(_pattern(key))
     if floor is not None and 0 < value < floor:
         raise LLMError(code, f"{name} must be 0 (no limit) or at least {floor:g}, got {value:g}",

@@ -240,6 +240,10 @@ class Session:
                          "key": auth.masked if auth and auth.secret else "", "health": ""})
         if probe:
             todo = [r for r in rows if r["configured"]]
+            for r in todo:  # SDK imports one at a time: concurrent first imports race (SDKAdapter.preload)
+                preload = getattr(self.provider(Target(r["provider"])), "preload", None)
+                if preload is not None:
+                    preload()
             with ThreadPoolExecutor(max_workers=8) as pool:
                 for row, health in zip(todo, pool.map(lambda r: self.check(Target(r["provider"])), todo)):
                     row["health"] = ("ok" if health.ok else "down") + (f" ({health.detail})" if health.detail else "")

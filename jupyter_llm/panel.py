@@ -15,6 +15,7 @@ import threading
 from typing import Any, Callable
 
 import ipywidgets as w
+from traitlets import Unicode
 
 from .errors import LLMError
 from .providers import mask, provider_ids, spec_for
@@ -30,6 +31,12 @@ METHODS = ("api_key", "gateway", "command")
 PLACEHOLDER = {"api_key": "API key", "gateway": "bearer token", "command": "command that prints a token"}
 
 _live: dict[str, "Panel"] = {}   # session id -> the panel on show (a new one closes the old one)
+
+
+class SecretField(w.Password):
+    """A password box whose typed value is never echoed over iopub: ipywidgets 8 sends every value a
+    frontend sets back to all frontends (`echo_update`) unless the trait opts out, as this one does."""
+    value = Unicode("", help="the typed secret (taken out at once; never echoed)").tag(sync=True, echo_update=False)
 
 
 def show_panel(session) -> None:
@@ -119,7 +126,7 @@ class Panel:
         self.test = w.Button(description="Test connection", icon="plug", tooltip="live health check of this target")
         self.method = w.Dropdown(options=METHODS, value="api_key", description="auth", style=wide,
                                  layout=w.Layout(width="160px"))
-        self.secret = w.Password(placeholder=PLACEHOLDER["api_key"], continuous_update=False,
+        self.secret = SecretField(placeholder=PLACEHOLDER["api_key"], continuous_update=False,
                                  layout=w.Layout(width="260px"))
         self.gateway_url = w.Text(placeholder="gateway base URL", layout=w.Layout(width="220px", display="none"))
         self.save = w.Button(description="Save key", icon="key", tooltip="store in the OS keyring; the field is cleared")
@@ -185,7 +192,8 @@ class Panel:
     def _say(self, text: str, *, error: bool = False) -> None:
         color = "#d32f2f" if error else "inherit"
         mark = "✗ " if error else ""
-        self.message.value = f"<span style='color:{color}'>{html.escape(mark + text)}</span>" if text else ""
+        from .redact import scrub
+        self.message.value = f"<span style='color:{color}'>{html.escape(scrub(mark + text))}</span>" if text else ""
 
     # ---- reading the session (slow parts cached) ----
     def _scan(self, force: bool = False) -> list:
@@ -364,6 +372,8 @@ class Panel:
         value = change["new"]
         if not value:
             return
+        from .redact import register
+        register(value)              # masked by value everywhere from now on
         self._pending = value
         self.secret.value = ""
         self._say(f"key received ({mask(value)}): press Save key to store it in the keyring")

@@ -59,7 +59,9 @@ def parse_json(text: str) -> Any:
 
 
 def bundle(fmt: str, text: str, *, live: bool = False) -> dict[str, Any]:
-    """The MIME bundle for `text` in format `fmt` (streaming or final)."""
+    """The MIME bundle for `text` in format `fmt` (streaming or final); known secrets are masked."""
+    from .redact import scrub
+    text = scrub(text)
     if fmt == "text":
         return {"text/plain": text}
     if fmt == "html" and not live:
