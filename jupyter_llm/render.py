@@ -140,7 +140,8 @@ class StreamRenderer:
 
     def _text(self, text: str) -> None:
         if not self.rich:
-            sys.stdout.write(text)
+            from .redact import scrub
+            sys.stdout.write(scrub(text))
             sys.stdout.flush()
             self.printed += len(text)
             return
@@ -177,7 +178,8 @@ class StreamRenderer:
             if self.printed and not text.endswith("\n"):
                 sys.stdout.write("\n")
             elif not self.printed and text:
-                print(text)
+                from .redact import scrub
+                print(scrub(text))
             if response.incomplete:
                 print(f"[incomplete: {response.finish_reason or 'cut'}]")
             return None
