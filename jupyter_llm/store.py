@@ -387,7 +387,9 @@ class Store:
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
     def cache_get(self, key: str) -> dict | None:
-        """The cached response record for `key`, or None."""
+        """The cached response record for `key`, or None (also for a row that is not a valid record)."""
+        if self._queue and threading.current_thread() is not self._writer:
+            self.flush(1.0)   # an answer queued for the cache a moment ago counts
         def select(conn: sqlite3.Connection) -> dict | None:
             row = conn.execute("SELECT response FROM cache WHERE key = ?", [key]).fetchone()
             if row is None:
@@ -450,7 +452,7 @@ def report_write(store: Store, ticket: Ticket, wait: float = 0.5) -> str | None:
         if ticket not in lost:   # the writer gave up on it after take_lost; take it now
             store.take_lost()
         notes.append(f"this exchange could not be recorded in the history ({ticket.reason}); "
-                     "it is still in _llm and the conversation")
+                     "the answer itself is kept (the returned response, _llm)")
     elif ticket.ok is None:
         why = ticket.reason or "the history database is busy"
         notes.append(f"this exchange is not in the history yet ({why}); retrying in the background "
