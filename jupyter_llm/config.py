@@ -88,7 +88,8 @@ NUMBERS: dict[str, Num] = {
     "limits.*.tpm": Num(float, 0, 1e12, note="0 means no limit"),
     "budget.session_usd": Num(float, 0, 1e7, unit="USD"),
     "providers.*.ttl": Num(float, 0, 30 * _DAY, low_open=True, unit="s"),
-    "local.port": Num(int, 1, 65535),
+    "local.ports.*": Num(int, 1, 65535),
+    "local.scan.*": Num(int, 1, 65535),
     # session settings (`%llm set`, `[defaults]`, per-cell options)
     "temperature": Num(float, 0, 2),
     "top_p": Num(float, 0, 1, low_open=True),
@@ -225,15 +226,20 @@ def _load(path: Path) -> Config:
                 check.fail("local.host", exc.message.split(": ", 1)[-1])
         elif key == "ports":
             for port, name in check.table("local.ports", value).items():
-                if not re.fullmatch(r"[0-9]{1,5}", str(port)) or not 0 < int(port) < 65536:
+                if not re.fullmatch(r"[0-9]{1,5}", str(port)):
                     check.fail(f"local.ports.{port}", f"{port!r} is not a port number (1-65535)")
+                check.num(f"local.ports.{port}", int(port))
                 cfg.local_ports[int(port)] = check.typed(f"local.ports.{port}", name, str)
         elif key == "scan":
             rng = value
-            if (not isinstance(rng, list) or len(rng) != 2
-                    or not all(isinstance(p, int) and not isinstance(p, bool) for p in rng)
-                    or not 0 < rng[0] <= rng[1] < 65536):
+            if not isinstance(rng, list) or len(rng) != 2:
                 check.fail("local.scan", "must be [first_port, last_port], ports 1-65535")
+            for i, p in enumerate(rng):
+                if isinstance(p, str):
+                    check.fail("local.scan", f"ports must be numbers, got {p!r}")
+                check_number(f"local.scan.{i}", p, where=check.where("local.scan"))
+            if rng[0] > rng[1]:
+                check.fail("local.scan", "must be [first_port, last_port] with first <= last")
             cfg.local_scan = (rng[0], rng[1])
         else:
             check.fail(f"local.{key}", f"unknown key {key!r} in [local] (known: host, ports, scan)")
@@ -247,6 +253,8 @@ def _load(path: Path) -> Config:
                 check.num(f"providers.{name}.{key}", value)
             else:
                 check.typed(f"providers.{name}.{key}", value, _PROVIDER_KEYS[key])
+        if spec.get("base_url") is not None:
+            _check_url(check, f"providers.{name}.base_url", spec["base_url"])
         if spec.get("kind") is not None and not re.fullmatch(r"[A-Za-z][\w.-]*", spec["kind"]):
             check.fail(f"providers.{name}.kind", f"malformed kind {spec['kind']!r} (openai-compatible, anthropic, "
                        "gemini, or an installed jupyter_llm.providers entry point)")
@@ -321,6 +329,23 @@ def coerce_setting(key: str, value: Any, *, where: str = "") -> Any:
     if key == "format" and value not in FORMATS:
         raise LLMError(code, f"{prefix}format must be one of {', '.join(FORMATS)}, got {value!r}")
     return value
+
+
+def _check_url(check: "_Checker", dotted: str, url: str) -> None:
+    """A base URL must be http(s)://HOST[:PORT][/path] with no spaces (the error never shows its secrets)."""
+    from urllib.parse import urlsplit
+    from .redact import register_url, safe_url
+    register_url(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+        host = parts.hostname
+    except ValueError as exc:
+        check.fail(dotted, f"{safe_url(url)!r} is not a URL ({exc})")
+    if parts.scheme not in ("http", "https") or not host or any(c.isspace() for c in url) or _unencodable(url):
+        check.fail(dotted, f"{safe_url(url)!r} is not an http(s):// URL with a host")
+    if port is not None and not 0 < port < 65536:
+        check.fail(dotted, f"port {port} is not 1-65535")
 
 
 def _unencodable(text: str) -> bool:

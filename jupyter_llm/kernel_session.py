@@ -287,6 +287,9 @@ class Session:
                       max_tokens: int | None = None, top_p: float | None = None, new: bool = False,
                       context: bool = True) -> Request:
         s = self.settings
+        from .config import check_number
+        temperature, max_tokens, top_p = (None if v is None else check_number(k, v) for k, v in
+                                          (("temperature", temperature), ("max_tokens", max_tokens), ("top_p", top_p)))
         history = [] if (new or not context) else list(self.conversation)
         return Request(messages=history + [{"role": "user", "content": prompt}],
                        system=system if system is not None else s.get("system"),

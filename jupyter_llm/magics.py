@@ -289,9 +289,13 @@ class LLMMagics(Magics):
         if args.ports:
             import re
             m = re.fullmatch(r"\s*([0-9]{1,5})\s*(?:-\s*([0-9]{1,5})\s*)?", args.ports)
-            if not m or not 0 < int(m.group(1)) <= int(m.group(2) or m.group(1)) < 65536:
+            if not m:
                 raise LLMError("BAD_ARGUMENT", f"--ports wants FIRST-LAST (1-65535), e.g. 8080-8092, got {args.ports!r}")
-            ports = (int(m.group(1)), int(m.group(2) or m.group(1)))
+            from .config import check_number
+            ports = tuple(check_number("discover.port", int(g), label="--ports")
+                          for g in (m.group(1), m.group(2) or m.group(1)))
+            if ports[0] > ports[1]:
+                raise LLMError("BAD_ARGUMENT", f"--ports wants FIRST-LAST with FIRST <= LAST, got {args.ports!r}")
             if ports[1] - ports[0] > 1024:
                 raise LLMError("BAD_ARGUMENT", f"--ports {args.ports} spans {ports[1] - ports[0] + 1} ports; "
                                "scan at most 1025 at a time")
