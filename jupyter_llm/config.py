@@ -125,10 +125,15 @@ def _pattern(key: str) -> str:
     return key
 
 
-def check_number(key: str, value, *, where: str = "", label: str | None = None):
+# A numeric key someone forgot to put in NUMBERS still gets the basics: finite, >= 0, not absurd.
+FALLBACK = {int: Num(int, 0, 10 ** 9), float: Num(float, 0, 1e9)}
+
+
+def check_number(key: str, value, *, where: str = "", label: str | None = None, kind: type | None = None):
     """Validate `value` for numeric key `key` (see NUMBERS): a finite number of the right type within
-    range, strings parsed. Raises BAD_ARGUMENT (or CONFIG_ERROR naming `where` = file:line: key)."""
-    spec = numeric_spec(key)
+    range, strings parsed. Raises BAD_ARGUMENT (or CONFIG_ERROR naming `where` = file:line: key).
+    A key missing from the table is checked with FALLBACK[kind] when `kind` is given."""
+    spec = numeric_spec(key) or (FALLBACK.get(kind) if kind is not None else None)
     if spec is None:
         raise KeyError(key)
     code = "CONFIG_ERROR" if where else "BAD_ARGUMENT"
@@ -271,8 +276,9 @@ def _load(path: Path) -> Config:
             if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
                 check.fail("reliability.fallback", "must be a list of targets")
             cfg.reliability.fallback = list(value)
-        elif numeric_spec(f"reliability.{key}") is not None and hasattr(cfg.reliability, key):
-            setattr(cfg.reliability, key, check.num(f"reliability.{key}", value))
+        elif (numeric_spec(f"reliability.{key}") is not None or _is_number(getattr(cfg.reliability, key, None))):
+            kind = type(getattr(cfg.reliability, key, 0.0))
+            setattr(cfg.reliability, key, check.num(f"reliability.{key}", value, kind=kind))
         else:
             check.fail(f"reliability.{key}", f"unknown key {key!r} in [reliability]")
 
@@ -318,8 +324,8 @@ def coerce_setting(key: str, value: Any, *, where: str = "") -> Any:
                 raise ValueError
         elif kind is str:
             value = str(value)
-        elif numeric_spec(key) is not None:
-            return check_number(key, value, where=where)
+        elif numeric_spec(key) is not None or kind in (int, float):
+            return check_number(key, value, where=where, kind=kind)
         else:
             value = kind(value)
     except (TypeError, ValueError):
@@ -346,6 +352,10 @@ def _check_url(check: "_Checker", dotted: str, url: str) -> None:
         check.fail(dotted, f"{safe_url(url)!r} is not an http(s):// URL with a host")
     if port is not None and not 0 < port < 65536:
         check.fail(dotted, f"port {port} is not 1-65535")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _unencodable(text: str) -> bool:
@@ -417,11 +427,11 @@ class _Checker:
     def table(self, dotted: str, value: Any) -> dict:
         return self.typed(dotted, value, dict)
 
-    def num(self, dotted: str, value: Any):
+    def num(self, dotted: str, value: Any, kind: type | None = None):
         """A numeric key checked against NUMBERS (strings are not numbers in a TOML file)."""
         if isinstance(value, str):
             self.fail(dotted, f"must be a number, got {value!r}")
-        return check_number(dotted, value, where=self.where(dotted))
+        return check_number(dotted, value, where=self.where(dotted), kind=kind)
 
     def number(self, dotted: str, value: Any, kind: type, minimum: float | None = None):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):

@@ -39,6 +39,11 @@ class SecretField(w.Password):
     value = Unicode("", help="the typed secret (taken out at once; never echoed)").tag(sync=True, echo_update=False)
 
 
+class QuietText(w.Text):
+    """A text box not echoed over iopub either (a gateway URL may carry user:password)."""
+    value = Unicode("", help="the typed text (never echoed)").tag(sync=True, echo_update=False)
+
+
 def show_panel(session) -> None:
     """Display the control panel for `session` (closing any earlier one of the same session)."""
     from IPython.display import display
@@ -128,7 +133,7 @@ class Panel:
                                  layout=w.Layout(width="160px"))
         self.secret = SecretField(placeholder=PLACEHOLDER["api_key"], continuous_update=False,
                                  layout=w.Layout(width="260px"))
-        self.gateway_url = w.Text(placeholder="gateway base URL", layout=w.Layout(width="220px", display="none"))
+        self.gateway_url = QuietText(placeholder="gateway base URL", layout=w.Layout(width="220px", display="none"))
         self.save = w.Button(description="Save key", icon="key", tooltip="store in the OS keyring; the field is cleared")
         self.status = w.HTML()
         self.message = w.HTML()
@@ -425,6 +430,7 @@ class Panel:
         extra = {}
         if self.method.value == "gateway" and self.gateway_url.value.strip():
             extra["base_url"] = self.gateway_url.value.strip()
+            self.gateway_url.value = ""   # it may hold user:password; the keyring has it now
         self.session.login(provider, secret, method=self.method.value, **extra)
         self._health.pop(provider, None)
         self._models.pop(provider, None)

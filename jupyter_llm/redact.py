@@ -180,6 +180,11 @@ def _hook_logging() -> None:
             clean = scrub(message)
             if clean != message:
                 record.msg, record.args = clean, ()
+            if record.exc_info and record.exc_text is None:  # a traceback's text can quote a secret too
+                try:
+                    record.exc_text = scrub(logging.Formatter().formatException(record.exc_info))
+                except Exception:
+                    pass
         return record
 
     logging.setLogRecordFactory(factory)

@@ -229,3 +229,13 @@ def test_the_canary_never_reaches_iopub_the_notebook_or_the_history(kernel_facto
     k.run("jupyter_llm.session().store.flush()")
     db = b"".join(p.read_bytes() for p in data.glob("history.sqlite3*"))
     assert db and CANARY.encode() not in db
+
+
+def test_a_logged_traceback_is_scrubbed(caplog):
+    redact.register(CANARY)
+    with caplog.at_level(logging.DEBUG):
+        try:
+            raise RuntimeError(f"the server rejected {CANARY}")
+        except RuntimeError:
+            logging.getLogger("jupyter_llm").debug("failed", exc_info=True)
+    assert "rejected" in caplog.text and CANARY not in caplog.text

@@ -168,3 +168,25 @@ def test_history_limit_beyond_sqlite_integers_is_not_a_crash(tmp_path):
     store = Store(tmp_path / "h.sqlite3")
     store.record_exchange(target="t", prompt="p")
     assert len(store.history(99999999999999999999)) == 1
+
+
+def test_a_numeric_setting_missing_from_the_table_still_refuses_nan(monkeypatch):
+    from jupyter_llm import config
+    monkeypatch.setitem(config._SETTINGS, "stall_timeout", float)
+    for bad in ("nan", "inf", "-1", "1e300"):
+        with pytest.raises(LLMError) as info:
+            config.coerce_setting("stall_timeout", bad)
+        assert info.value.code == "BAD_ARGUMENT"
+    assert config.coerce_setting("stall_timeout", "30") == 30.0
+
+
+def test_a_reliability_number_missing_from_the_table_still_refuses_nan(tmp_path, monkeypatch):
+    from jupyter_llm import config
+    monkeypatch.setattr(config.Reliability, "deadline", 300.0, raising=False)
+    path = tmp_path / "config.toml"
+    path.write_text("[reliability]\ndeadline = nan\n")
+    with pytest.raises(LLMError) as info:
+        load_config(path, strict=True)
+    assert info.value.code == "CONFIG_ERROR" and f"{path}:2: reliability.deadline" in info.value.message
+    path.write_text("[reliability]\ndeadline = 120\n")
+    assert load_config(path, strict=True).reliability.deadline == 120.0
