@@ -173,3 +173,26 @@ def test_known_cases_in_a_real_kernel_are_one_coded_line(kernel_factory, tmp_pat
         lines = [ln for ln in cell.stderr.splitlines() if ln.strip()]
         assert len(lines) == 1 and lines[0].startswith(f"UsageError: {expected}: "), (code, cell.stderr)
         assert "Traceback" not in json.dumps([m["content"] for m in cell.messages])
+
+
+def test_interrupting_the_key_prompt_in_a_real_kernel(kernel_factory, tmp_path):
+    """The kernel's interrupt button while `%llm login` waits for the hidden prompt: one coded line."""
+    k = kernel_factory(JUPYTER_LLM_CONFIG=tmp_path / "none.toml", JUPYTER_LLM_DATA_DIR=tmp_path / "data",
+                       PYTHON_KEYRING_BACKEND="keyrings.alt.file.PlaintextKeyring",
+                       KEYRING_PROPERTY_FILE_PATH=tmp_path / "keyring.cfg")
+    assert k.run("%load_ext jupyter_llm").status == "ok"
+    asked = []
+
+    def interrupt_instead(request):
+        asked.append(request)
+        k.interrupt()
+        time.sleep(1.0)
+        return ""
+
+    cell = k.run("%llm login openai", stdin=interrupt_instead, timeout=60)
+    assert asked and asked[0].get("password") is True
+    assert cell.of("error") == [], cell.of("error")
+    lines = [ln for ln in cell.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("UsageError: BAD_ARGUMENT: login cancelled"), cell.stderr
+    after = k.run("import keyring; print(keyring.get_password('jupyter-llm', 'openai'))")
+    assert after.stdout.strip() == "None"
