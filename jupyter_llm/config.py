@@ -99,6 +99,7 @@ NUMBERS: dict[str, Num] = {
     "budget": Num(float, 0, 1e7, unit="USD"),
     "history.n": Num(int, 1, 1_000_000),
     "discover.port": Num(int, 1, 65535),
+    "port": Num(int, 1, 65535),            # any other port option (e.g. a server to start)
 }
 # Below 1 request per minute a bucket would wait minutes per request: refused rather than hanging.
 _NONZERO_MIN = {"limits.*.rpm": 1.0}

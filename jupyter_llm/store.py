@@ -454,7 +454,7 @@ def report_write(store: Store, ticket: Ticket, wait: float = 0.5) -> str | None:
         notes.append(f"this exchange could not be recorded in the history ({ticket.reason}); "
                      "the answer itself is kept (the returned response, _llm)")
     elif ticket.ok is None:
-        why = ticket.reason or "the history database is busy"
+        why = ticket.reason or "the history database is locked or busy"
         notes.append(f"this exchange is not in the history yet ({why}); retrying in the background "
                      f"for up to {store.retry_for:g} s")
     if not notes:
