@@ -382,7 +382,8 @@ class LLMMagics(Magics):
         rows = []
         for h in self.session.history(args.n):
             prompt = (h.get("prompt") or "").replace("\n", " ")
-            rows.append((dt.datetime.fromtimestamp(h["time"]).strftime("%Y-%m-%d %H:%M:%S"), h["target"]
+            when = "?" if h.get("time") is None else dt.datetime.fromtimestamp(h["time"]).strftime("%Y-%m-%d %H:%M:%S")
+            rows.append((when, h["target"]
                          + (f" → {h['answered_by']}" if h.get("answered_by") and h["answered_by"] != h["target"] else ""),
                          prompt[:60] + ("…" if len(prompt) > 60 else ""),
                          f"{h.get('input_tokens') or 0}/{h.get('output_tokens') or 0}", money(h.get("cost")),

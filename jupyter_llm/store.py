@@ -95,6 +95,37 @@ class Ticket:
         self._done.set()
 
 
+_NUMBER_FIELDS = {"time": float, "input_tokens": int, "output_tokens": int, "cost": float, "latency": float,
+                  "ttft": float}
+
+
+def _clean_row(d: dict) -> dict:
+    """A history row with the types readers expect; a value another writer garbled becomes None."""
+    import math
+    for key, kind in _NUMBER_FIELDS.items():
+        v = d.get(key)
+        if v is None:
+            continue
+        try:
+            v = kind(v)
+            if isinstance(v, float) and (not math.isfinite(v) or (key == "time" and not 0 <= v < 32503680000)):
+                v = None
+        except (TypeError, ValueError, OverflowError):
+            v = None
+        d[key] = v
+    for key in _BOOL_FIELDS:
+        d[key] = bool(d.get(key)) if not isinstance(d.get(key), (bytes, str)) else d.get(key) not in ("", b"", "0")
+    for key in ("target", "answered_by", "prompt", "response", "status", "finish_reason", "session_id"):
+        v = d.get(key)
+        if isinstance(v, bytes):
+            d[key] = v.decode("utf-8", "replace")
+        elif v is not None and not isinstance(v, str):
+            d[key] = str(v)
+    d["status"] = d.get("status") or "?"
+    d["target"] = d.get("target") or "?"
+    return d
+
+
 def _valid_cache_record(value: Any) -> bool:
     """A cache record the session can replay: a dict with text, usage counts and short strings."""
     if not isinstance(value, dict) or not isinstance(value.get("text"), str):
@@ -249,10 +280,7 @@ class Store:
             rows = conn.execute(f"SELECT * FROM exchanges {where} ORDER BY id DESC LIMIT ?", [*args, int(n)])
             out = []
             for r in rows.fetchall():
-                d = dict(r)
-                for key in _BOOL_FIELDS:
-                    d[key] = bool(d[key])
-                out.append(d)
+                out.append(_clean_row(dict(r)))
             out.reverse()
             return out
 

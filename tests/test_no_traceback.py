@@ -196,3 +196,17 @@ def test_interrupting_the_key_prompt_in_a_real_kernel(kernel_factory, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("UsageError: BAD_ARGUMENT: login cancelled"), cell.stderr
     after = k.run("import keyring; print(keyring.get_password('jupyter-llm', 'openai'))")
     assert after.stdout.strip() == "None"
+
+
+def test_garbled_history_rows_are_shown_not_crashed_on(ip, capsys):
+    ip.session.ask("a real one")
+    store = ip.session.store
+    store.flush()
+    with sqlite3.connect(store.path) as conn:
+        conn.execute("INSERT INTO exchanges (time, target, prompt, input_tokens, cost, latency, status) "
+                     "VALUES (?, ?, ?, ?, ?, ?, ?)", [1e20, None, b"\xff\xfe", "many", "free", "slow", ""])
+        conn.execute("INSERT INTO exchanges (time, target, prompt, cost) VALUES (?, ?, ?, ?)",
+                     ["yesterday", 5, 7, float("inf")])
+    result, out, err = run(ip, capsys, "%llm history -n 5")
+    assert result.success, err
+    assert "a real one" in out and "Traceback" not in err
