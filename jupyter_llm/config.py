@@ -8,9 +8,12 @@ import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import LLMError
+
+if TYPE_CHECKING:
+    from .local_servers import KnownServers
 
 APP = "jupyter-llm"
 DEFAULT_SCAN = (8080, 8092)
@@ -60,6 +63,26 @@ class Config:
     budget_usd: float | None = None
     defaults: dict[str, Any] = field(default_factory=dict)  # temperature, max_tokens, system, format, cache...
     error: LLMError | None = None  # set when the file was bad and defaults were used instead
+    # Not from the file: local servers found or started in this session (see local_servers.py).
+    known: "KnownServers" = field(default_factory=lambda: _known(), compare=False, repr=False)
+
+    def local_name(self, port: int) -> str | None:
+        """The name `local:NAME` of a port: from [local].ports, else given by `%llm serve --alias`."""
+        if port in self.local_ports:
+            return self.local_ports[port]
+        entry = self.known.get(port)
+        return entry.name if entry is not None else None
+
+    def local_names(self) -> dict[str, int]:
+        """Every `local:NAME` name and its port (configured names win)."""
+        names = self.known.names()
+        names.update({name: port for port, name in self.local_ports.items()})
+        return names
+
+
+def _known():
+    from .local_servers import KnownServers
+    return KnownServers()
 
 
 @dataclass(frozen=True)
@@ -100,6 +123,9 @@ NUMBERS: dict[str, Num] = {
     "history.n": Num(int, 1, 1_000_000),
     "discover.port": Num(int, 1, 65535),
     "port": Num(int, 1, 65535),            # any other port option (e.g. a server to start)
+    "serve.ctx": Num(int, 0, 10_000_000, note="0 takes the model's own context size"),
+    "serve.gpu_layers": Num(int, -1, 100_000, note="-1 offloads every layer"),
+    "serve.timeout": Num(float, 0, 3600, low_open=True, unit="s"),
 }
 # Below 1 request per minute a bucket would wait minutes per request: refused rather than hanging.
 _NONZERO_MIN = {"limits.*.rpm": 1.0}

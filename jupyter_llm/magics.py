@@ -18,7 +18,11 @@ from .tables import money, seconds, show_table
 # `%llm NAME ...` commands that live in their own feature module ("module:function", imported on
 # first use so %load_ext stays fast). Each function takes (magics, rest_words) and returns the
 # cell's value. Keep this file a thin face: a new capability adds one line here and its own module.
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "serve": ".local_magics:cmd_serve",
+    "servers": ".local_magics:cmd_servers",
+    "stop": ".local_magics:cmd_stop",
+}
 
 HELP = """\
 %llm                      control panel (status in a terminal)
@@ -26,7 +30,10 @@ HELP = """\
 %llm use TARGET [--check] switch target now (conversation kept); --check probes it first
 %llm models [PROVIDER]    models of a provider (local: discovered servers)
 %llm providers            every provider: configured?, auth, credential source, health
-%llm discover [--ports 8080-8092] [--host 127.0.0.1]   find llama.cpp servers
+%llm discover [--ports 8080-8092] [--host 127.0.0.1]   find llama.cpp servers and Ollama (remembered)
+%llm serve PATH.gguf [--port N] [--ctx N] [--alias NAME] [--gpu-layers N]   start llama.cpp in this kernel
+%llm servers              servers this kernel started: port, model, pid, memory, slots
+%llm stop PORT|all        stop servers this kernel started (they also stop with the kernel)
 %llm login PROVIDER [--method api_key|gateway|command]  store a secret in the OS keyring
 %llm logout PROVIDER      delete the stored secret
 %llm set KEY=VALUE ...    temperature, max_tokens, top_p, system, timeout, format, cache
@@ -281,34 +288,8 @@ class LLMMagics(Magics):
         show_table(["provider", "configured", "auth", "credential", "key", "health"], rows)
 
     def cmd_discover(self, rest: list[str]) -> None:
-        p = _Parser(prog="%llm discover", add_help=False)
-        p.add_argument("--ports")
-        p.add_argument("--host")
-        args = p.parse_args(rest)
-        ports = None
-        if args.ports:
-            import re
-            m = re.fullmatch(r"\s*([0-9]{1,5})\s*(?:-\s*([0-9]{1,5})\s*)?", args.ports)
-            if not m:
-                raise LLMError("BAD_ARGUMENT", f"--ports wants FIRST-LAST (1-65535), e.g. 8080-8092, got {args.ports!r}")
-            from .config import check_number
-            ports = tuple(check_number("discover.port", int(g), label="--ports")
-                          for g in (m.group(1), m.group(2) or m.group(1)))
-            if ports[0] > ports[1]:
-                raise LLMError("BAD_ARGUMENT", f"--ports wants FIRST-LAST with FIRST <= LAST, got {args.ports!r}")
-            if ports[1] - ports[0] > 1024:
-                raise LLMError("BAD_ARGUMENT", f"--ports {args.ports} spans {ports[1] - ports[0] + 1} ports; "
-                               "scan at most 1025 at a time")
-        if args.host is not None:
-            from .config import check_host
-            args.host = check_host(args.host)
-        servers = self.session.discover(ports=ports, host=args.host)
-        if not servers:
-            lo, hi = ports or self.session.config.local_scan
-            print(f"no llama.cpp server found on {args.host or self.session.config.local_host} ports {lo}-{hi}")
-            return
-        rows = [(s.port, s.model, s.n_ctx, s.state) for s in servers]
-        show_table(["port", "model", "context", "state"], rows)
+        from .local_magics import cmd_discover
+        return cmd_discover(self, rest)
 
     def cmd_login(self, rest: list[str]) -> None:
         import getpass

@@ -84,7 +84,7 @@ class Kernel:
                 break
             if msg["msg_type"] != "status":
                 run.messages.append(msg)
-        while True:  # skip stale replies (e.g. a second kernel_info reply from wait_for_ready)
+        while True:  # skip stale replies (a second kernel_info_reply from wait_for_ready can still be queued)
             reply = self.kc.get_shell_msg(timeout=timeout)
             if reply["parent_header"].get("msg_id") == msg_id:
                 break
