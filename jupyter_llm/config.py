@@ -461,8 +461,16 @@ class _Checker:
         return check_number(dotted, value, where=self.where(dotted), kind=kind)
 
     def number(self, dotted: str, value: Any, kind: type, minimum: float | None = None):
+        """Older form of `num`: a key in NUMBERS is checked by the table; any other still must be a
+        finite number (never nan or inf), at least `minimum`, and not absurd (FALLBACK)."""
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
             self.fail(dotted, f"must be a number, got {value!r}")
+        if numeric_spec(dotted) is not None:
+            return check_number(dotted, value, where=self.where(dotted))
+        if isinstance(value, float) and not math.isfinite(value):
+            self.fail(dotted, f"must be a finite number, got {value!r}")
         if minimum is not None and value < minimum:
             self.fail(dotted, f"must be >= {minimum}, got {value!r}")
+        if abs(value) > 1e12:
+            self.fail(dotted, f"must be at most 1e12, got {value!r}")
         return value
