@@ -150,3 +150,29 @@ def test_an_unopenable_store_gives_up_at_once(tmp_path):
     store = Store(blocker / "sub" / "h.sqlite3")   # a file where a folder should be
     t = store.submit("exchange", lambda: store.record_exchange(prompt="p"))
     assert t.wait(10) and t.ok is False and t.reason
+
+
+def test_a_locked_history_in_a_real_kernel(kernel_factory, emulator, isolated_env):
+    """Another process holds the history database: the cell still answers at once, says the row is
+    queued, `_llm` has the answer, and the row lands once the lock is gone."""
+    from tests.conftest import CANARY, emulator_config
+    cfg = isolated_env / "k.toml"
+    cfg.write_text(emulator_config(emulator))
+    data = isolated_env / "kdata"
+    k = kernel_factory(JUPYTER_LLM_CONFIG=cfg, JUPYTER_LLM_DATA_DIR=data, OPENAI_API_KEY=CANARY,
+                       PYTHON_KEYRING_BACKEND="keyrings.alt.file.PlaintextKeyring",
+                       KEYRING_PROPERTY_FILE_PATH=isolated_env / "k-keyring.cfg")
+    assert k.run("%load_ext jupyter_llm").status == "ok"
+    assert k.run("%%llm\nwarm up").status == "ok"
+    assert k.run("jupyter_llm = __import__('jupyter_llm'); jupyter_llm.session().store.flush()").status == "ok"
+    holder = _lock(data / "history.sqlite3")
+    try:
+        cell = k.run("%%llm\nwhile it is locked", timeout=60)
+        assert cell.status == "ok" and cell.of("error") == [], cell.stderr
+        assert "not in the history yet" in cell.stderr
+        assert "while it is locked" in k.run("print(_llm.text)").stdout
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    out = k.run("s = jupyter_llm.session(); s.store.flush(30); print([h['prompt'] for h in s.history(5)])").stdout
+    assert "while it is locked" in out

@@ -190,3 +190,13 @@ def test_a_reliability_number_missing_from_the_table_still_refuses_nan(tmp_path,
     assert info.value.code == "CONFIG_ERROR" and f"{path}:2: reliability.deadline" in info.value.message
     path.write_text("[reliability]\ndeadline = 120\n")
     assert load_config(path, strict=True).reliability.deadline == 120.0
+
+
+def test_the_older_checker_form_refuses_nonfinite_too(tmp_path):
+    from jupyter_llm.config import _Checker
+    check = _Checker(tmp_path / "c.toml", "[budget]\ndaily_usd = nan\n")
+    for bad in (math.nan, math.inf, -1.0, 1e300):
+        with pytest.raises(LLMError) as info:
+            check.number("budget.daily_usd", bad, float, minimum=0)
+        assert info.value.code == "CONFIG_ERROR" and ":2: budget.daily_usd" in info.value.message
+    assert check.number("budget.daily_usd", 3.5, float, minimum=0) == 3.5
