@@ -137,7 +137,7 @@ class CredentialStore:
         self._lock = threading.RLock()
         self._tokens: dict[str, tuple[str, float, str]] = {}   # provider -> (token, expiry, command)
         self._warned: set[str] = set()
-        self._register_known()
+        redact.register_config(config)   # env keys and base-URL secrets are masked before first use
 
     def __repr__(self) -> str:
         return f"<CredentialStore service={SERVICE!r} cached_tokens={len(self._tokens)}>"
@@ -283,19 +283,6 @@ class CredentialStore:
         """Forget every cached command token."""
         with self._lock:
             self._tokens.clear()
-
-    def _register_known(self) -> None:
-        """Tell the redactor every secret the config and environment hold for known providers
-        (environment keys, base-URL userinfo and `?api-key=` values), before any is used."""
-        try:
-            from .providers import provider_ids, spec_for
-            for pid in provider_ids(self.config):
-                spec = spec_for(pid, self.config)
-                redact.register_url(spec.settings.get("base_url") or spec.base_url)
-                for var in spec.env_vars:
-                    redact.register(os.environ.get(var))
-        except Exception:  # a broken provider entry point must not stop credentials from working
-            log.debug("could not register the configured secrets", exc_info=True)
 
     # ---- keyring ----------------------------------------------------------------------------
 

@@ -332,7 +332,7 @@ class Session:
 
     def _record(self, prompt: str, response: Response, cache_key: str | None) -> None:
         """Queue the history row (and cache entry); say on stderr, every time, when a row is not recorded."""
-        from .store import report_write
+        from .writequeue import report_write
         store = self.store
         if cache_key and not response.cached:
             record = response.to_record()

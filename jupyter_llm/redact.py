@@ -11,9 +11,9 @@ import base64
 import logging
 import threading
 from typing import Any
-from urllib.parse import quote, quote_plus, urlsplit, urlunsplit, parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urlsplit, urlunsplit
 
-__all__ = ["register", "register_url", "scrub", "safe_url", "secrets_known", "forget_all", "MASK"]
+__all__ = ["register", "register_url", "register_config", "scrub", "scrub_deep", "safe_url", "secrets_known", "forget_all", "MASK"]
 
 MASK = "****"
 MIN_LENGTH = 4                  # shorter values would mask ordinary words
@@ -100,12 +100,27 @@ def register_url(url: str | None) -> None:
         from urllib.parse import unquote
         register_basic(unquote(user or ""), unquote(password))
         register(password)
-    elif user and "@" in parts.netloc:
+    elif user and "@" in parts.netloc and len(user) >= 8:
         from urllib.parse import unquote
-        register(unquote(user))   # a token given as the userinfo alone
+        register(unquote(user))   # a token given as the userinfo alone (a short name is not a secret)
     for key, value in query:
         if key.lower() in SENSITIVE_QUERY and value:
             register(value)
+
+
+def register_config(config: Any) -> None:
+    """Register what the config and environment hold for every known provider: environment keys,
+    base-URL userinfo and `?api-key=` values (the credential store calls this when it is built)."""
+    import os
+    try:
+        from .providers import provider_ids, spec_for
+        for pid in provider_ids(config):
+            spec = spec_for(pid, config)
+            register_url(spec.settings.get("base_url") or spec.base_url)
+            for var in spec.env_vars:
+                register(os.environ.get(var))
+    except Exception:  # a broken provider entry point must not stop credentials from working
+        logging.getLogger(__name__).debug("could not register the configured secrets", exc_info=True)
 
 
 def safe_url(url: str | None) -> str:

@@ -21,14 +21,15 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 if TYPE_CHECKING:
     from .events import Response
 
-__all__ = ["Store", "Ticket", "default_store", "EXCHANGE_FIELDS", "FILENAME", "RETRY_FOR"]
+from .writequeue import Ticket, report_write  # noqa: E402,F401  (re-exported: the queue of this store)
+
+__all__ = ["Store", "Ticket", "default_store", "report_write", "EXCHANGE_FIELDS", "FILENAME"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 FILENAME = "history.sqlite3"
-RETRY_FOR = 30.0          # seconds a queued write is retried while the database is locked or full
-_STORE_ERRORS = (sqlite3.Error, OSError, ValueError, TypeError, OverflowError, RecursionError)
+STORE_ERRORS = _STORE_ERRORS = (sqlite3.Error, OSError, ValueError, TypeError, OverflowError, RecursionError)
 SCHEMA_VERSION = 1
 EXCHANGE_FIELDS = ("time", "session_id", "target", "answered_by", "prompt", "response", "input_tokens",
                    "output_tokens", "cost", "latency", "ttft", "status", "incomplete", "cached", "finish_reason")
@@ -73,26 +74,6 @@ CREATE TABLE IF NOT EXISTS cache (
 def _json(value: Any) -> str:
     from .redact import scrub
     return scrub(json.dumps(value, default=str, ensure_ascii=False))
-
-
-class Ticket:
-    """The fate of one queued write: `wait()` until it is done; then `ok`, `row_id` or `reason`."""
-
-    def __init__(self, what: str):
-        self.what = what
-        self.ok: bool | None = None      # None while pending
-        self.row_id = 0
-        self.reason = ""
-        self._done = threading.Event()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """True once the write is finished (recorded or given up); False if still pending."""
-        return self._done.wait(timeout)
-
-    def _finish(self, ok: bool, row_id: Any = 0, reason: str = "") -> None:
-        self.ok, self.reason = ok, reason
-        self.row_id = row_id if isinstance(row_id, int) else 0
-        self._done.set()
 
 
 _NUMBER_FIELDS = {"time": float, "input_tokens": int, "output_tokens": int, "cost": float, "latency": float,
@@ -159,11 +140,8 @@ class Store:
         self._disabled: str | None = None   # why the file could not be opened
         self._warned = False
         self._tls = threading.local()        # .strict: raise database errors instead of degrading
-        self._queue: list[tuple[Ticket, Callable[[], Any]]] = []
-        self._queue_cv = threading.Condition()
-        self._writer: threading.Thread | None = None
-        self._lost: list[Ticket] = []        # queued writes that were finally given up
-        self.retry_for = RETRY_FOR
+        from .writequeue import WriteQueue
+        self.writes = WriteQueue(self)
 
     def __repr__(self) -> str:
         state = "disabled" if self._disabled else ("open" if self._conn else "closed")
@@ -272,7 +250,7 @@ class Store:
         if n is None or n <= 0:
             return []
         n = min(int(n), 2 ** 62)   # SQLite integers are 64-bit; larger means "all of them"
-        if threading.current_thread() is not self._writer:
+        if not self.writes.in_writer():
             self.flush(2.0)        # read your own writes: let queued rows land first (bounded)
 
         def select(conn: sqlite3.Connection) -> list[dict]:
@@ -286,86 +264,31 @@ class Store:
 
         return self._run("history", select, [])
 
-    # ---- write queue ----------------------------------------------------------------------
+    # ---- write queue (writequeue.py) -------------------------------------------------------
 
-    def submit(self, what: str, write: Callable[[], Any]) -> Ticket:
-        """Queue `write` (a call of one of this store's record methods). A background thread runs it,
-        retrying a locked or full database for up to `retry_for` seconds; never blocks the caller."""
-        ticket = Ticket(what)
-        with self._queue_cv:
-            self._queue.append((ticket, write))
-            if self._writer is None or not self._writer.is_alive():
-                if not getattr(self, "_atexit", False):
-                    import atexit
-                    atexit.register(self.flush, 5.0)   # give queued rows a last chance at exit
-                    self._atexit = True
-                self._writer = threading.Thread(target=self._drain, name="llm-history-writer", daemon=True)
-                self._writer.start()
-            self._queue_cv.notify()
-        return ticket
+    def submit(self, what: str, write: Callable[[], Any]) -> "Ticket":
+        """Queue `write` (a call of a record method); a background thread retries a locked or full
+        database for up to `retry_for` seconds. Never blocks the caller."""
+        return self.writes.submit(what, write)
 
-    def submit_response(self, response: "Response", prompt: str, session_id: str | None = None) -> Ticket:
+    def submit_response(self, response: "Response", prompt: str, session_id: str | None = None) -> "Ticket":
         """Queue the exchange of `response` for the history (see `submit`)."""
         return self.submit("exchange", lambda: self.record_response(response, prompt, session_id=session_id))
 
-    def take_lost(self) -> list[Ticket]:
-        """Queued writes given up since the last call (so a later cell can say so)."""
-        with self._queue_cv:
-            lost, self._lost = self._lost, []
-        return lost
-
-    def pending(self) -> int:
-        with self._queue_cv:
-            return len(self._queue)
-
     def flush(self, timeout: float = 5.0) -> bool:
-        """Wait up to `timeout` s for the queue to empty; True if it did."""
-        deadline = time.monotonic() + timeout
-        with self._queue_cv:
-            while self._queue:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._queue_cv.wait(min(left, 0.1))
-        return True
+        """Wait up to `timeout` s for queued writes to land; True if none is left."""
+        return self.writes.flush(timeout)
 
-    def _drain(self) -> None:
-        self._tls.strict = True
-        while True:
-            with self._queue_cv:
-                if not self._queue:
-                    self._writer = None
-                    self._queue_cv.notify_all()
-                    return
-                ticket, write = self._queue[0]
-            self._write_with_retry(ticket, write)
-            with self._queue_cv:
-                self._queue.pop(0)
-                if ticket.ok is False and ticket.what == "exchange":
-                    self._lost.append(ticket)
-                self._queue_cv.notify_all()
+    def take_lost(self) -> list:
+        return self.writes.take_lost()
 
-    def _write_with_retry(self, ticket: Ticket, write: Callable[[], Any]) -> None:
-        deadline = time.monotonic() + self.retry_for
-        delay = 0.05
-        while True:
-            try:
-                ticket._finish(True, write())
-                return
-            except _STORE_ERRORS as exc:
-                reason = _reason(exc)
-                if self._disabled or time.monotonic() + delay > deadline:
-                    log.warning("jupyter-llm: a %s could not be written to the history at %s: %s",
-                                ticket.what, self.path, reason)
-                    ticket._finish(False, reason=reason)
-                    return
-                ticket.reason = reason
-                log.debug("history %s write failed (%s); retrying", ticket.what, reason)
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
-            except Exception as exc:  # a bug must not kill the writer thread and strand the queue
-                ticket._finish(False, reason=f"{type(exc).__name__}: {exc}")
-                return
+    @property
+    def retry_for(self) -> float:
+        return self.writes.retry_for
+
+    @retry_for.setter
+    def retry_for(self, seconds: float) -> None:
+        self.writes.retry_for = seconds
 
     # ---- events ---------------------------------------------------------------------------
 
@@ -416,7 +339,7 @@ class Store:
 
     def cache_get(self, key: str) -> dict | None:
         """The cached response record for `key`, or None (also for a row that is not a valid record)."""
-        if self._queue and threading.current_thread() is not self._writer:
+        if self.writes.pending() and not self.writes.in_writer():
             self.flush(1.0)   # an answer queued for the cache a moment ago counts
         def select(conn: sqlite3.Connection) -> dict | None:
             row = conn.execute("SELECT response FROM cache WHERE key = ?", [key]).fetchone()
@@ -451,43 +374,6 @@ class Store:
             return conn.execute("DELETE FROM cache").rowcount
 
         return self._run("cache clear", delete, 0)
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc)
-    low = text.lower()
-    if "locked" in low or "busy" in low:
-        return "the database is locked by another process"
-    if "full" in low or getattr(exc, "errno", None) == 28:
-        return "the disk or database is full"
-    return f"{type(exc).__name__}: {text}"
-
-
-def report_write(store: Store, ticket: Ticket, wait: float = 0.5) -> str | None:
-    """Wait briefly for a queued history row; the line to show when it (or an earlier queued one) is
-    not recorded, else None. An interrupt while waiting leaves the row queued: nothing is lost."""
-    try:
-        ticket.wait(wait)
-    except KeyboardInterrupt:
-        pass
-    notes = []
-    lost = store.take_lost()
-    earlier = [t for t in lost if t is not ticket]
-    if earlier:
-        notes.append(f"{len(earlier)} earlier exchange{'s' if len(earlier) > 1 else ''} could not be recorded "
-                     f"in the history ({earlier[-1].reason})")
-    if ticket.ok is False:
-        if ticket not in lost:   # the writer gave up on it after take_lost; take it now
-            store.take_lost()
-        notes.append(f"this exchange could not be recorded in the history ({ticket.reason}); "
-                     "the answer itself is kept (the returned response, _llm)")
-    elif ticket.ok is None:
-        why = ticket.reason or "the history database is locked or busy"
-        notes.append(f"this exchange is not in the history yet ({why}); retrying in the background "
-                     f"for up to {store.retry_for:g} s")
-    if not notes:
-        return None
-    return "jupyter-llm: " + "; ".join(notes) + f" [{store.path}]"
 
 
 def default_store() -> Store:

@@ -10,7 +10,6 @@ import time
 
 import pytest
 
-from tests.conftest import CANARY
 from tests.test_magics import assert_one_line_error, ip, run  # noqa: F401  (ip is a fixture)
 
 

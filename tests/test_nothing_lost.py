@@ -6,8 +6,6 @@ from __future__ import annotations
 import sqlite3
 import time
 
-import pytest
-
 from jupyter_llm.store import Store, Ticket
 from tests.test_magics import ip, run  # noqa: F401  (ip is a fixture)
 

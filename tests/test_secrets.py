@@ -13,7 +13,7 @@ import pytest
 from jupyter_llm import redact
 from jupyter_llm.errors import LLMError
 from tests.conftest import CANARY, emulator_config
-from tests.test_magics import assert_one_line_error, ip, run  # noqa: F401  (ip is a fixture)
+from tests.test_magics import ip, run  # noqa: F401  (ip is a fixture)
 
 PASSWORD = "hunter2-pass-9"
 
