@@ -251,7 +251,8 @@ class CompareView:
         r = col.response
         print(f"\n── {self._title(col)} ({status(r)}, {seconds(r.latency) or '-'}) " + "─" * 20, flush=True)
         if r.text:
-            print(r.text.rstrip("\n"), flush=True)
+            from .redact import scrub
+            print(scrub(r.text.rstrip("\n")), flush=True)
         if r.error is not None:
             print(f"✗ {r.error.line()}", flush=True)
 
@@ -269,7 +270,8 @@ class CompareView:
         return rows
 
     def bundle(self) -> dict[str, str]:
-        return {"text/html": self.html(), "text/plain": self.text()}
+        from .redact import scrub  # a known secret echoed by a model is masked in the columns too
+        return {"text/html": scrub(self.html()), "text/plain": scrub(self.text())}
 
     def html(self) -> str:
         mono = "font-family:var(--jp-code-font-family,monospace);" if self.fmt in ("code", "json", "html") else ""

@@ -145,7 +145,8 @@ class LLMMagics(Magics):
         from .prompt import interpolate
         from .render import StreamRenderer, parse_json
         args = _cell_parser().parse_args(_split(line))
-        if args.output is not None and not args.output.isidentifier():
+        import keyword
+        if args.output is not None and (not args.output.isidentifier() or keyword.iskeyword(args.output)):
             raise LLMError("BAD_ARGUMENT", f"-o needs a variable name, got {args.output!r}")
         fmt = args.format or ("code" if args.insert else self.session.settings.get("format") or "markdown")
         if args.insert and fmt != "code":

@@ -239,3 +239,16 @@ def test_a_logged_traceback_is_scrubbed(caplog):
         except RuntimeError:
             logging.getLogger("jupyter_llm").debug("failed", exc_info=True)
     assert "rejected" in caplog.text and CANARY not in caplog.text
+
+
+def test_a_key_echoed_in_a_compare_column_is_masked(ip, capsys, emulator, monkeypatch):
+    ip.session.credentials
+    ip.user_ns["leaky"] = CANARY
+    result, out, err = run(ip, capsys, "%%llm --compare openai:gpt-4o-mini anthropic --no-stream\nrepeat {leaky}")
+    assert result.success, err
+    assert "you said repeat" in out and CANARY not in out and CANARY not in err
+    monkeypatch.setattr("jupyter_llm.render.in_kernel", lambda: True)
+    from tests.test_compare import captured
+    results, outputs = captured(ip, lambda: ip.run_cell_magic("llm", "--compare openai:gpt-4o-mini anthropic",
+                                                              "repeat {leaky}"))
+    assert outputs and all(CANARY not in str(o.data) for o in outputs)
