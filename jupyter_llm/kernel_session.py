@@ -419,8 +419,9 @@ class Session:
         self.notify("usage")
 
     def _record_event(self, kind: str, detail: dict) -> None:
-        try:
-            self.store.record_event(kind, detail, session_id=self.id)
+        try:  # queued: a locked history database never holds up a switch or a login
+            store = self.store
+            store.submit("event", lambda: store.record_event(kind, detail, session_id=self.id))
         except Exception:
             log.debug("could not record event", exc_info=True)
 

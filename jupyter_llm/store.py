@@ -305,6 +305,8 @@ class Store:
         """The last `n` events (optionally of one kind / session), newest last, detail decoded."""
         if n is None or n <= 0:
             return []
+        if not self.writes.in_writer():
+            self.flush(2.0)        # read your own writes (bounded)
 
         def select(conn: sqlite3.Connection) -> list[dict]:
             clauses, args = [], []
