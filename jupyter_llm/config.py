@@ -60,7 +60,8 @@ class Config:
     aliases: dict[str, str] = field(default_factory=dict)
     reliability: Reliability = field(default_factory=Reliability)
     limits: dict[str, dict[str, float]] = field(default_factory=dict)  # provider -> {rpm, tpm}
-    budget_usd: float | None = None
+    budget_usd: float | None = None   # the session cap ([budget] session_usd), kept for older callers
+    budget_caps: dict[tuple[str | None, str], float] = field(default_factory=dict)  # (provider|None, period) -> USD
     defaults: dict[str, Any] = field(default_factory=dict)  # temperature, max_tokens, system, format, cache...
     error: LLMError | None = None  # set when the file was bad and defaults were used instead
     # Not from the file: local servers found or started in this session (see local_servers.py).
@@ -110,6 +111,15 @@ NUMBERS: dict[str, Num] = {
     "limits.*.rpm": Num(float, 0, 1e7, note="0 means no limit; below 1 per minute is refused"),
     "limits.*.tpm": Num(float, 0, 1e12, note="0 means no limit"),
     "budget.session_usd": Num(float, 0, 1e7, unit="USD"),
+    "budget.daily_usd": Num(float, 0, 1e7, unit="USD"),
+    "budget.monthly_usd": Num(float, 0, 1e7, unit="USD"),
+    "budget.providers.*.session_usd": Num(float, 0, 1e7, unit="USD"),
+    "budget.providers.*.daily_usd": Num(float, 0, 1e7, unit="USD"),
+    "budget.providers.*.monthly_usd": Num(float, 0, 1e7, unit="USD"),
+    "providers.*.timeout": Num(float, 0, _DAY, low_open=True, unit="s"),
+    "providers.*.connect_timeout": Num(float, 0, _DAY, low_open=True, unit="s"),
+    "providers.*.price.input": Num(float, 0, 1e6, unit="USD per million tokens"),
+    "providers.*.price.output": Num(float, 0, 1e6, unit="USD per million tokens"),
     "providers.*.ttl": Num(float, 0, 30 * _DAY, low_open=True, unit="s"),
     "local.ports.*": Num(int, 1, 65535),
     "local.scan.*": Num(int, 1, 65535),
@@ -281,12 +291,23 @@ def _load(path: Path) -> Config:
         for key, value in spec.items():
             if key not in _PROVIDER_KEYS:
                 check.fail(f"providers.{name}.{key}", f"unknown key {key!r} (known: {', '.join(sorted(_PROVIDER_KEYS))})")
-            if numeric_spec(f"providers.{name}.{key}") is not None:
+            if key == "ttl":
+                check.number(f"providers.{name}.ttl", value, float, minimum=0)
+            elif key in ("timeout", "connect_timeout"):
+                _seconds(check, f"providers.{name}.{key}", value)
+            elif key == "price":
+                _price(check, f"providers.{name}.price", value)
+            elif numeric_spec(f"providers.{name}.{key}") is not None:
                 check.num(f"providers.{name}.{key}", value)
             else:
                 check.typed(f"providers.{name}.{key}", value, _PROVIDER_KEYS[key])
         if spec.get("base_url") is not None:
             _check_url(check, f"providers.{name}.base_url", spec["base_url"])
+        if spec.get("max_tokens_param") is not None and not re.fullmatch(r"[A-Za-z_][\w]*", spec["max_tokens_param"]):
+            check.fail(f"providers.{name}.max_tokens_param", f"must be a parameter name such as max_tokens or "
+                       f"max_completion_tokens, got {spec['max_tokens_param']!r}")
+        if spec.get("free") is True and "price" in spec:
+            check.fail(f"providers.{name}.free", "give either free = true or a price, not both")
         if spec.get("kind") is not None and not re.fullmatch(r"[A-Za-z][\w.-]*", spec["kind"]):
             check.fail(f"providers.{name}.kind", f"malformed kind {spec['kind']!r} (openai-compatible, anthropic, "
                        "gemini, or an installed jupyter_llm.providers entry point)")
@@ -319,18 +340,69 @@ def _load(path: Path) -> Config:
 
     budget = check.table("budget", data.get("budget", {}))
     for key, value in budget.items():
-        if key != "session_usd":
-            check.fail(f"budget.{key}", "known key: session_usd")
-        cfg.budget_usd = check.num("budget.session_usd", value)
+        if key == "providers":
+            for name, caps in check.table("budget.providers", value).items():
+                caps = check.table(f"budget.providers.{name}", caps)
+                known = {*_builtin_providers(), *cfg.providers}
+                if name.lower() not in known:
+                    check.fail(f"budget.providers.{name}", f"unknown provider {name!r} (known: {', '.join(sorted(known))})")
+                for cap_key, usd in caps.items():
+                    if cap_key not in BUDGET_KEYS:
+                        check.fail(f"budget.providers.{name}.{cap_key}", f"unknown key {cap_key!r} (known: {', '.join(BUDGET_KEYS)})")
+                    cfg.budget_caps[(name.lower(), BUDGET_KEYS[cap_key])] = _usd(check, f"budget.providers.{name}.{cap_key}", usd)
+        elif key in BUDGET_KEYS:
+            cfg.budget_caps[(None, BUDGET_KEYS[key])] = _usd(check, f"budget.{key}", value)
+        else:
+            check.fail(f"budget.{key}", f"unknown key {key!r} in [budget] (known: {', '.join(BUDGET_KEYS)}, providers)")
+    cfg.budget_usd = cfg.budget_caps.get((None, "session"))
 
     for key, value in check.table("defaults", data.get("defaults", {})).items():
         cfg.defaults[key] = coerce_setting(key, value, where=check.where(f"defaults.{key}"))
     return cfg
 
 
+# Every key the provider adapters and the credential store read from `spec.settings`.
 _PROVIDER_KEYS = {"kind": str, "base_url": str, "model": str, "auth": str, "env": str,
                   "organization": str, "project": str, "command": str, "models": list,
-                  "api_version": str, "ttl": float}
+                  "api_version": str, "ttl": float, "timeout": float, "connect_timeout": float,
+                  "stream_usage": bool, "max_tokens_param": str, "price": dict, "free": bool}
+BUDGET_KEYS = {"session_usd": "session", "daily_usd": "daily", "monthly_usd": "monthly"}
+MAX_USD = 10_000_000.0          # a cap or price above this is a typo, not a budget
+MAX_PRICE = 1_000_000.0         # USD per million tokens ($1 a token)
+
+
+def _finite(check: "_Checker", dotted: str, value: Any, minimum: float, maximum: float) -> float:
+    check.number(dotted, value, float, minimum=minimum)
+    if not math.isfinite(value) or value > maximum:
+        check.fail(dotted, f"must be a finite number between {minimum:g} and {maximum:g}, got {value!r}")
+    return float(value)
+
+
+def _usd(check: "_Checker", dotted: str, value: Any) -> float:
+    return _finite(check, dotted, value, 0, MAX_USD)
+
+
+def _seconds(check: "_Checker", dotted: str, value: Any) -> float:
+    seconds = _finite(check, dotted, value, 0, 86_400)
+    if seconds <= 0:
+        check.fail(dotted, f"must be more than 0 seconds, got {value!r}")
+    return seconds
+
+
+def _price(check: "_Checker", dotted: str, value: Any) -> None:
+    table = check.table(dotted, value)
+    for key in table:
+        if key not in ("input", "output"):
+            check.fail(f"{dotted}.{key}", f"unknown key {key!r} (known: input, output, USD per million tokens)")
+    for key in ("input", "output"):
+        if key not in table:
+            check.fail(dotted, f"needs {key} (USD per million {key} tokens), e.g. price = {{ input = 0.15, output = 0.6 }}")
+        _finite(check, f"{dotted}.{key}", table[key], 0, MAX_PRICE)
+
+
+def _builtin_providers() -> tuple[str, ...]:
+    from .providers import BUILTIN
+    return tuple(BUILTIN)
 
 
 def coerce_setting(key: str, value: Any, *, where: str = "") -> Any:

@@ -36,7 +36,8 @@ class Session:
                                          "cache": False}
         self.settings.update(self.config.defaults)
         self.usage = UsageLedger()
-        self.budget: float | None = self.config.budget_usd
+        from .budget import SpendCaps
+        self.caps = SpendCaps.from_config(self.config)  # session/daily/monthly caps, overall and per provider
         self.last: Response | None = None
         self._observers: list[Observer] = []
         self._lock = threading.RLock()
@@ -160,13 +161,22 @@ class Session:
         self.conversation.clear()
         self.notify("conversation")
 
-    def set_budget(self, usd: float | None) -> None:
+    def set_budget(self, usd: float | None, period: str = "session", provider: str | None = None) -> None:
+        """Set (None: remove) a spend cap for this kernel: session (default), daily or monthly, of every
+        provider or of one."""
         if usd is not None:
             from .config import check_number
             usd = check_number("budget", usd)
-        self.budget = usd
-        self._record_event("budget", {"usd": usd})
+        if provider is not None:
+            provider = self._spec(Target(provider.lower())).id
+        self.caps.set(usd, period, provider)
+        self._record_event("budget", {"usd": usd, "period": period, "provider": provider})
         self.notify("usage")
+
+    @property
+    def budget(self) -> float | None:
+        """The session cap over every provider (None: off)."""
+        return self.caps.get("session")
 
     @property
     def budget_left(self) -> float | None:
@@ -223,7 +233,8 @@ class Session:
     def models(self, provider: str | None = None):
         target = Target(provider.lower()) if provider else Target(self.active.provider)
         spec = self._spec(target)
-        return self.provider(target).list_models(self.credentials.lookup(spec))
+        from .budget import with_prices
+        return with_prices(self, target, self.provider(target).list_models(self.credentials.lookup(spec)))
 
     def providers(self, *, probe: bool = True) -> list[dict[str, Any]]:
         """One row per provider: configured?, auth method, credential source, masked key, health."""
@@ -306,19 +317,20 @@ class Session:
         if new:
             self.reset()
         request = self.build_request(prompt, **params)
-        self.check_budget([target], request)
         use_cache = self.settings.get("cache") if cache is None else cache
         response = Response(target=str(target), answered_by=str(target))
-        cache_key = None
+        cache_key = hit = None
         if use_cache:
             from .store import Store
             cache_key = Store.cache_key(str(target), request.cache_key_parts())
             hit = self.store.cache_get(cache_key)
-            if hit:
-                self._from_cache(response, hit, on_event)
-        if not response.cached:
-            self._stream(target, request, response, on_event, self.fallback if fallback else [])
-        self._account(target, prompt, response)
+        if hit:  # a cached answer costs nothing: no budget check
+            self._from_cache(response, hit, on_event)
+        else:
+            self.check_budget([target], request, hold=True)
+            chain = self.caps.allowed_fallback(self, request, self.fallback) if fallback else []
+            self._stream(target, request, response, on_event, chain)
+        charged = self._account(target, prompt, response)
         if not no_history and response.text:
             with self._lock:
                 self.conversation += [{"role": "user", "content": prompt},
@@ -327,38 +339,29 @@ class Session:
         self.last = response
         if on_response is not None:
             on_response(response)  # e.g. `_llm`: the answer is the user's before any disk write
-        self._record(prompt, response, cache_key if response.ok and not response.incomplete else None)
+        self._record(prompt, response, cache_key if response.ok and not response.incomplete else None, charged)
         return response
 
-    def _record(self, prompt: str, response: Response, cache_key: str | None) -> None:
-        """Queue the history row (and cache entry); say on stderr, every time, when a row is not recorded."""
+    def _record(self, prompt: str, response: Response, cache_key: str | None, charged: tuple[str, str]) -> None:
+        """Queue the history row (and cache entry); say on stderr, every time, when a row is not recorded.
+        This request's budget hold is dropped by the same queued write, once its row is in."""
         from .writequeue import report_write
         store = self.store
         if cache_key and not response.cached:
             record = response.to_record()
             store.submit("cache entry", lambda: store.cache_put(cache_key, record))
-        note = report_write(store, store.submit_response(response, prompt, session_id=self.id))
+        ticket = store.submit_response(response, prompt, session_id=self.id, provider=charged[0], model=charged[1],
+                                       release=self.caps.take_own_holds())
+        note = report_write(store, ticket)
         if note:
             print(note, file=sys.stderr, flush=True)
+        self.caps.after_spend(self)
 
-    def check_budget(self, targets: list[Target], request: Request) -> None:
+    def check_budget(self, targets: list[Target], request: Request, *, hold: bool = False) -> None:
         """Refuse before anything is sent when sending `request` to every target (one ask, or a whole
-        compare) could pass the budget; local targets and unpriced models count as $0."""
-        if self.budget is None:
-            return
-        from . import pricing
-        total = 0.0
-        for t in targets:
-            if not t.is_local:
-                total += pricing.estimate(t.provider, t.model or self._spec(t).default_model or "", request) or 0.0
-        spent = self.usage.cost
-        if total and spent + total > self.budget + 1e-12:
-            what, way_out = ((f"this request to {targets[0]}", "switch to local") if len(targets) == 1
-                             else ("this compare", "compare fewer targets"))
-            raise LLMError("BUDGET_EXCEEDED",
-                           f"{what} could cost up to ${total:.4f}; ${spent:.4f} of the "
-                           f"${self.budget:.2f} session budget is spent; nothing was sent",
-                           hint=f"raise it with %llm budget USD, lower --max-tokens, or {way_out}")
+        compare) could pass any spend cap, or a capped target has no known price (see budget.py);
+        `hold` keeps the estimate counted until the exchange is recorded."""
+        self.caps.check(self, targets, request, hold=hold)
 
     def _from_cache(self, response: Response, hit: dict, on_event) -> None:
         response.text = hit.get("text", "")
@@ -405,18 +408,21 @@ class Session:
         if response.usage.output_tokens == 0 and response.text:
             response.usage = Usage(response.usage.input_tokens or _approx_tokens(request), _approx_tokens_text(response.text))
 
-    def _account(self, target: Target, prompt: str, response: Response) -> None:
+    def _account(self, target: Target, prompt: str, response: Response) -> tuple[str, str]:
+        """Cost and usage of `response`; returns (provider, model) charged (the history row is `_record`'s)."""
         from . import pricing
         answered = parse_target(response.answered_by, self.config) if response.answered_by else target
         model = answered.model or self._spec(answered).default_model or ""
         if answered.is_local:
             model = answered.model or str(answered.port or "")
         if not response.cached and (response.usage.input_tokens or response.usage.output_tokens):
-            response.cost = pricing.cost(answered.provider, model, response.usage)
+            from .budget import price_args
+            response.cost = pricing.cost(answered.provider, model, response.usage, **price_args(self, answered))
             self.usage.add(answered.provider, model, response.usage.input_tokens, response.usage.output_tokens, response.cost)
         elif response.cached:
             response.cost = 0.0
         self.notify("usage")
+        return answered.provider, model
 
     def _record_event(self, kind: str, detail: dict) -> None:
         try:  # queued: a locked history database never holds up a switch or a login

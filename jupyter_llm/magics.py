@@ -19,6 +19,8 @@ from .tables import money, seconds, show_table
 # first use so %load_ext stays fast). Each function takes (magics, rest_words) and returns the
 # cell's value. Keep this file a thin face: a new capability adds one line here and its own module.
 COMMANDS: dict[str, str] = {
+    "budget": ".spending:cmd_budget",
+    "usage": ".spending:cmd_usage",
     "serve": ".local_magics:cmd_serve",
     "servers": ".local_magics:cmd_servers",
     "stop": ".local_magics:cmd_stop",
@@ -39,8 +41,8 @@ HELP = """\
 %llm set KEY=VALUE ...    temperature, max_tokens, top_p, system, timeout, format, cache
 %llm reset                clear the conversation
 %llm history [-n N]       last N exchanges
-%llm usage                tokens and cost this session, budget left
-%llm budget USD|off       cap this session's spend
+%llm usage [--today|--month] [--notebook [PATH]]   tokens and cost: this session, or from the history
+%llm budget [PROVIDER] [session|daily|monthly] USD|off   spend caps (no arguments: caps and what is spent)
 %llm fallback T1 T2 ...|off   targets tried in order when the active one fails
 %llm help                 this text
 
@@ -254,13 +256,14 @@ class LLMMagics(Magics):
         return show_panel(self.session)
 
     def cmd_status(self, rest: list[str]) -> None:
+        from .spending import caps_summary
         s = self.session.status()
         rows = [("target", s["target"]), ("provider / model", f"{s['provider']} / {s['model'] or 'server default'}"),
                 ("auth", f"{s['auth']} from {s['source']}" + (f" ({s['key']})" if s["key"] else "")),
                 ("base URL", s["base_url"]), ("health", s["health"]),
                 ("conversation", f"{s['conversation']} exchanges"),
                 ("session", f"{s['requests']} requests, {s['input_tokens']} in / {s['output_tokens']} out tokens, {money(s['cost'])}"),
-                ("budget", "off" if s["budget"] is None else f"{money(s['budget_left'])} left of {money(s['budget'])}"),
+                ("budget", caps_summary(self.session)),
                 ("fallback", " → ".join(s["fallback"]) or "off")]
         if self.session.config.error is not None:
             rows.append(("config", self.session.config.error.line()))
@@ -372,27 +375,6 @@ class LLMMagics(Magics):
                          seconds(h.get("latency")), h["status"] + (" (incomplete)" if h.get("incomplete") else "")
                          + (" (cached)" if h.get("cached") else "")))
         show_table(["time", "target", "prompt", "tokens in/out", "cost", "latency", "status"], rows)
-
-    def cmd_usage(self, rest: list[str]) -> None:
-        rows = [(p, m, t.requests, t.input_tokens, t.output_tokens, money(t.cost) + (" +?" if t.unpriced else ""))
-                for p, m, t in self.session.usage.rows()]
-        total = self.session.usage.summary()
-        rows.append(("total", "", total["requests"], total["input_tokens"], total["output_tokens"], money(total["cost"])))
-        b = self.session.budget
-        caption = "budget: off" if b is None else f"budget: {money(self.session.budget_left)} left of {money(b)}"
-        show_table(["provider", "model", "requests", "input tokens", "output tokens", "cost"], rows, caption=caption)
-
-    def cmd_budget(self, rest: list[str]) -> None:
-        if len(rest) != 1:
-            raise LLMError("BAD_ARGUMENT", "usage: %llm budget USD  or  %llm budget off")
-        if rest[0].lower() == "off":
-            self.session.set_budget(None)
-            print("budget off")
-            return
-        from .config import check_number
-        usd = check_number("budget", rest[0].strip().removeprefix("$"), label="%llm budget")
-        self.session.set_budget(usd)
-        print(f"session budget {money(usd)}, {money(self.session.budget_left)} left")
 
     def cmd_fallback(self, rest: list[str]) -> None:
         if not rest:

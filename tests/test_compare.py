@@ -15,13 +15,16 @@ from jupyter_llm.kernel_session import Session
 
 
 def write_config(emulator, extra: str = "") -> Path:
-    """Config for the test: openai, anthropic and an OpenAI-compatible `emu` all pointing at the emulator."""
+    """Config for the test: openai, anthropic and an OpenAI-compatible `emu` all pointing at the emulator
+    (the two clouds priced as the real ones with `free = false`; `emu` on 127.0.0.1 is free)."""
     path = Path(os.environ["JUPYTER_LLM_CONFIG"])
     path.write_text(f'''default = "openai:gpt-4o-mini"
 [providers.openai]
 base_url = "{emulator.url("openai")}"
+free = false
 [providers.anthropic]
 base_url = "{emulator.url("anthropic")}"
+free = false
 [providers.emu]
 base_url = "{emulator.url("emu")}"
 auth = "none"

@@ -145,10 +145,11 @@ def finish_reason(raw: Any) -> str:
 
 
 def timeouts(spec: Any, request: Request | None) -> tuple[float, float]:
-    """(connect, read) seconds: read is the request's timeout (between chunks)."""
+    """(connect, read) seconds: read (between chunks) is the provider's own `timeout` from config when it
+    has one, else the request's (the session's `timeout`)."""
     settings = getattr(spec, "settings", {}) or {}
     connect = float(settings.get("connect_timeout") or CONNECT_TIMEOUT)
-    read = float((request.timeout if request is not None else None) or settings.get("timeout") or READ_TIMEOUT)
+    read = float(settings.get("timeout") or (request.timeout if request is not None else None) or READ_TIMEOUT)
     return connect, read
 
 
