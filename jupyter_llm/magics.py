@@ -176,8 +176,9 @@ class LLMMagics(Magics):
         if fmt == "json" and response.ok and not response.incomplete:
             try:
                 response.value = value = parse_json(response.text)
-            except ValueError as exc:
-                response.error = LLMError("PROVIDER_ERROR", f"the answer is not valid JSON ({exc}); its text is in _llm.text")
+            except (ValueError, RecursionError) as exc:
+                why = exc if isinstance(exc, ValueError) else "nested too deeply"
+                response.error = LLMError("PROVIDER_ERROR", f"the answer is not valid JSON ({why}); its text is in _llm.text")
         elif fmt == "code":
             from .render import extract_code
             response.value = value = extract_code(response.text)[1]
@@ -219,7 +220,7 @@ class LLMMagics(Magics):
                 if r.ok and not r.incomplete and r.text:
                     try:
                         r.value = parse_json(r.text) if fmt == "json" else extract_code(r.text)[1]
-                    except ValueError:
+                    except (ValueError, RecursionError):
                         pass
         if args.output:
             self.shell.user_ns[args.output] = results

@@ -209,3 +209,10 @@ def test_garbled_history_rows_are_shown_not_crashed_on(ip, capsys):
     result, out, err = run(ip, capsys, "%llm history -n 5")
     assert result.success, err
     assert "a real one" in out and "Traceback" not in err
+
+
+def test_a_json_answer_nested_too_deeply_is_one_coded_line(ip, capsys, emulator):
+    emulator.script("[" * 100000 + "]" * 100000)
+    result, out, err = run(ip, capsys, "%%llm -f json\ngive json")
+    assert_one_line_error(result, err, "PROVIDER_ERROR")
+    assert "internal error" not in err and "not valid JSON" in err
