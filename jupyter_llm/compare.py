@@ -363,7 +363,8 @@ def _preload_pandas() -> None:
 
 def run_compare(session, prompt: str, targets: list[str], *, fmt: str = "markdown", new: bool = False,
                 cache: bool | None = None, shell=None, system: str | None = None, temperature: float | None = None,
-                max_tokens: int | None = None, rich: bool | None = None, stream: bool = True) -> Comparison:
+                max_tokens: int | None = None, rich: bool | None = None, content: list | None = None,
+                schema: Any = None, stream: bool = True) -> Comparison:
     """Send `prompt` to every target concurrently, stream the answers side by side, show the metrics table.
 
     `new` sends the prompt without the conversation (which is never changed); `rich` None detects a
@@ -372,6 +373,9 @@ def run_compare(session, prompt: str, targets: list[str], *, fmt: str = "markdow
     far and then raises UsageError.
     """
     parsed = _parse_all(session, list(targets))
+    if content is not None:  # images in the prompt (media.py): every target must take them
+        from .media import require_images
+        require_images(session, parsed)
     params = {k: v for k, v in (("system", system), ("temperature", temperature), ("max_tokens", max_tokens))
               if v is not None}
     session.check_budget(parsed, session.build_request(prompt, **params, context=not new))
@@ -390,6 +394,7 @@ def run_compare(session, prompt: str, targets: list[str], *, fmt: str = "markdow
     events: queue.SimpleQueue = queue.SimpleQueue()
     stop = threading.Event()
     kwargs = dict(params, cache=cache, context=not new)
+    kwargs.update({k: v for k, v in (("content", content), ("schema", schema)) if v is not None})
     view.start()
     for i, t in enumerate(parsed):
         threading.Thread(target=_worker, args=(session, i, t, prompt, events, stop, kwargs),

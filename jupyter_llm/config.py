@@ -128,6 +128,7 @@ NUMBERS: dict[str, Num] = {
     "top_p": Num(float, 0, 1, low_open=True),
     "max_tokens": Num(int, 1, 10_000_000),
     "timeout": Num(float, 0, _DAY, low_open=True, unit="s"),
+    "table_rows": Num(int, 1, 1_000_000),
     # magic arguments
     "budget": Num(float, 0, 1e7, unit="USD"),
     "history.n": Num(int, 1, 1_000_000),
@@ -210,7 +211,7 @@ def check_number(key: str, value, *, where: str = "", label: str | None = None, 
 
 
 _SETTINGS = {"temperature": float, "max_tokens": int, "top_p": float, "system": str,
-             "timeout": float, "format": str, "cache": bool}
+             "timeout": float, "format": str, "cache": bool, "table_rows": int}
 FORMATS = ("markdown", "text", "code", "json", "html")
 
 

@@ -57,17 +57,40 @@ Event = Union[TextDelta, ReasoningDelta, Usage, Finish, Attempt, StreamError]
 
 @dataclass
 class Request:
-    """What is sent: chat messages plus sampling parameters. `messages` holds user/assistant turns."""
-    messages: list[dict[str, str]]
+    """What is sent: chat messages plus sampling parameters. `messages` holds user/assistant turns; a
+    message's `content` is a string or a list of parts, `{"type": "text", "text": ...}` and
+    `{"type": "image", "mime": ..., "data": BASE64}`, which each adapter converts to its wire format.
+    `schema` asks for structured output: `{"name": NAME, "schema": JSON_SCHEMA}` (see schema.py)."""
+    messages: list[dict[str, Any]]
     system: str | None = None
     temperature: float | None = None
     max_tokens: int | None = None
     top_p: float | None = None
     timeout: float | None = None  # seconds: connect and between stream chunks
+    schema: dict[str, Any] | None = None
 
     def cache_key_parts(self) -> dict[str, Any]:
-        return {"messages": self.messages, "system": self.system, "temperature": self.temperature,
-                "max_tokens": self.max_tokens, "top_p": self.top_p}
+        parts = {"messages": self.messages, "system": self.system, "temperature": self.temperature,
+                 "max_tokens": self.max_tokens, "top_p": self.top_p}
+        if self.schema is not None:  # absent otherwise, so keys made before schemas existed still match
+            parts["schema"] = self.schema
+        return parts
+
+
+def text_of(content: Any) -> str:
+    """The text of a message content: the string itself, or its text parts joined (images left out)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return "" if content is None else str(content)
+
+
+def image_parts(content: Any) -> list[dict[str, Any]]:
+    """The image parts of a message content (none for a string)."""
+    if not isinstance(content, list):
+        return []
+    return [p for p in content if isinstance(p, dict) and p.get("type") == "image"]
 
 
 @dataclass

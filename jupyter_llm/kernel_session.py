@@ -33,7 +33,7 @@ class Session:
         self.conversation: list[dict[str, str]] = []
         self.settings: dict[str, Any] = {"temperature": None, "max_tokens": None, "top_p": None, "system": None,
                                          "timeout": self.config.reliability.timeout, "format": "markdown",
-                                         "cache": False}
+                                         "cache": False, "table_rows": 20}
         self.settings.update(self.config.defaults)
         self.usage = UsageLedger()
         from .budget import SpendCaps
@@ -309,14 +309,22 @@ class Session:
 
     def ask(self, prompt: str, *, target: str | Target | None = None, on_event: Callable[[Event], None] | None = None,
             new: bool = False, no_history: bool = False, cache: bool | None = None, fallback: bool = True,
-            on_response: Callable[[Response], None] | None = None, **params: Any) -> Response:
+            content: list | None = None, schema: Any = None, on_response: Callable[[Response], None] | None = None,
+            **params: Any) -> Response:
         """Send one prompt, streaming events to `on_event`; returns the Response (never raises LLMError
         for provider failures: they are on `Response.error`). Bad arguments and the budget raise.
+        `content` (text and image parts, media.render) replaces the prompt as the message sent, the text
+        staying in the conversation; `schema` (a schema.Schema) asks for structured output and puts the
+        parsed object on `Response.value` (INVALID_OUTPUT when the answer does not match).
         `on_response` gets the answer (after the conversation) before the history row is written."""
         target = self.active if target is None else self.parse(target)
         if new:
             self.reset()
         request = self.build_request(prompt, **params)
+        if content is not None:
+            request.messages[-1] = {"role": "user", "content": content}
+        if schema is not None:
+            request.schema = schema.request
         use_cache = self.settings.get("cache") if cache is None else cache
         response = Response(target=str(target), answered_by=str(target))
         cache_key = hit = None
@@ -330,6 +338,9 @@ class Session:
             self.check_budget([target], request, hold=True)
             chain = self.caps.allowed_fallback(self, request, self.fallback) if fallback else []
             self._stream(target, request, response, on_event, chain)
+        if schema is not None:
+            from .schema import apply
+            apply(schema, response)
         charged = self._account(target, prompt, response)
         if not no_history and response.text:
             with self._lock:
@@ -437,4 +448,5 @@ def _approx_tokens_text(text: str) -> int:
 
 
 def _approx_tokens(request: Request) -> int:
-    return _approx_tokens_text("".join(m.get("content", "") for m in request.messages) + (request.system or ""))
+    from .events import text_of
+    return _approx_tokens_text("".join(text_of(m.get("content", "")) for m in request.messages) + (request.system or ""))

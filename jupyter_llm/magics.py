@@ -48,7 +48,11 @@ HELP = """\
 
 %%llm [TARGET] [-f markdown|text|code|json|html] [--insert] [-o NAME] [--compare T1 T2 ...]
       [--system TEXT] [-t X] [--max-tokens N] [--new] [--no-history] [--no-stream] [--no-cache|--cache]
-PROMPT with {variables} from the namespace ({{ }} for literal braces)"""
+      [--schema NAME] [--attach PATH]
+PROMPT with {variables} from the namespace ({{ }} for literal braces)
+%%llm --map DATA [TARGET | --compare T1 T2 ...] [--schema NAME] [--workers N] [--stop-on-error]
+      [--attach PATH] [--dry-run] [-o NAME]
+TEMPLATE per row: {row.col} {row["col"]} {item} {index}; result DataFrame in _llm_map"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -78,6 +82,12 @@ def _cell_parser() -> _Parser:
     cache = p.add_mutually_exclusive_group()
     cache.add_argument("--no-cache", dest="cache", action="store_false", default=None)
     cache.add_argument("--cache", dest="cache", action="store_true", default=None)
+    p.add_argument("--map", metavar="DATA")              # mapping.py: the body is a template per row
+    p.add_argument("--schema", metavar="NAME")           # schema.py: structured output
+    p.add_argument("--workers", type=int)
+    p.add_argument("--stop-on-error", action="store_true")
+    p.add_argument("--attach", action="append", metavar="PATH")  # media.py: an image file, repeatable
+    p.add_argument("--dry-run", action="store_true")
     return p
 
 
@@ -91,14 +101,14 @@ def _split(line: str) -> list[str]:
     return words
 
 
-def _text_ok(text: str, what: str) -> str:
-    """Refuse text that cannot be sent (NUL, lone surrogates) with one BAD_ARGUMENT naming `what`."""
+def _text_ok(text: str, what: str, *, nul_ok: bool = False) -> str:
+    """Refuse text that cannot be sent (lone surrogates; NUL in an option) with one BAD_ARGUMENT naming `what`."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise LLMError("BAD_ARGUMENT", f"{what} holds a lone surrogate character ({exc.object[exc.start]!r} "
                        f"at position {exc.start}); nothing was sent", hint="it cannot be encoded as UTF-8") from None
-    if "\x00" in text:
+    if "\x00" in text and not nul_ok:
         raise LLMError("BAD_ARGUMENT", f"{what} holds a NUL character; nothing was sent")
     return text
 
@@ -144,7 +154,6 @@ class LLMMagics(Magics):
             return self._cell(line, cell)
 
     def _cell(self, line: str, cell: str):
-        from .prompt import interpolate
         from .render import StreamRenderer, parse_json
         args = _cell_parser().parse_args(_split(line))
         import keyword
@@ -160,20 +169,35 @@ class LLMMagics(Magics):
             args.max_tokens = check_number("max_tokens", args.max_tokens, label="--max-tokens")
         if not cell.strip():
             raise LLMError("BAD_ARGUMENT", "the cell is empty: write the prompt below %%llm")
-        _text_ok(cell, "the cell")
-        prompt = interpolate(cell.strip("\n"), self.shell.user_ns)
+        _text_ok(cell, "the cell", nul_ok=True)
+        if args.map is not None:
+            from .mapcell import map_cell
+            return map_cell(self, args, cell)
+        if args.workers is not None or args.stop_on_error:
+            raise LLMError("BAD_ARGUMENT", "--workers and --stop-on-error work with --map DATA")
+        if args.dry_run:
+            raise LLMError("BAD_ARGUMENT", "--dry-run works with --map DATA")
+        from .mapcell import cell_extras
+        prompt, extra = cell_extras(self, args, cell)
+        if extra.get("schema") is not None:
+            fmt = "json"
         params = dict(system=args.system, temperature=args.temperature, max_tokens=args.max_tokens)
         if args.compare:
-            return self._compare(args, prompt, fmt, params)
+            return self._compare(args, prompt, fmt, params, extra)
         target = self.session.parse(args.target) if args.target else self.session.active
+        if extra.get("content") is not None:
+            from .media import require_images
+            require_images(self.session, [target])
         renderer = StreamRenderer(fmt, target=str(target))
         if not args.no_stream:
             renderer.start()
         response = self.session.ask(prompt, target=target, on_event=None if args.no_stream else renderer,
                                     new=args.new, no_history=args.no_history, cache=args.cache,
-                                    on_response=self._keep, **params)
+                                    on_response=self._keep, **params, **extra)
         value: Any = response.text
-        if fmt == "json" and response.ok and not response.incomplete:
+        if extra.get("schema") is not None:
+            value = response.value
+        elif fmt == "json" and response.ok and not response.incomplete:
             try:
                 response.value = value = parse_json(response.text)
             except (ValueError, RecursionError) as exc:
@@ -184,7 +208,7 @@ class LLMMagics(Magics):
             response.value = value = extract_code(response.text)[1]
         renderer.finish(response)
         self.shell.user_ns["_llm"] = response
-        if args.output and (response.text or response.value is not None):
+        if args.output and (response.value is not None if "schema" in extra else (response.text or response.value is not None)):
             self.shell.user_ns[args.output] = value
         if args.insert and response.ok and value:
             self.shell.set_next_input(value, replace=False)
@@ -201,7 +225,7 @@ class LLMMagics(Magics):
         """`_llm` gets the answer as soon as it has arrived, before the history row is written."""
         self.shell.user_ns["_llm"] = response
 
-    def _compare(self, args, prompt: str, fmt: str, params: dict):
+    def _compare(self, args, prompt: str, fmt: str, params: dict, extra: dict):
         """`--compare`: every %%llm option is honoured or refused here (SPEC 5)."""
         if args.target:
             raise LLMError("BAD_ARGUMENT", "give targets after --compare only, not before it")
@@ -210,11 +234,11 @@ class LLMMagics(Magics):
                            hint="drop --insert, or use -o NAME and pick an answer from the list")
         # --no-history is honoured by construction: a compare never touches the conversation.
         from .compare import run_compare
-        kwargs = dict(fmt=fmt, new=args.new, cache=args.cache, shell=self.shell, **params)
+        kwargs = dict(fmt=fmt, new=args.new, cache=args.cache, shell=self.shell, **params, **extra)
         if args.no_stream:
             kwargs["stream"] = False
         results = run_compare(self.session, prompt, args.compare, **kwargs)
-        if fmt in ("json", "code"):
+        if fmt in ("json", "code") and extra.get("schema") is None:   # a schema already set .value
             from .render import extract_code, parse_json
             for r in results:
                 if r.ok and not r.incomplete and r.text:

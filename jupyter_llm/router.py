@@ -212,5 +212,6 @@ class Router:
 
 
 def _estimate_tokens(request: Request) -> int:
-    chars = sum(len(m.get("content", "")) for m in request.messages) + len(request.system or "")
+    from .events import text_of
+    chars = sum(len(text_of(m.get("content", ""))) for m in request.messages) + len(request.system or "")
     return chars // 4 + (request.max_tokens or 256)

@@ -35,14 +35,17 @@ class AnthropicProvider(_wire.SDKAdapter):
         system += [m["content"] for m in request.messages if m.get("role") == "system"]
         params: dict[str, Any] = {
             "model": model, "stream": True, "max_tokens": request.max_tokens or DEFAULT_MAX_TOKENS,
-            "messages": [{"role": m["role"], "content": m["content"]} for m in request.messages if m.get("role") != "system"],
+            "messages": [{"role": m["role"], "content": _content(m["content"])} for m in request.messages if m.get("role") != "system"],
         }
+        if request.schema is not None:  # structured outputs (output_config.format), see schema.py
+            from .. import schema
+            params["extra_body"] = {**params.get("extra_body", {}), **schema.anthropic_fields(request.schema)}
         if system:
             params["system"] = "\n\n".join(system)
         # This SDK release no longer types temperature/top_p; the API still takes them for most models.
         extra = {k: v for k, v in (("temperature", request.temperature), ("top_p", request.top_p)) if v is not None}
         if extra:
-            params["extra_body"] = extra
+            params["extra_body"] = {**params.get("extra_body", {}), **extra}
         return params
 
     def stream(self, target: Target, request: Request, auth: Auth) -> Iterator[Event]:
@@ -98,6 +101,14 @@ class AnthropicProvider(_wire.SDKAdapter):
         except Exception as exc:
             raise self._error(exc, None, auth, read, False) from None
 
+
+
+def _content(content: Any) -> Any:
+    """A string, or list parts as Anthropic blocks: text, and images as base64 `image` blocks."""
+    if not isinstance(content, list):
+        return content
+    return [{"type": "image", "source": {"type": "base64", "media_type": p["mime"], "data": p["data"]}}
+            if p.get("type") == "image" else {"type": "text", "text": p.get("text", "")} for p in content]
 
 
 def _stream_status(exc: Any) -> int:

@@ -50,7 +50,7 @@ class GeminiProvider(_wire.SDKAdapter):
 
     @staticmethod
     def _contents(request: Request) -> list[dict[str, Any]]:
-        return [{"role": "model" if m.get("role") == "assistant" else "user", "parts": [{"text": m["content"]}]}
+        return [{"role": "model" if m.get("role") == "assistant" else "user", "parts": _parts(m["content"])}
                 for m in request.messages if m.get("role") != "system"]
 
     @staticmethod
@@ -66,6 +66,9 @@ class GeminiProvider(_wire.SDKAdapter):
             config["top_p"] = request.top_p
         if request.max_tokens is not None:
             config["max_output_tokens"] = request.max_tokens
+        if request.schema is not None:  # response_mime_type + response_json_schema, see schema.py
+            from .. import schema
+            config.update(schema.gemini_fields(request.schema))
         return config
 
     def stream(self, target: Target, request: Request, auth: Auth) -> Iterator[Event]:
@@ -133,6 +136,16 @@ class GeminiProvider(_wire.SDKAdapter):
 
     def _live_ids(self, auth: Auth | None, read: float = 15.0) -> list[str]:
         return [(m.name or "").removeprefix("models/") for m in self._live(auth, read)]
+
+
+def _parts(content: Any) -> list[dict[str, Any]]:
+    """Gemini parts: text, and images as `inline_data` (raw bytes; the SDK base64-encodes them)."""
+    if not isinstance(content, list):
+        return [{"text": content}]
+    import base64
+    from google.genai import types  # typed parts: plain nested dicts reach the wire with snake_case keys
+    return [types.Part.from_bytes(data=base64.b64decode(p["data"]), mime_type=p["mime"])
+            if p.get("type") == "image" else types.Part(text=p.get("text", "")) for p in content]
 
 
 def _details(body: Any) -> list[dict]:

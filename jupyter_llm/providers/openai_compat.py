@@ -29,7 +29,7 @@ class OpenAICompatProvider(_wire.SDKAdapter):
         return self._clients.get((url, secret, org, project, connect, read), make)
 
     def _params(self, model: str, request: Request) -> dict[str, Any]:
-        messages = ([{"role": "system", "content": request.system}] if request.system else []) + list(request.messages)
+        messages = ([{"role": "system", "content": request.system}] if request.system else []) + _messages(request.messages)
         params: dict[str, Any] = {"model": model, "messages": messages, "stream": True}
         if self.spec.settings.get("stream_usage", True):
             params["stream_options"] = {"include_usage": True}
@@ -40,7 +40,17 @@ class OpenAICompatProvider(_wire.SDKAdapter):
         if request.max_tokens is not None:
             default_key = "max_completion_tokens" if self.id == "openai" else "max_tokens"
             params[self.spec.settings.get("max_tokens_param", default_key)] = request.max_tokens
+        if request.schema is not None:
+            params.update(self._structured(request.schema))
         return params
+
+    def _structured(self, request_schema: dict) -> dict[str, Any]:
+        """Structured output: llama.cpp's own `json_schema` (grammar-constrained) for `local`, else
+        `response_format` json_schema (strict when the schema allows it)."""
+        from .. import schema
+        if self.id == "local":
+            return {"extra_body": schema.llamacpp_fields(request_schema)}
+        return schema.openai_fields(request_schema)
 
     def stream(self, target: Target, request: Request, auth: Auth) -> Iterator[Event]:
         model = _wire.model_for(self.spec, target)
@@ -90,6 +100,19 @@ class OpenAICompatProvider(_wire.SDKAdapter):
         except Exception as exc:
             raise self._error(exc, None, auth, read, False) from None
 
+
+
+def _messages(messages: list[dict]) -> list[dict]:
+    """Messages with list contents in OpenAI's part format: text parts, images as data-URL `image_url`."""
+    out = []
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, list):
+            parts = [{"type": "image_url", "image_url": {"url": f"data:{p['mime']};base64,{p['data']}"}}
+                     if p.get("type") == "image" else {"type": "text", "text": p.get("text", "")} for p in content]
+            m = {**m, "content": parts}
+        out.append(m)
+    return out
 
 
 def _message(exc: Exception) -> str:

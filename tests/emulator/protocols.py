@@ -58,10 +58,50 @@ def _masked(key: str | None) -> str:
     return key[:8] + "*" * max(len(key) - 12, 0) + key[-4:] if len(key) > 12 else "****"
 
 
+def instance(schema: Any, text: str = "", defs: dict | None = None, depth: int = 0) -> Any:
+    """A small JSON value valid for `schema` (the subset structured-output APIs take): what a provider's
+    constrained decoding returns. Strings echo `text` (the prompt), so rows stay distinguishable."""
+    if not isinstance(schema, dict) or depth > 8:
+        return None
+    defs = defs if defs is not None else schema.get("$defs") or schema.get("definitions") or {}
+    if "$ref" in schema:
+        return instance(defs.get(schema["$ref"].rsplit("/", 1)[-1], {}), text, defs, depth + 1)
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][len(text) % len(schema["enum"])]
+    for key in ("anyOf", "oneOf", "allOf"):
+        if schema.get(key):
+            options = [o for o in schema[key] if o.get("type") != "null"] or schema[key]
+            return instance(options[0], text, defs, depth + 1)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object" or "properties" in schema:
+        props = schema.get("properties") or {}
+        return {k: instance(v, text, defs, depth + 1) for k, v in props.items()}
+    if kind == "array":
+        n = max(1, schema.get("minItems", 1))
+        return [instance(schema.get("items") or {"type": "string"}, text, defs, depth + 1) for _ in range(n)]
+    if kind == "integer":
+        return max(int(schema.get("minimum", 0)), min(len(text), int(schema.get("maximum", 10 ** 9))))
+    if kind == "number":
+        return float(max(schema.get("minimum", 0), min(len(text) / 2, schema.get("maximum", 1e9))))
+    if kind == "boolean":
+        return len(text) % 2 == 0
+    if kind == "null":
+        return None
+    return (text or "x")[: schema.get("maxLength", 40)]
+
+
 class Wire:
     """Base: what differs between OpenAI, Anthropic and Gemini on the wire."""
     kind = ""
     stream_content_type = "text/event-stream"
+
+    def schema(self, body: dict) -> dict | None:
+        """The JSON schema a structured-output request asks for, or None."""
+        return None
 
     def model(self, route: str, body: dict) -> str:
         return str(body.get("model") or "")
@@ -89,6 +129,12 @@ class Wire:
 
 class OpenAIWire(Wire):
     kind = "openai"
+
+    def schema(self, body):
+        fmt = body.get("response_format") or {}
+        if fmt.get("type") == "json_schema":
+            return (fmt.get("json_schema") or {}).get("schema") or {}
+        return body.get("json_schema")  # llama.cpp's own field
 
     def prompt(self, body):
         msgs = body.get("messages") or []
@@ -149,6 +195,10 @@ class OpenAIWire(Wire):
 class AnthropicWire(Wire):
     kind = "anthropic"
     _STOP = {"stop": "end_turn", "length": "max_tokens", "content_filter": "refusal"}
+
+    def schema(self, body):
+        fmt = (body.get("output_config") or {}).get("format") or body.get("output_format") or {}
+        return fmt.get("schema") if fmt.get("type") == "json_schema" else None
 
     def prompt(self, body):
         msgs = body.get("messages") or []
@@ -218,6 +268,10 @@ class GeminiWire(Wire):
 
     def max_tokens(self, body):
         return (body.get("generationConfig") or {}).get("maxOutputTokens")
+
+    def schema(self, body):
+        config = body.get("generationConfig") or {}
+        return config.get("responseJsonSchema") or config.get("responseSchema")
 
     def key_ok(self, headers, query, key):
         return key in (headers.get("x-goog-api-key"), query.get("key")) or headers.get("authorization") == f"Bearer {key}"

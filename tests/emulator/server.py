@@ -11,6 +11,10 @@ Model-name triggers (work from any process; combine with `+`, e.g. `gpt-4o+slow-
   fault-429[-SECONDS] (Retry-After, default 1)   slow-SECONDS (first token)   hang-SECONDS (before headers)
   delay-SECONDS (between tokens)   tokens-N   stall-after-K[-for-SECONDS] (default 30)
   drop-after-K (connection cut)   error-after-K (error event in the stream)   flaky-N-CODE (first N calls fail)
+
+Structured output (OpenAI `response_format` json_schema or llama.cpp `json_schema`, Anthropic
+`output_config.format`, Gemini `generationConfig.responseJsonSchema`): unless a reply is scripted, the
+answer is a small schema-valid JSON value whose strings echo the prompt (protocols.instance).
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from .protocols import STATUS_FAULTS, WIRES, Wire
+from .protocols import STATUS_FAULTS, WIRES, Wire, instance
 
 STREAM_FAULTS = {"slow", "hang", "stall", "drop", "error", "hangup"}
 DEFAULT_MODELS = {
@@ -58,6 +62,8 @@ class Fault:
     times: int = 1
     on: str = "any"                 # chat | models | any (stream kinds only ever hit chat)
     provider: str | None = None     # only requests under this URL prefix
+    every: int = 0                  # > 0: hit only every Nth matching request (spread faults through a run)
+    seen: int = 0                   # matching requests so far (for `every`)
 
 
 @dataclass
@@ -204,6 +210,10 @@ class Emulator:
                     continue
                 if f.on not in ("any", rec.route):
                     continue
+                if f.every > 0:
+                    f.seen += 1
+                    if f.seen % f.every:
+                        continue
                 f.times -= 1
                 if f.times <= 0:
                     self._faults.remove(f)
@@ -366,6 +376,9 @@ class _Handler(BaseHTTPRequestHandler):
         if "hang" in stream_faults:
             self.emu.sleep(stream_faults["hang"].seconds)
         last_user, everything = wire.prompt(rec.body)
+        wanted = wire.schema(rec.body)
+        if wanted is not None and script.reply is None:  # structured output: a schema-valid answer
+            script = replace(script, reply=json.dumps(instance(wanted, last_user)))
         tokens = _tokens(script, f"Hello from {rec.provider} {rec.model}: you said {last_user}")
         finish = script.finish
         limit = wire.max_tokens(rec.body)
