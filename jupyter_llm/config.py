@@ -40,7 +40,9 @@ def data_dir() -> Path:
 @dataclass
 class Reliability:
     retries: int = 3
-    timeout: float = 60.0          # seconds between stream chunks (read)
+    timeout: float = 60.0          # seconds one attempt may wait for the answer to start
+    stall_timeout: float = 60.0    # seconds of silence allowed once it started (keep-alives do not count)
+    deadline: float = 600.0        # seconds for a whole answer: retries and the fallback chain included
     connect_timeout: float = 10.0
     backoff: float = 0.5           # first retry wait, doubled each time, with full jitter
     max_backoff: float = 20.0
@@ -105,6 +107,8 @@ NUMBERS: dict[str, Num] = {
     "reliability.circuit_failures": Num(int, 0, 1000, note="0 turns the breaker off"),
     "reliability.timeout": Num(float, 0, _DAY, low_open=True, unit="s"),
     "reliability.connect_timeout": Num(float, 0, 3600, low_open=True, unit="s"),
+    "reliability.stall_timeout": Num(float, 0, _DAY, low_open=True, unit="s"),
+    "reliability.deadline": Num(float, 0, _DAY, low_open=True, unit="s"),
     "reliability.backoff": Num(float, 0, 600, unit="s"),
     "reliability.max_backoff": Num(float, 0, 3600, unit="s"),
     "reliability.circuit_cooldown": Num(float, 0, _DAY, unit="s"),
@@ -128,6 +132,8 @@ NUMBERS: dict[str, Num] = {
     "top_p": Num(float, 0, 1, low_open=True),
     "max_tokens": Num(int, 1, 10_000_000),
     "timeout": Num(float, 0, _DAY, low_open=True, unit="s"),
+    "stall_timeout": Num(float, 0, _DAY, low_open=True, unit="s"),
+    "deadline": Num(float, 0, _DAY, low_open=True, unit="s"),
     "table_rows": Num(int, 1, 1_000_000),
     # magic arguments
     "budget": Num(float, 0, 1e7, unit="USD"),
@@ -211,8 +217,10 @@ def check_number(key: str, value, *, where: str = "", label: str | None = None, 
 
 
 _SETTINGS = {"temperature": float, "max_tokens": int, "top_p": float, "system": str,
-             "timeout": float, "format": str, "cache": bool, "table_rows": int}
+             "timeout": float, "stall_timeout": float, "deadline": float, "format": str, "cache": bool,
+             "table_rows": int}
 FORMATS = ("markdown", "text", "code", "json", "html")
+MAX_SECONDS = 86400.0  # the longest timeout, stall_timeout or deadline accepted
 
 
 def load_config(path: Path | None = None, *, strict: bool = False) -> Config:

@@ -1,7 +1,8 @@
 """The one event stream every provider produces, the Request sent and the Response (`_llm`) kept.
 
-Adapters yield TextDelta* then Usage? then Finish; a failure is raised as LLMError (the router
-turns it into a StreamError event after the text already received, so nothing is lost).
+Adapters yield Notice*, ReasoningDelta*/TextDelta*, then Usage? then Finish (only when the server said it
+finished); a failure is raised as LLMError (the router turns it into a StreamError event after the text
+already received, so nothing is lost).
 """
 from __future__ import annotations
 
@@ -52,7 +53,13 @@ class StreamError:
     error: LLMError
 
 
-Event = Union[TextDelta, ReasoningDelta, Usage, Finish, Attempt, StreamError]
+@dataclass(frozen=True)
+class Notice:
+    """A one-line note about the exchange (e.g. a parameter a reasoning model rejects was not sent)."""
+    text: str
+
+
+Event = Union[TextDelta, ReasoningDelta, Usage, Finish, Attempt, StreamError, Notice]
 
 
 @dataclass
@@ -66,7 +73,10 @@ class Request:
     temperature: float | None = None
     max_tokens: int | None = None
     top_p: float | None = None
-    timeout: float | None = None  # seconds: connect and between stream chunks
+    timeout: float | None = None  # seconds one attempt may wait for the answer to start
+    stall_timeout: float | None = None  # seconds of silence allowed once it started (None: timeout)
+    deadline: float | None = None  # seconds for the whole answer, retries and fallbacks included
+    deadline_at: float | None = field(default=None, repr=False)  # time.monotonic() instant, set by the router
     schema: dict[str, Any] | None = None
 
     def cache_key_parts(self) -> dict[str, Any]:
@@ -109,6 +119,7 @@ class Response:
     truncated: bool = False      # the answer stopped at max_tokens (finish reason "length")
     max_tokens: int | None = None  # the output limit that applied, when one was sent
     reasoning: str = ""          # reasoning/thinking text, never part of `text`
+    notes: list[str] = field(default_factory=list)  # one-line notes (e.g. a parameter not sent)
     error: LLMError | None = None
     value: Any = None            # parsed JSON when format is json
     chunks: list[str] = field(default_factory=list, repr=False)

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable
 
 from .config import Config, coerce_setting, load_config
 from .errors import LLMError
-from .events import Attempt, Event, Finish, Request, Response, StreamError, TextDelta, Usage
+from .events import Attempt, Event, Finish, Notice, ReasoningDelta, Request, Response, StreamError, TextDelta, Usage
 from .targets import Target, parse_target
 from .usage import UsageLedger
 
@@ -32,7 +32,9 @@ class Session:
         self.id = os.urandom(6).hex()  # not uuid: it imports `platform`, 1.5-5 ms of %load_ext
         self.conversation: list[dict[str, str]] = []
         self.settings: dict[str, Any] = {"temperature": None, "max_tokens": None, "top_p": None, "system": None,
-                                         "timeout": self.config.reliability.timeout, "format": "markdown",
+                                         "timeout": self.config.reliability.timeout,
+                                         "stall_timeout": self.config.reliability.stall_timeout,
+                                         "deadline": self.config.reliability.deadline, "format": "markdown",
                                          "cache": False, "table_rows": 20}
         self.settings.update(self.config.defaults)
         self.usage = UsageLedger()
@@ -248,6 +250,9 @@ class Session:
                          "auth": auth.method if auth else spec.auth, "source": auth.source if auth else ("-" if spec.needs_key else "none needed"),
                          "key": auth.masked if auth and auth.secret else "", "health": ""})
         if probe:
+            for r in rows:
+                if not r["configured"]:
+                    r["health"] = "no key"
             todo = [r for r in rows if r["configured"]]
             for r in todo:  # SDK imports one at a time: concurrent first imports race (SDKAdapter.preload)
                 preload = getattr(self.provider(Target(r["provider"])), "preload", None)
@@ -255,7 +260,7 @@ class Session:
                     preload()
             with ThreadPoolExecutor(max_workers=8) as pool:
                 for row, health in zip(todo, pool.map(lambda r: self.check(Target(r["provider"])), todo)):
-                    row["health"] = ("ok" if health.ok else "down") + (f" ({health.detail})" if health.detail else "")
+                    row["health"] = health_word(health)
         return rows
 
     def status(self, *, probe: bool = True) -> dict[str, Any]:
@@ -276,8 +281,7 @@ class Session:
                 "fallback": [str(t) for t in self.fallback], "settings": dict(self.settings),
                 "last_latency": self.last.latency if self.last else None, "health": ""}
         if probe:
-            h = self.check(target)
-            info["health"] = ("ok" if h.ok else "down") + (f" ({h.detail})" if h.detail else "")
+            info["health"] = "no key" if spec.needs_key and auth is None else health_word(self.check(target))
         return info
 
     def _base_url(self, target: Target, spec) -> str:
@@ -305,7 +309,9 @@ class Session:
                        temperature=temperature if temperature is not None else s.get("temperature"),
                        max_tokens=max_tokens if max_tokens is not None else s.get("max_tokens"),
                        top_p=top_p if top_p is not None else s.get("top_p"),
-                       timeout=s.get("timeout") or self.config.reliability.timeout)
+                       timeout=s.get("timeout") or self.config.reliability.timeout,
+                       stall_timeout=s.get("stall_timeout") or self.config.reliability.stall_timeout,
+                       deadline=s.get("deadline") or self.config.reliability.deadline)
 
     def ask(self, prompt: str, *, target: str | Target | None = None, on_event: Callable[[Event], None] | None = None,
             new: bool = False, no_history: bool = False, cache: bool | None = None, fallback: bool = True,
@@ -380,6 +386,8 @@ class Session:
         usage = hit.get("usage") or {}
         response.usage = Usage(usage.get("input_tokens", 0), usage.get("output_tokens", 0))
         response.finish_reason = hit.get("finish_reason")
+        response.reasoning = hit.get("reasoning") or ""
+        response.truncated, response.max_tokens = bool(hit.get("truncated")), hit.get("max_tokens")
         response.answered_by = hit.get("answered_by") or response.target
         response.cached = True
         response.latency = response.ttft = 0.0
@@ -396,6 +404,10 @@ class Session:
                     if response.ttft is None:
                         response.ttft = time.perf_counter() - start
                     response.chunks.append(ev.text)
+                elif isinstance(ev, ReasoningDelta):
+                    response.reasoning += ev.text
+                elif isinstance(ev, Notice):
+                    response.notes.append(ev.text)
                 elif isinstance(ev, Attempt):
                     response.answered_by = ev.target
                 elif isinstance(ev, Usage):
@@ -416,6 +428,9 @@ class Session:
             response.text = "".join(response.chunks)
         if response.error is not None and response.text:
             response.incomplete = True
+        if response.finish_reason == "length":  # stopped at the output limit: say so, record it
+            response.truncated = True
+            response.max_tokens = request.max_tokens or response.usage.output_tokens or None
         if response.usage.output_tokens == 0 and response.text:
             response.usage = Usage(response.usage.input_tokens or _approx_tokens(request), _approx_tokens_text(response.text))
 
@@ -441,6 +456,12 @@ class Session:
             store.submit("event", lambda: store.record_event(kind, detail, session_id=self.id))
         except Exception:
             log.debug("could not record event", exc_info=True)
+
+
+def health_word(health) -> str:
+    """`ok (...)`, `no key (...)` when the only problem is a missing credential, else `down (...)`."""
+    word = "ok" if health.ok else ("no key" if str(health.detail).startswith("MISSING_CREDENTIALS") else "down")
+    return word + (f" ({health.detail})" if health.detail else "")
 
 
 def _approx_tokens_text(text: str) -> int:

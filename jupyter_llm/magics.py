@@ -38,7 +38,7 @@ HELP = """\
 %llm stop PORT|all        stop servers this kernel started (they also stop with the kernel)
 %llm login PROVIDER [--method api_key|gateway|command]  store a secret in the OS keyring
 %llm logout PROVIDER      delete the stored secret
-%llm set KEY=VALUE ...    temperature, max_tokens, top_p, system, timeout, format, cache
+%llm set KEY=VALUE ...    temperature, max_tokens, top_p, system, timeout, stall_timeout, deadline, format, cache
 %llm reset                clear the conversation
 %llm history [-n N]       last N exchanges
 %llm usage [--today|--month] [--notebook [PATH]]   tokens and cost: this session, or from the history

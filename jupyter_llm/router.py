@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from .errors import FALLBACK_ON, LLMError
@@ -135,8 +135,13 @@ class Router:
     def stream(self, target: Target, request: Request, fallback: list[Target] = ()) -> Iterator[Event]:
         chain = [target] + [t for t in fallback if str(t) != str(target)]
         first_error: LLMError | None = None
+        if request.deadline and request.deadline_at is None:  # one deadline for every attempt and fallback
+            request = replace(request, deadline_at=time.monotonic() + request.deadline)
         for i, t in enumerate(chain):
             got_text = False
+            if i and _left(request) is not None and _left(request) <= 0:
+                yield StreamError(self._with_chain_note(first_error, first_error, 0))
+                return
             try:
                 for ev in self._stream_one(t, request):
                     if isinstance(ev, TextDelta):
@@ -173,6 +178,10 @@ class Router:
         bucket = self.bucket(target.provider)
         while True:
             attempt += 1
+            left = _left(request)
+            if left is not None and left <= 0:
+                from .providers._guard import Limits, deadline_error
+                raise deadline_error(str(target), Limits.of(request))
             if bucket is not None:
                 bucket.take(_estimate_tokens(request), self.sleep)
             yield Attempt(str(target), attempt)
@@ -192,11 +201,23 @@ class Router:
                     breaker.failure()
                 else:
                     breaker.success()  # the target answered; it is up
-                if got_text or not exc.retryable or attempt > retries:
+                if got_text or not exc.retryable:
                     raise
+                if attempt > retries:  # say what was tried: the limit that applied is the retry count
+                    if attempt == 1:
+                        raise
+                    raise LLMError(exc.code, f"{exc.message} (after {attempt} attempts; retries = {retries})",
+                                   hint=exc.hint, retry_after=exc.retry_after, status=exc.status,
+                                   retryable=exc.retryable) from None
                 delay = self._delay(attempt, exc)
                 if delay is None:
                     raise
+                left = _left(request)
+                if left is not None and delay >= left:  # a retry would start past the answer's deadline
+                    raise LLMError(exc.code, f"{exc.message}; no retry within the {request.deadline:g}s deadline "
+                                   f"(deadline; {attempt} attempt{'s' if attempt > 1 else ''} made)",
+                                   hint=exc.hint, retry_after=exc.retry_after, status=exc.status,
+                                   retryable=False) from None
                 self.sleep(delay)
             except GeneratorExit:
                 breaker.success()
@@ -209,6 +230,11 @@ class Router:
         rel = self.config.reliability
         cap = min(rel.max_backoff, rel.backoff * (2 ** (attempt - 1)))
         return self.rng.uniform(cap / 2, cap)
+
+
+def _left(request: Request) -> float | None:
+    """Seconds left before the answer's deadline, or None when it has none."""
+    return None if request.deadline_at is None else request.deadline_at - time.monotonic()
 
 
 def _estimate_tokens(request: Request) -> int:
