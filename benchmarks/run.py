@@ -100,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
             import bench_iopub
             sections["iopub"] = (_failed(setup_error["kernel"]) if kernel is None else
                                  _guard("iopub", lambda: bench_iopub.run(kernel, emulator, args.quick, log)))
+            if kernel is not None:  # the per-format table at 500 tok/s (50 tok/s: run bench_iopub.py alone, ~17 min)
+                sizes = (1000, 4000) if args.quick else (500, 1000, 2000, 4000)
+                sections["iopub_table"] = _guard("iopub_table", lambda: bench_iopub.run_table(
+                    kernel, emulator, rates=(500,), sizes=sizes, log=log))
         if "compare" in todo:
             import bench_compare
             sections["compare"] = _guard("compare", lambda: bench_compare.run(
@@ -236,6 +240,16 @@ def table(results: dict) -> str:
                              f"{r['display_json_bytes'] / 1000:.0f} kB", ""))
             rows.append(("  bytes/char growth, largest/smallest", f"{I['naive_growth']:.2f}x naive",
                          f"{I['growth']:.2f}x", "", f"flat (<= 1.5x), sizes x{I['size_growth']:.0f}", _ok(I["pass"])))
+    if "iopub_table" in s:
+        T = s["iopub_table"]
+        if "error" in T:
+            rows.append(("3 iopub table", "", "", "", T["error"], "FAILED"))
+        else:
+            for key, v in T["summary"].items():
+                g = v["growth_1000_4000"]
+                rows.append((f"3 iopub {key} tok/s", "", f"{v['max_bytes_per_char']:.2f} B/ch max", "",
+                             "" if g is None else f"growth 1k->4k x{g:.2f}",
+                             _ok(v["max_bytes_per_char"] <= 20 and (g is None or g <= 1.2))))
     if "compare" in s:
         C = s["compare"]
         if "error" in C:

@@ -22,6 +22,19 @@ def session():
     return _session
 
 
+def protect(obj, columns=None):
+    """Mark a value, a DataFrame or some of its `columns` as sensitive: prompts that interpolate it
+    may go to local targets only (cloud targets get BLOCKED). Returns `obj`."""
+    from .sensitive import protect as _protect
+    return _protect(obj, columns)
+
+
+def unprotect(obj) -> bool:
+    """Undo `protect(obj)`."""
+    from .sensitive import unprotect as _unprotect
+    return _unprotect(obj)
+
+
 def map(template, data, target=None, schema=None, workers=None, compare=None, **options):  # noqa: A001
     """Send `template` once per item of `data` (DataFrame, Series, list or dict) and return a DataFrame on
     the input's index: `answer` (or one column per `schema` field), status, error, tokens, cost, latency,
@@ -48,8 +61,9 @@ def load_ipython_extension(ipython) -> None:
     s = session()
     _magics = LLMMagics(ipython, s)
     ipython.register_magics(_magics)
-    from . import cellinfo
+    from . import cellinfo, explain
     cellinfo.register(ipython)
+    explain.register(ipython)
     if s.config.error is not None:
         print(s.config.error.line() + " (using defaults)", file=sys.stderr)
     try:
@@ -70,8 +84,9 @@ def unload_ipython_extension(ipython) -> None:
             if value is _magics:
                 del mm.registry[key]
     _magics = None
-    from . import cellinfo
+    from . import cellinfo, explain
     cellinfo.unregister(ipython)
+    explain.unregister(ipython)
     try:
         from . import comm
         comm.unregister(ipython)

@@ -66,6 +66,8 @@ class Config:
     budget_caps: dict[tuple[str | None, str], float] = field(default_factory=dict)  # (provider|None, period) -> USD
     defaults: dict[str, Any] = field(default_factory=dict)  # temperature, max_tokens, system, format, cache...
     error: LLMError | None = None  # set when the file was bad and defaults were used instead
+    cloud: bool = True  # `cloud = false`: local-only mode (policy.py)
+    offline: bool | None = field(default=None, compare=False)  # not from the file: `%llm offline on|off`
     # Not from the file: local servers found or started in this session (see local_servers.py).
     known: "KnownServers" = field(default_factory=lambda: _known(), compare=False, repr=False)
 
@@ -218,7 +220,7 @@ def check_number(key: str, value, *, where: str = "", label: str | None = None, 
 
 _SETTINGS = {"temperature": float, "max_tokens": int, "top_p": float, "system": str,
              "timeout": float, "stall_timeout": float, "deadline": float, "format": str, "cache": bool,
-             "table_rows": int}
+             "footer": bool, "table_rows": int}
 FORMATS = ("markdown", "text", "code", "json", "html")
 MAX_SECONDS = 86400.0  # the longest timeout, stall_timeout or deadline accepted
 
@@ -260,12 +262,14 @@ def _load(path: Path) -> Config:
         raise LLMError("CONFIG_ERROR", f"{path}: {exc or 'nested too deeply'}") from None
     check = _Checker(path, text)
 
-    known = {"default", "local", "providers", "aliases", "reliability", "budget", "limits", "defaults"}
+    known = {"default", "cloud", "local", "providers", "aliases", "reliability", "budget", "limits", "defaults"}
     for key in data:
         if key not in known:
             check.fail(key, f"unknown key {key!r} (known: {', '.join(sorted(known))})")
     if "default" in data:
         cfg.default = check.typed("default", data["default"], str)
+    if "cloud" in data:
+        cfg.cloud = check.typed("cloud", data["cloud"], bool)
 
     local = check.table("local", data.get("local", {}))
     for key, value in local.items():
@@ -322,6 +326,9 @@ def _load(path: Path) -> Config:
                        "gemini, or an installed jupyter_llm.providers entry point)")
         if spec.get("auth") not in (None, "api_key", "gateway", "command", "none"):
             check.fail(f"providers.{name}.auth", f"unknown auth {spec['auth']!r} (api_key, gateway, command, none)")
+        if "capabilities" in spec:
+            from .capabilities import validate_override
+            validate_override(spec["capabilities"], check.where(f"providers.{name}.capabilities"))
         cfg.providers[name.lower()] = dict(spec)
 
     for name, target in check.table("aliases", data.get("aliases", {})).items():
@@ -374,7 +381,8 @@ def _load(path: Path) -> Config:
 _PROVIDER_KEYS = {"kind": str, "base_url": str, "model": str, "auth": str, "env": str,
                   "organization": str, "project": str, "command": str, "models": list,
                   "api_version": str, "ttl": float, "timeout": float, "connect_timeout": float,
-                  "stream_usage": bool, "max_tokens_param": str, "price": dict, "free": bool}
+                  "stream_usage": bool, "max_tokens_param": str, "price": dict, "free": bool, "enabled": bool,
+                  "capabilities": dict}
 BUDGET_KEYS = {"session_usd": "session", "daily_usd": "daily", "monthly_usd": "monthly"}
 MAX_USD = 10_000_000.0          # a cap or price above this is a typo, not a budget
 MAX_PRICE = 1_000_000.0         # USD per million tokens ($1 a token)

@@ -46,6 +46,8 @@ class Attempt:
     """The router is about to send to `target` (attempt number `n` on it); lets faces show a fallback."""
     target: str
     n: int = 1
+    fallback_reason: str | None = None  # on a fallback's first attempt: the failed target's error line
+    replayed: bool = False              # answered from a `%llm replay` recording, nothing sent
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,8 @@ class Response:
     reasoning: str = ""          # reasoning/thinking text, never part of `text`
     notes: list[str] = field(default_factory=list)  # one-line notes (e.g. a parameter not sent)
     error: LLMError | None = None
+    fallback_reason: str | None = None  # why the asked-for target did not answer (its error line)
+    replayed: bool = False       # answered from a `%llm replay` recording (no network, no key)
     value: Any = None            # parsed JSON when format is json
     chunks: list[str] = field(default_factory=list, repr=False)
     started_at: float = field(default_factory=time.time, repr=False)

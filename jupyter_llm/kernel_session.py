@@ -35,7 +35,7 @@ class Session:
                                          "timeout": self.config.reliability.timeout,
                                          "stall_timeout": self.config.reliability.stall_timeout,
                                          "deadline": self.config.reliability.deadline, "format": "markdown",
-                                         "cache": False, "table_rows": 20}
+                                         "cache": False, "footer": True, "table_rows": 20}
         self.settings.update(self.config.defaults)
         self.usage = UsageLedger()
         from .budget import SpendCaps
@@ -130,6 +130,9 @@ class Session:
     def use(self, text: str | Target, *, check: bool = False) -> Target:
         """Switch the active target at once; the conversation is kept. `check` refuses a dead target."""
         target = self.parse(text)
+        from .policy import enabled, enforce
+        if not enabled(target.provider, self.config):
+            enforce(target.provider, self.config, target=target, what="switch")
         if check:
             health = self.check(target)
             if not health.ok:
@@ -163,6 +166,20 @@ class Session:
         self.conversation.clear()
         self.notify("conversation")
 
+    @property
+    def mode(self) -> str:
+        """"local-only" (nothing leaves the machine) or "cloud allowed"; see policy.py."""
+        from .policy import mode
+        return mode(self.config)
+
+    def set_offline(self, on: bool) -> str:
+        """`%llm offline on|off`: local-only mode for this session (overrides config `cloud`)."""
+        before = self.mode
+        self.config.offline = bool(on)
+        self._record_event("mode", {"from": before, "to": self.mode})
+        self.notify("settings")
+        return self.mode
+
     def set_budget(self, usd: float | None, period: str = "session", provider: str | None = None) -> None:
         """Set (None: remove) a spend cap for this kernel: session (default), daily or monthly, of every
         provider or of one."""
@@ -185,12 +202,26 @@ class Session:
         return None if self.budget is None else max(0.0, self.budget - self.usage.cost)
 
     # ---- credentials ----
-    def login(self, provider: str, secret: str, method: str = "api_key", **extra: Any) -> None:
-        """Store a credential for a known provider (the store checks method and secret)."""
+    def login(self, provider: str, secret: str, method: str = "api_key", *, check: bool = False,
+              **extra: Any) -> tuple[str, str] | None:
+        """Store a credential for a known provider (the store checks method and secret). With `check`,
+        one cheap live call validates it first: an invalid one raises INVALID_CREDENTIALS and is not
+        stored; returns (verdict, detail) with verdict valid | unchecked (see credential_check.py)."""
         spec = self._spec(Target(provider.lower()))
+        verdict = None
+        if check and isinstance(secret, str) and secret.strip():
+            from .credential_check import INVALID, check as check_credential
+            verdict = check_credential(self, spec.id, secret.strip(), method, **extra)
+            if verdict[0] == INVALID:
+                self._record_event("login rejected", {"provider": spec.id, "method": method})
+                raise LLMError("INVALID_CREDENTIALS", f"the {spec.id} provider refused this credential; nothing was stored",
+                               hint="check it and try again, or store it anyway with --no-check")
         self.credentials.store(spec.id, secret, method=method, **extra)
-        self._record_event("login", {"provider": spec.id, "method": method})
+        from .providers import mask
+        self._record_event("login", {"provider": spec.id, "method": method, "key": mask(secret),
+                                     "checked": verdict[0] if verdict else "no"})
         self.notify("credentials")
+        return verdict
 
     def logout(self, provider: str) -> bool:
         spec = self._spec(Target(provider.lower()))
@@ -209,7 +240,11 @@ class Session:
         target = self.active if target is None else self.parse(target)
         spec = self._spec(target)
         try:
+            from .policy import enforce
+            enforce(target.provider, self.config, target=target, what="health check")
             auth = self.credentials.resolve(spec)
+            if auth is not None and getattr(auth, "base_url", None):
+                enforce(target.provider, self.config, auth.base_url, target=target, what="health check")
             return self.provider(target).health(target, auth)
         except LLMError as exc:
             return Health(False, exc.line())
@@ -222,6 +257,8 @@ class Session:
             from .config import check_host
             host = check_host(host)
         provider = self.provider(Target("local"))
+        from .policy import enforce
+        enforce("local", self.config, f"http://{host}" if host else None, what="scan")  # local-only: no foreign hosts
         port_list = provider.scan_ports() if ports is None else list(range(ports[0], ports[1] + 1))
         found = provider.discover(host=host, ports=port_list, timeout=timeout)
         if (host or provider.host) == provider.host:
@@ -236,28 +273,40 @@ class Session:
         target = Target(provider.lower()) if provider else Target(self.active.provider)
         spec = self._spec(target)
         from .budget import with_prices
-        return with_prices(self, target, self.provider(target).list_models(self.credentials.lookup(spec)))
+        from .policy import enforce, offline
+        auth = self.credentials.lookup(spec)
+        try:
+            enforce(target.provider, self.config, getattr(auth, "base_url", None), what="model list")
+        except LLMError:
+            if not (offline(self.config) and spec.needs_key):
+                raise
+            auth = None  # local-only mode: the built-in catalogue, nothing sent
+        return with_prices(self, target, self.provider(target).list_models(auth))
 
     def providers(self, *, probe: bool = True) -> list[dict[str, Any]]:
         """One row per provider: configured?, auth method, credential source, masked key, health."""
         from concurrent.futures import ThreadPoolExecutor
         from .providers import provider_ids
+        from .policy import enabled, is_local, offline
         rows = []
         for pid in provider_ids(self.config):
             spec = self._spec(Target(pid))
+            on, here = enabled(pid, self.config), is_local(pid, self.config)
             auth = self.credentials.lookup(spec, run_command=False) if spec.needs_key else None
             rows.append({"provider": pid, "kind": spec.kind, "configured": (not spec.needs_key) or auth is not None,
                          "auth": auth.method if auth else spec.auth, "source": auth.source if auth else ("-" if spec.needs_key else "none needed"),
-                         "key": auth.masked if auth and auth.secret else "", "health": ""})
+                         "key": auth.masked if auth and auth.secret else "", "enabled": on, "local": here,
+                         "health": "" if on and (here or not offline(self.config)) else
+                         ("disabled in config" if not on else "blocked (local-only mode)")})
         if probe:
             for r in rows:
-                if not r["configured"]:
+                if not r["configured"] and not r["health"]:
                     r["health"] = "no key"
-            todo = [r for r in rows if r["configured"]]
-            for r in todo:  # SDK imports one at a time: concurrent first imports race (SDKAdapter.preload)
-                preload = getattr(self.provider(Target(r["provider"])), "preload", None)
-                if preload is not None:
-                    preload()
+            todo = [r for r in rows if r["configured"] and not r["health"]]
+            for r in todo:  # import SDKs one at a time: concurrent imports see half-imported modules
+                adapter = self.provider(Target(r["provider"]))
+                if hasattr(adapter, "preload"):
+                    adapter.preload()
             with ThreadPoolExecutor(max_workers=8) as pool:
                 for row, health in zip(todo, pool.map(lambda r: self.check(Target(r["provider"])), todo)):
                     row["health"] = health_word(health)
@@ -279,7 +328,9 @@ class Session:
                 "input_tokens": total["input_tokens"], "output_tokens": total["output_tokens"],
                 "cost": total["cost"], "budget": self.budget, "budget_left": self.budget_left,
                 "fallback": [str(t) for t in self.fallback], "settings": dict(self.settings),
-                "last_latency": self.last.latency if self.last else None, "health": ""}
+                "last_latency": self.last.latency if self.last else None, "health": "",
+                "mode": self.mode, "quota": _quota(target.provider),
+                "recording": self._tap.describe() if getattr(self, "_tap", None) is not None and self._tap.active else ""}
         if probe:
             info["health"] = "no key" if spec.needs_key and auth is None else health_word(self.check(target))
         return info
@@ -331,6 +382,9 @@ class Session:
             request.messages[-1] = {"role": "user", "content": content}
         if schema is not None:
             request.schema = schema.request
+        if not target.is_local:
+            from .pricing import warm
+            warm()  # the price table loads while the request is under way
         use_cache = self.settings.get("cache") if cache is None else cache
         response = Response(target=str(target), answered_by=str(target))
         cache_key = hit = None
@@ -410,6 +464,8 @@ class Session:
                     response.notes.append(ev.text)
                 elif isinstance(ev, Attempt):
                     response.answered_by = ev.target
+                    response.fallback_reason = ev.fallback_reason or response.fallback_reason
+                    response.replayed = ev.replayed
                 elif isinstance(ev, Usage):
                     response.usage = ev
                 elif isinstance(ev, Finish):
@@ -441,12 +497,17 @@ class Session:
         model = answered.model or self._spec(answered).default_model or ""
         if answered.is_local:
             model = answered.model or str(answered.port or "")
-        if not response.cached and (response.usage.input_tokens or response.usage.output_tokens):
+        if response.replayed:
+            response.cost = 0.0  # nothing was sent
+        elif not response.cached and (response.usage.input_tokens or response.usage.output_tokens):
             from .budget import price_args
             response.cost = pricing.cost(answered.provider, model, response.usage, **price_args(self, answered))
             self.usage.add(answered.provider, model, response.usage.input_tokens, response.usage.output_tokens, response.cost)
         elif response.cached:
             response.cost = 0.0
+        if response.fallback_reason and response.answered_by != response.target:
+            self._record_event("fallback", {"from": response.target, "to": response.answered_by,
+                                            "reason": response.fallback_reason})
         self.notify("usage")
         return answered.provider, model
 
@@ -462,6 +523,11 @@ def health_word(health) -> str:
     """`ok (...)`, `no key (...)` when the only problem is a missing credential, else `down (...)`."""
     word = "ok" if health.ok else ("no key" if str(health.detail).startswith("MISSING_CREDENTIALS") else "down")
     return word + (f" ({health.detail})" if health.detail else "")
+
+
+def _quota(provider: str) -> str:
+    from .quota import describe
+    return describe(provider)
 
 
 def _approx_tokens_text(text: str) -> int:

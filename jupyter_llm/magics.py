@@ -19,11 +19,21 @@ from .tables import money, seconds, show_table
 # first use so %load_ext stays fast). Each function takes (magics, rest_words) and returns the
 # cell's value. Keep this file a thin face: a new capability adds one line here and its own module.
 COMMANDS: dict[str, str] = {
+    "continue": ".answer:cmd_continue",
+    "explain": ".explain:cmd_explain",
+    "fix": ".explain:cmd_fix",
     "budget": ".spending:cmd_budget",
     "usage": ".spending:cmd_usage",
     "serve": ".local_magics:cmd_serve",
     "servers": ".local_magics:cmd_servers",
     "stop": ".local_magics:cmd_stop",
+    "offline": ".control_magics:cmd_offline",
+    "alias": ".control_magics:cmd_alias",
+    "config": ".control_magics:cmd_config",
+    "history": ".audit:cmd_history",
+    "record": ".recording:cmd_record",
+    "replay": ".recording:cmd_replay",
+    "protect": ".sensitive:cmd_protect",
 }
 
 HELP = """\
@@ -36,22 +46,32 @@ HELP = """\
 %llm serve PATH.gguf [--port N] [--ctx N] [--alias NAME] [--gpu-layers N]   start llama.cpp in this kernel
 %llm servers              servers this kernel started: port, model, pid, memory, slots
 %llm stop PORT|all        stop servers this kernel started (they also stop with the kernel)
-%llm login PROVIDER [--method api_key|gateway|command]  store a secret in the OS keyring
+%llm login PROVIDER [--method api_key|gateway|command] [--no-check]  check a secret live, then store it in the OS keyring
 %llm logout PROVIDER      delete the stored secret
-%llm set KEY=VALUE ...    temperature, max_tokens, top_p, system, timeout, stall_timeout, deadline, format, cache
+%llm set KEY=VALUE ...    temperature, max_tokens, top_p, system, timeout, stall_timeout, deadline, format, cache, footer
 %llm reset                clear the conversation
-%llm history [-n N]       last N exchanges
+%llm history [-n N] [--json [PATH]]   last N exchanges (fallback reasons, replays); rows in _llm_history
+%llm history --events [KIND]  audit: switches, logins/logouts (masked), budget, mode, aliases, fallbacks
+%llm record PATH|off      append every exchange (request minus secrets, answer, usage, model identity) to JSONL
+%llm replay PATH [--strict]|off   answer matching requests from a recording: no network, no key
+%llm protect [NAME [--columns a,b] | --remove NAME]   prompts using NAME go to local targets only
+%llm offline on|off       local-only mode: nothing goes to an endpoint off this machine (BLOCKED)
+%llm alias [NAME TARGET | --delete NAME]   list, set or delete aliases now (saved to the config file)
+%llm config [reload]      the effective config (secrets masked) and its file; reload re-reads it
 %llm usage [--today|--month] [--notebook [PATH]]   tokens and cost: this session, or from the history
 %llm budget [PROVIDER] [session|daily|monthly] USD|off   spend caps (no arguments: caps and what is spent)
 %llm fallback T1 T2 ...|off   targets tried in order when the active one fails
+%llm continue [--max-tokens N]  carry the last (truncated) answer on; _llm holds the joined text
+%llm explain [N] [--target T]   explain the last error (or cell N's) with its traceback and source
+%llm fix [N] [--target T]       ask for the corrected cell and insert it below
 %llm help                 this text
 
 %%llm [TARGET] [-f markdown|text|code|json|html] [--insert] [-o NAME] [--compare T1 T2 ...]
       [--system TEXT] [-t X] [--max-tokens N] [--new] [--no-history] [--no-stream] [--no-cache|--cache]
-      [--schema NAME] [--attach PATH]
-PROMPT with {variables} from the namespace ({{ }} for literal braces)
+      [--schema NAME] [--attach PATH] [--dry-run [--show]]
+PROMPT with {variables} from the namespace ({{ }} for literal braces; {Err[n]}: cell n's error)
 %%llm --map DATA [TARGET | --compare T1 T2 ...] [--schema NAME] [--workers N] [--stop-on-error]
-      [--attach PATH] [--dry-run] [-o NAME]
+      [--attach PATH] [--dry-run [--show]] [-o NAME]
 TEMPLATE per row: {row.col} {row["col"]} {item} {index}; result DataFrame in _llm_map"""
 
 
@@ -88,6 +108,7 @@ def _cell_parser() -> _Parser:
     p.add_argument("--stop-on-error", action="store_true")
     p.add_argument("--attach", action="append", metavar="PATH")  # media.py: an image file, repeatable
     p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--show", action="store_true")
     return p
 
 
@@ -154,7 +175,6 @@ class LLMMagics(Magics):
             return self._cell(line, cell)
 
     def _cell(self, line: str, cell: str):
-        from .render import StreamRenderer, parse_json
         args = _cell_parser().parse_args(_split(line))
         import keyword
         if args.output is not None and (not args.output.isidentifier() or keyword.iskeyword(args.output)):
@@ -175,51 +195,24 @@ class LLMMagics(Magics):
             return map_cell(self, args, cell)
         if args.workers is not None or args.stop_on_error:
             raise LLMError("BAD_ARGUMENT", "--workers and --stop-on-error work with --map DATA")
+        if args.dry_run and args.show:
+            from .dryshow import show_cell  # exactly what each target would receive; nothing is sent
+            return show_cell(self, args, cell)
         if args.dry_run:
-            raise LLMError("BAD_ARGUMENT", "--dry-run works with --map DATA")
+            raise LLMError("BAD_ARGUMENT", "--dry-run works with --map DATA, or with --show")
         from .mapcell import cell_extras
         prompt, extra = cell_extras(self, args, cell)
         if extra.get("schema") is not None:
             fmt = "json"
+        from .sensitive import mark_content
+        prompt, extra = mark_content(prompt, extra, cell, self.shell.user_ns)  # protected values: local targets only
         params = dict(system=args.system, temperature=args.temperature, max_tokens=args.max_tokens)
         if args.compare:
             return self._compare(args, prompt, fmt, params, extra)
-        target = self.session.parse(args.target) if args.target else self.session.active
-        if extra.get("content") is not None:
-            from .media import require_images
-            require_images(self.session, [target])
-        renderer = StreamRenderer(fmt, target=str(target))
-        if not args.no_stream:
-            renderer.start()
-        response = self.session.ask(prompt, target=target, on_event=None if args.no_stream else renderer,
-                                    new=args.new, no_history=args.no_history, cache=args.cache,
-                                    on_response=self._keep, **params, **extra)
-        value: Any = response.text
-        if extra.get("schema") is not None:
-            value = response.value
-        elif fmt == "json" and response.ok and not response.incomplete:
-            try:
-                response.value = value = parse_json(response.text)
-            except (ValueError, RecursionError) as exc:
-                why = exc if isinstance(exc, ValueError) else "nested too deeply"
-                response.error = LLMError("PROVIDER_ERROR", f"the answer is not valid JSON ({why}); its text is in _llm.text")
-        elif fmt == "code":
-            from .render import extract_code
-            response.value = value = extract_code(response.text)[1]
-        renderer.finish(response)
-        self.shell.user_ns["_llm"] = response
-        if args.output and (response.value is not None if "schema" in extra else (response.text or response.value is not None)):
-            self.shell.user_ns[args.output] = value
-        if args.insert and response.ok and value:
-            self.shell.set_next_input(value, replace=False)
-        if response.finish_reason == "interrupted":
-            raise UsageError(f"interrupted: the {len(response.text)} characters received so far are kept "
-                             "(in _llm.text and the history, marked incomplete)")
-        if response.error is not None:
-            raise response.error
-        if fmt == "json":
-            return response.value
-        return None
+        from .answer import answer
+        return answer(self, prompt, target=args.target, fmt=fmt, stream=not args.no_stream, output=args.output,
+                      insert=args.insert, new=args.new, no_history=args.no_history, cache=args.cache,
+                      on_response=self._keep, **params, **extra)
 
     def _keep(self, response) -> None:
         """`_llm` gets the answer as soon as it has arrived, before the history row is written."""
@@ -283,13 +276,17 @@ class LLMMagics(Magics):
     def cmd_status(self, rest: list[str]) -> None:
         from .spending import caps_summary
         s = self.session.status()
-        rows = [("target", s["target"]), ("provider / model", f"{s['provider']} / {s['model'] or 'server default'}"),
+        rows = [("target", s["target"]), ("mode", s.get("mode", "")), ("provider / model", f"{s['provider']} / {s['model'] or 'server default'}"),
                 ("auth", f"{s['auth']} from {s['source']}" + (f" ({s['key']})" if s["key"] else "")),
                 ("base URL", s["base_url"]), ("health", s["health"]),
                 ("conversation", f"{s['conversation']} exchanges"),
                 ("session", f"{s['requests']} requests, {s['input_tokens']} in / {s['output_tokens']} out tokens, {money(s['cost'])}"),
                 ("budget", caps_summary(self.session)),
                 ("fallback", " → ".join(s["fallback"]) or "off")]
+        if s.get("recording"):
+            rows.append(("record/replay", s["recording"]))
+        if s.get("quota"):
+            rows.append(("quota left", s["quota"]))
         if self.session.config.error is not None:
             rows.append(("config", self.session.config.error.line()))
         show_table(["", ""], rows)
@@ -307,9 +304,12 @@ class LLMMagics(Magics):
             raise LLMError("BAD_ARGUMENT", "%llm models takes one provider")
         provider = rest[0] if rest else self.session.active.provider
         models = self.session.models(provider)
-        rows = [(m.id, m.context or "", "" if m.input_price is None else f"${m.input_price:g}",
-                 "" if m.output_price is None else f"${m.output_price:g}", m.source) for m in models]
-        show_table(["model", "context", "input $/M", "output $/M", "source"], rows, caption=f"{provider} models")
+        from . import capabilities
+        caps = capabilities.for_models(self.session, provider.lower(), models)
+        rows = [(m.id, *capabilities.row(c), "" if m.input_price is None else f"${m.input_price:g}",
+                 "" if m.output_price is None else f"${m.output_price:g}", m.source) for m, c in zip(models, caps)]
+        show_table(["model", *capabilities.HEADERS, "input $/M", "output $/M", "source"], rows,
+                   caption=f"{provider} models")
 
     def cmd_providers(self, rest: list[str]) -> None:
         rows = [(r["provider"], "yes" if r["configured"] else "no", r["auth"], r["source"], r["key"], r["health"])
@@ -325,6 +325,7 @@ class LLMMagics(Magics):
         p = _Parser(prog="%llm login", add_help=False)
         p.add_argument("provider")
         p.add_argument("--method", choices=("api_key", "gateway", "command"), default="api_key")
+        p.add_argument("--no-check", action="store_true")
         args = p.parse_args(rest)
         self.session.parse(args.provider)
         extra: dict[str, Any] = {}
@@ -356,8 +357,9 @@ class LLMMagics(Magics):
             raise LLMError("BAD_ARGUMENT", "login needs an interactive prompt, and this front end has none",
                            hint="set the provider's environment variable instead") from None
         _text_ok(secret, "the secret")
-        self.session.login(args.provider, secret.strip(), method=args.method, **extra)
-        print(f"stored the {args.provider} credential in the OS keyring ({args.method})")
+        verdict = self.session.login(args.provider, secret.strip(), method=args.method, check=not args.no_check, **extra)
+        checked = f"{verdict[0]} ({verdict[1]}); " if verdict else ("not checked; " if args.no_check else "")
+        print(f"{checked}stored the {args.provider} credential in the OS keyring ({args.method})")
 
     def cmd_logout(self, rest: list[str]) -> None:
         if len(rest) != 1:
@@ -382,24 +384,6 @@ class LLMMagics(Magics):
         self.session.reset()
         print("conversation cleared")
 
-    def cmd_history(self, rest: list[str]) -> None:
-        p = _Parser(prog="%llm history", add_help=False)
-        p.add_argument("-n", default="10")
-        args = p.parse_args(rest)
-        from .config import check_number
-        args.n = check_number("history.n", args.n, label="%llm history -n")
-        import datetime as dt
-        rows = []
-        for h in self.session.history(args.n):
-            prompt = (h.get("prompt") or "").replace("\n", " ")
-            when = "?" if h.get("time") is None else dt.datetime.fromtimestamp(h["time"]).strftime("%Y-%m-%d %H:%M:%S")
-            rows.append((when, h["target"]
-                         + (f" → {h['answered_by']}" if h.get("answered_by") and h["answered_by"] != h["target"] else ""),
-                         prompt[:60] + ("…" if len(prompt) > 60 else ""),
-                         f"{h.get('input_tokens') or 0}/{h.get('output_tokens') or 0}", money(h.get("cost")),
-                         seconds(h.get("latency")), h["status"] + (" (incomplete)" if h.get("incomplete") else "")
-                         + (" (cached)" if h.get("cached") else "")))
-        show_table(["time", "target", "prompt", "tokens in/out", "cost", "latency", "status"], rows)
 
     def cmd_fallback(self, rest: list[str]) -> None:
         if not rest:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import threading
 from decimal import Decimal
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,29 @@ DEFAULT_OUTPUT_TOKENS = 1024     # assumed answer length for an estimate when ma
 CHARS_PER_TOKEN = 4
 TOKENS_PER_MESSAGE = 4           # role markers and separators around each chat message
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
+
+
+_warming: threading.Thread | None = None
+
+
+def warm() -> None:
+    """Start loading the price table in a background thread (once), so that the first cloud answer's
+    cost is ready when the answer ends instead of adding the table's load time (~30 ms) to the cell.
+    A later lookup that arrives while it loads simply waits for the import lock."""
+    global _warming
+    import sys
+    if _warming is not None or "genai_prices" in sys.modules:
+        return
+    _warming = threading.Thread(target=_load_table, name="jupyter-llm-prices", daemon=True)
+    _warming.start()
+
+
+def _load_table() -> None:
+    try:
+        from genai_prices import Usage as GUsage, calc_price
+        calc_price(GUsage(input_tokens=1, output_tokens=1), "gpt-4o-mini", provider_id="openai")
+    except Exception:  # a broken table shows up (as an unknown price) when a cost is asked for
+        pass
 
 
 def genai_provider(provider_id: str) -> str | None:

@@ -132,7 +132,16 @@ class Router:
                 self.buckets[provider] = TokenBucket(limits.get("rpm"), limits.get("tpm"), self.clock)
             return self.buckets[provider]
 
+    # A `recording.Tap` when `%llm record` / `%llm replay` is on: it sees every request first.
+    tap = None
+
     def stream(self, target: Target, request: Request, fallback: list[Target] = ()) -> Iterator[Event]:
+        tap = self.tap
+        if tap is not None:
+            return tap.stream(self._chain, target, request, list(fallback))
+        return self._chain(target, request, fallback)
+
+    def _chain(self, target: Target, request: Request, fallback: list[Target] = ()) -> Iterator[Event]:
         chain = [target] + [t for t in fallback if str(t) != str(target)]
         first_error: LLMError | None = None
         if request.deadline and request.deadline_at is None:  # one deadline for every attempt and fallback
@@ -146,6 +155,8 @@ class Router:
                 for ev in self._stream_one(t, request):
                     if isinstance(ev, TextDelta):
                         got_text = True
+                    elif isinstance(ev, Attempt) and first_error is not None and ev.n == 1:
+                        ev = replace(ev, fallback_reason=f"{chain[0]}: {first_error.line()}")
                     yield ev
                 return
             except LLMError as exc:
@@ -163,7 +174,11 @@ class Router:
                         hint=exc.hint, retry_after=exc.retry_after, status=exc.status, retryable=exc.retryable)
 
     def _stream_one(self, target: Target, request: Request) -> Iterator[Event]:
+        from .policy import enforce
         from .providers import get_provider, spec_for
+        enforce(target.provider, self.config, target=target)  # local-only mode, disabled providers
+        from .sensitive import check_request
+        check_request(target, request, self.config)  # protected values stay on this machine
         spec = spec_for(target.provider, self.config)
         provider = get_provider(target.provider, self.config)
         breaker = self.breaker(target)
@@ -172,6 +187,8 @@ class Router:
             raise LLMError("NETWORK_ERROR", f"circuit open for {target} after {breaker.failures} consecutive failures; "
                            f"next try in {wait:.0f} s", hint=_HINT_FALLBACK, retryable=False)
         auth = self.credentials.resolve(spec)
+        if auth is not None and getattr(auth, "base_url", None):
+            enforce(target.provider, self.config, auth.base_url, target=target)  # a gateway's own URL
         refreshed = False
         retries = self.config.reliability.retries
         attempt = 0

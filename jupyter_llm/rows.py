@@ -111,6 +111,8 @@ def build_rows(session, template: str, data: Any, *, namespace: Mapping[str, Any
         ns.update(row=view, item=view, index=label)
         try:
             content, prompt = media.render(template.strip("\n"), ns, table_rows=table_rows, attachments=attachments)
+            from .sensitive import mark_row
+            content = mark_row(content, template, ns, data)  # protected values: local targets only
         except LLMError as exc:
             if pos == 0:
                 raise LLMError(exc.code, f"row {label!r}: {exc.message}", hint=exc.hint) from None

@@ -34,10 +34,11 @@ STORE_ERRORS = _STORE_ERRORS = (sqlite3.Error, OSError, ValueError, TypeError, O
 SCHEMA_VERSION = 2
 EXCHANGE_FIELDS = ("time", "session_id", "target", "answered_by", "prompt", "response", "input_tokens",
                    "output_tokens", "cost", "latency", "ttft", "status", "incomplete", "cached", "finish_reason",
-                   "provider", "model", "notebook", "cell_id", "truncated")
+                   "provider", "model", "notebook", "cell_id", "truncated", "fallback_reason", "replayed")
 # Columns added after 0.1 (ALTER TABLE on an older file): who was charged, and which notebook cell asked.
 _ADDED_COLUMNS = (("provider", "TEXT"), ("model", "TEXT"), ("notebook", "TEXT"), ("cell_id", "TEXT"),
-                  ("truncated", "INTEGER NOT NULL DEFAULT 0"))  # truncated: stopped at max_tokens
+                  ("truncated", "INTEGER NOT NULL DEFAULT 0"),  # truncated: stopped at max_tokens
+                  ("fallback_reason", "TEXT"), ("replayed", "INTEGER NOT NULL DEFAULT 0"))
 _ADDED_INDEXES = """
 CREATE INDEX IF NOT EXISTS exchanges_spend ON exchanges(time, provider, cost);
 CREATE INDEX IF NOT EXISTS exchanges_provider_time ON exchanges(provider, time);
@@ -52,7 +53,7 @@ CREATE TABLE IF NOT EXISTS holds (
 );
 CREATE INDEX IF NOT EXISTS holds_time ON holds(time);
 """
-_BOOL_FIELDS = ("incomplete", "cached", "truncated")
+_BOOL_FIELDS = ("incomplete", "cached", "truncated", "replayed")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS exchanges (
@@ -72,7 +73,9 @@ CREATE TABLE IF NOT EXISTS exchanges (
     incomplete INTEGER NOT NULL DEFAULT 0,
     cached INTEGER NOT NULL DEFAULT 0,
     finish_reason TEXT,
-    truncated INTEGER NOT NULL DEFAULT 0
+    truncated INTEGER NOT NULL DEFAULT 0,
+    fallback_reason TEXT,
+    replayed INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS exchanges_session ON exchanges(session_id, id);
 CREATE TABLE IF NOT EXISTS events (
@@ -275,7 +278,8 @@ class Store:
             cost=response.cost, latency=response.latency, ttft=response.ttft, status=status,
             incomplete=response.incomplete, cached=response.cached, finish_reason=response.finish_reason,
             provider=provider, model=model, notebook=cell.notebook or cellinfo.notebook_path(), cell_id=cell.cell_id,
-            truncated=getattr(response, "truncated", False))
+            truncated=getattr(response, "truncated", False),
+            fallback_reason=getattr(response, "fallback_reason", None), replayed=getattr(response, "replayed", False))
 
     # ---- spend (budgets and usage breakdowns) ----------------------------------------------
 

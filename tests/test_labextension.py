@@ -157,3 +157,19 @@ def test_console_reload_restart_unload_and_notebook_switch(open_notebook, lab):
     nb.run("%unload_ext jupyter_llm")
     expect()(status).to_be_hidden()
     assert llm_console_errors(page) == []
+
+
+def test_status_bar_shows_local_only_mode(open_notebook):
+    nb = open_notebook("mode.ipynb", ["# md\n# jupyter-llm local-only mode"])
+    status = nb.page.locator(STATUS)
+    assert nb.run_text("%load_ext jupyter_llm") == ""
+    expect()(status).to_have_text("LLM: local:8081 · $0.0000")
+    expect()(status).to_have_attribute("data-mode", "cloud allowed")
+    assert "local-only" in nb.run_text("%llm offline on")
+    expect()(status).to_have_text("LLM: local:8081 · $0.0000 · local only")
+    expect()(status).to_have_attribute("data-mode", "local-only")
+    assert "local-only" in (status.get_attribute("title") or "")
+    nb.page.screenshot(path=str(screenshot_dir() / "jupyter-llm-local-only.png"))
+    nb.run_text("%llm offline off")
+    expect()(status).to_have_text("LLM: local:8081 · $0.0000")
+    assert llm_console_errors(nb.page) == []

@@ -328,6 +328,7 @@ class SDKAdapter:
             try:
                 sdk_stream = open_stream()
                 holder.append(sdk_stream)
+                _capture_quota(self.id, sdk_stream)
                 response = response_of(sdk_stream) if response_of is not None else None
                 if response is not None:
                     dog.arm(response)
@@ -409,3 +410,11 @@ def _duration(seconds: float) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f} min"
     return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
+
+
+def _capture_quota(provider: str, sdk_stream: Any) -> None:
+    """Keep the rate-limit headers of the response the SDK stream rides on (quota.py)."""
+    headers = getattr(getattr(sdk_stream, "response", None), "headers", None)
+    if headers is not None:
+        from .. import quota
+        quota.capture(provider, headers)

@@ -133,6 +133,7 @@ class Emulator:
             self._models = {k: list(v) for k, v in DEFAULT_MODELS.items()}
             self._seen: dict[str, int] = {}
             self._no_models: dict[str, int] = {}
+            self._reply_headers: dict[str, dict[str, str]] = {}
 
     def _release(self) -> None:
         old, self._wake = self._wake, threading.Event()
@@ -180,6 +181,15 @@ class Emulator:
         """GET /models under this URL prefix answers `status` (many gateways have no model list)."""
         with self._lock:
             self._no_models[provider] = status
+
+    def reply_headers(self, provider: str, headers: dict[str, str]) -> None:
+        """Extra headers on every successful reply under a URL prefix (e.g. rate-limit headers)."""
+        with self._lock:
+            self._reply_headers[provider] = dict(headers)
+
+    def _headers_for(self, provider: str) -> dict[str, str]:
+        with self._lock:
+            return dict(self._reply_headers.get(provider, {}))
 
     def set_models(self, wire: str, ids: list[str]) -> None:
         with self._lock:
@@ -420,7 +430,8 @@ class _Handler(BaseHTTPRequestHandler):
         thoughts = re.findall(r"\S+\s*", script.reasoning or "")
         if not rec.stream or "json-200" in stream_faults:
             rec.outcome = "complete"
-            return self._json(200, wire.complete(rec.model, "".join(tokens), inp, out, finish, "".join(thoughts)))
+            return self._json(200, wire.complete(rec.model, "".join(tokens), inp, out, finish, "".join(thoughts)),
+                              self.emu._headers_for(rec.provider))
         if "html-200" in stream_faults:
             rec.outcome = "html"
             return self._raw(200, "text/html; charset=utf-8", HTML_PAGE)
@@ -428,6 +439,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", wire.stream_content_type)
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
+        for k, v in self.emu._headers_for(rec.provider).items():
+            self.send_header(k, v)
         self.end_headers()
         for frame in wire.head(rec.model, inp):
             self._chunk(frame)
