@@ -83,8 +83,9 @@ def loopback_only(monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", guarded)
 
 
-def test_fuzz_the_magics(ip, emulator, loopback_only, monkeypatch, capsys):
+def test_fuzz_the_magics(ip, emulator, loopback_only, monkeypatch, capsys, tmp_path):
     import getpass
+    monkeypatch.chdir(tmp_path)   # commands that write a file (history --json PATH, record ...) write here
     rng = random.Random(SEED)
     monkeypatch.setattr(getpass, "getpass", lambda prompt="": rng.choice(["", "  ", CANARY, "\udc80", "sk-x" * 5]))
     monkeypatch.setattr("builtins.input", lambda prompt="": rng.choice(["", "http://127.0.0.1:1", "2", "nan", "x"]))
