@@ -69,6 +69,9 @@ def answer(magics, prompt: str, *, target: str | None = None, fmt: str = "markdo
         shell.user_ns[output] = value
     if insert and response.ok and value:
         shell.set_next_input(value, replace=False)
+    if response.finish_reason == "interrupted":
+        from .interrupts import stop_queued_cells
+        stop_queued_cells(shell)  # calm, but "Run All" stops here as the user asked
     if response.error is not None and response.finish_reason != "interrupted":
         raise response.error
     if fmt == "json" and response.finish_reason != "interrupted":

@@ -463,8 +463,8 @@ class _Handler(BaseHTTPRequestHandler):
         extra = {"index": index} if wire.kind == "anthropic" else {}
         for frame in wire.tail(rec.model, inp, out, finish, rec.body, len(thoughts), end, **extra):
             self._chunk(frame)
+        rec.outcome = "complete" if end == "full" else end  # before the last byte: the client may look at once
         self.wfile.write(b"0\r\n\r\n")
-        rec.outcome = "complete" if end == "full" else end
 
     def _interrupt(self, wire: Wire, faults: dict[str, Fault], i: int) -> bool:
         """Apply a mid-stream fault due before token `i`; True when the reply ends here."""
