@@ -287,6 +287,9 @@ def fit_for(session: Any, target: Any, prompt: str, cell: Any = None, *, system:
     from .tokencount import EstimateMeter, meter_for
     s = session.settings
     system = system if system is not None else s.get("system")
+    if max_tokens is not None:  # the same check build_request makes, before anything is measured
+        from .config import check_number
+        max_tokens = check_number("max_tokens", max_tokens)
     max_tokens = max_tokens if max_tokens is not None else s.get("max_tokens")
     mode = s.get("context") or "auto"
     available = [] if (new or not context) else session.chat.history_for(cell)
