@@ -221,7 +221,7 @@ def check_number(key: str, value, *, where: str = "", label: str | None = None, 
 
 _SETTINGS = {"temperature": float, "max_tokens": int, "top_p": float, "system": str,
              "timeout": float, "stall_timeout": float, "deadline": float, "format": str, "cache": bool,
-             "footer": bool, "table_rows": int}
+             "footer": bool, "table_rows": int, "context": str}
 FORMATS = ("markdown", "text", "code", "json", "html")
 MAX_SECONDS = 86400.0  # the longest timeout, stall_timeout or deadline accepted
 
@@ -395,7 +395,7 @@ _PROVIDER_KEYS = {"kind": str, "base_url": str, "model": str, "auth": str, "env"
                   "organization": str, "project": str, "command": str, "models": list,
                   "api_version": str, "ttl": float, "timeout": float, "connect_timeout": float,
                   "stream_usage": bool, "max_tokens_param": str, "price": dict, "free": bool, "enabled": bool,
-                  "capabilities": dict}
+                  "capabilities": dict, "context": int}
 BUDGET_KEYS = {"session_usd": "session", "daily_usd": "daily", "monthly_usd": "monthly"}
 MAX_USD = 10_000_000.0          # a cap or price above this is a typo, not a budget
 MAX_PRICE = 1_000_000.0         # USD per million tokens ($1 a token)
@@ -442,6 +442,12 @@ def coerce_setting(key: str, value: Any, *, where: str = "") -> Any:
     if key not in _SETTINGS:
         raise LLMError(code, f"{prefix}unknown setting {key!r}", hint=f"known: {', '.join(_SETTINGS)}")
     kind = _SETTINGS[key]
+    if key == "context":  # auto | all | N (context.py)
+        from .context import parse_mode
+        try:
+            return parse_mode(value)
+        except ValueError:
+            raise LLMError(code, f"{prefix}context must be auto, all or a number of exchanges, got {value!r}") from None
     try:
         if kind is bool:
             if isinstance(value, str):
