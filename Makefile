@@ -1,4 +1,4 @@
-# Two entry points (see README): `make demo` runs the quickstart on a local llama.cpp server,
+# Two entry points (see README): `make demo` runs the quickstart (which serves its own llama.cpp model),
 # `make test` runs every test. Both set everything up from a fresh clone.
 PYTHON ?= python3
 VENV   ?= .venv
@@ -29,13 +29,12 @@ server: $(STAMP)
 stop:
 	-$(BIN)/python scripts/llama_server.py stop --port $(PORT)
 
-# The demo: tiny generated model, real llama.cpp server on 127.0.0.1:$(PORT), quickstart executed.
+# The demo: the quickstart executed as a reader runs it; it generates the tiny model and serves it itself.
 demo: $(STAMP)
-	$(BIN)/python scripts/demo.py --port $(PORT)
+	$(BIN)/python scripts/demo.py
 
-# Open the quickstart in JupyterLab against the same local server.
+# Open the tutorials in JupyterLab; each notebook starts the llama.cpp servers it needs (%llm serve).
 lab: $(STAMP)
-	$(BIN)/python scripts/llama_server.py start --port $(PORT) --alias tiny-llama || true
 	$(BIN)/jupyter lab --ip 127.0.0.1 notebooks/quickstart.ipynb
 
 test: $(STAMP) browser

@@ -6,9 +6,12 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import LLMError
+
+if TYPE_CHECKING:
+    from .local_servers import KnownServers
 
 APP = "jupyter-llm"
 DEFAULT_SCAN = (8080, 8092)
@@ -58,6 +61,26 @@ class Config:
     budget_usd: float | None = None
     defaults: dict[str, Any] = field(default_factory=dict)  # temperature, max_tokens, system, format, cache...
     error: LLMError | None = None  # set when the file was bad and defaults were used instead
+    # Not from the file: local servers found or started in this session (see local_servers.py).
+    known: "KnownServers" = field(default_factory=lambda: _known(), compare=False, repr=False)
+
+    def local_name(self, port: int) -> str | None:
+        """The name `local:NAME` of a port: from [local].ports, else given by `%llm serve --alias`."""
+        if port in self.local_ports:
+            return self.local_ports[port]
+        entry = self.known.get(port)
+        return entry.name if entry is not None else None
+
+    def local_names(self) -> dict[str, int]:
+        """Every `local:NAME` name and its port (configured names win)."""
+        names = self.known.names()
+        names.update({name: port for port, name in self.local_ports.items()})
+        return names
+
+
+def _known():
+    from .local_servers import KnownServers
+    return KnownServers()
 
 
 _SETTINGS = {"temperature": float, "max_tokens": int, "top_p": float, "system": str,

@@ -19,7 +19,7 @@ from .usage import UsageLedger
 log = logging.getLogger("jupyter_llm")
 
 Observer = Callable[[str], None]
-CHANGES = ("target", "usage", "settings", "conversation", "credentials")
+CHANGES = ("target", "usage", "settings", "conversation", "credentials", "servers")
 _NULLABLE = ("temperature", "max_tokens", "top_p", "system")  # settings whose default is None
 
 
@@ -142,22 +142,10 @@ class Session:
         return self.fallback
 
     def known_targets(self) -> list[str]:
-        """Targets worth offering in a picker: active, aliases, local servers seen, provider defaults."""
-        from .providers import provider_ids, spec_for
-        out = [str(self.active)]
-        out += list(self.config.aliases)
-        out += [f"local:{port}" + (f"/{name}" if name else "") for port, name in self.config.local_ports.items()]
-        try:
-            out += [f"local:{s.port}" for s in self.discover(timeout=0.3)]
-        except Exception:
-            log.debug("discovery failed", exc_info=True)
-        for pid in provider_ids(self.config):
-            if pid == "local":
-                continue
-            spec = spec_for(pid, self.config)
-            if spec.default_model:
-                out.append(f"{pid}:{spec.default_model}")
-        return list(dict.fromkeys(out))
+        """Targets worth offering in a picker: active, local servers (configured, found, served), Ollama's
+        models, aliases, then every cloud provider's models (default first)."""
+        from .local_servers import known_targets
+        return known_targets(self)
 
     # ---- settings ----
     def set(self, **values: Any) -> dict[str, Any]:
@@ -212,10 +200,20 @@ class Session:
         except LLMError as exc:
             return Health(False, exc.line())
 
-    def discover(self, ports: tuple[int, int] | None = None, host: str | None = None, timeout: float = 0.5):
+    def discover(self, ports: tuple[int, int] | None = None, host: str | None = None, timeout: float = 0.5,
+                 notify: bool = True):
+        """llama.cpp servers on the scan range (or `ports`); those on the local host are remembered for the session
+        (a change is announced as "servers" unless `notify` is False: the panel's own scans)."""
         provider = self.provider(Target("local"))
-        port_list = None if ports is None else list(range(ports[0], ports[1] + 1))
-        return provider.discover(host=host, ports=port_list, timeout=timeout)
+        port_list = provider.scan_ports() if ports is None else list(range(ports[0], ports[1] + 1))
+        found = provider.discover(host=host, ports=port_list, timeout=timeout)
+        if (host or provider.host) == provider.host:
+            from .local_servers import record_scan
+            if record_scan(self.config.known, port_list, found) and notify:
+                self.notify("servers")  # the panel refills its local list
+            for s in found:
+                s.name = self.config.local_name(s.port)
+        return found
 
     def models(self, provider: str | None = None):
         target = Target(provider.lower()) if provider else Target(self.active.provider)

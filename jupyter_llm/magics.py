@@ -17,7 +17,11 @@ from .tables import money, seconds, show_table
 # `%llm NAME ...` commands that live in their own feature module ("module:function", imported on
 # first use so %load_ext stays fast). Each function takes (magics, rest_words) and returns the
 # cell's value. Keep this file a thin face: a new capability adds one line here and its own module.
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "serve": ".local_magics:cmd_serve",
+    "servers": ".local_magics:cmd_servers",
+    "stop": ".local_magics:cmd_stop",
+}
 
 HELP = """\
 %llm                      control panel (status in a terminal)
@@ -25,7 +29,10 @@ HELP = """\
 %llm use TARGET [--check] switch target now (conversation kept); --check probes it first
 %llm models [PROVIDER]    models of a provider (local: discovered servers)
 %llm providers            every provider: configured?, auth, credential source, health
-%llm discover [--ports 8080-8092] [--host 127.0.0.1]   find llama.cpp servers
+%llm discover [--ports 8080-8092] [--host 127.0.0.1]   find llama.cpp servers and Ollama (remembered)
+%llm serve PATH.gguf [--port N] [--ctx N] [--alias NAME] [--gpu-layers N]   start llama.cpp in this kernel
+%llm servers              servers this kernel started: port, model, pid, memory, slots
+%llm stop PORT|all        stop servers this kernel started (they also stop with the kernel)
 %llm login PROVIDER [--method api_key|gateway|command]  store a secret in the OS keyring
 %llm logout PROVIDER      delete the stored secret
 %llm set KEY=VALUE ...    temperature, max_tokens, top_p, system, timeout, format, cache
@@ -218,23 +225,8 @@ class LLMMagics(Magics):
         show_table(["provider", "configured", "auth", "credential", "key", "health"], rows)
 
     def cmd_discover(self, rest: list[str]) -> None:
-        p = _Parser(prog="%llm discover", add_help=False)
-        p.add_argument("--ports")
-        p.add_argument("--host")
-        args = p.parse_args(rest)
-        ports = None
-        if args.ports:
-            a, _, b = args.ports.partition("-")
-            if not (a.isdigit() and (b or a).isdigit()) or not 0 < int(a) <= int(b or a) < 65536:
-                raise LLMError("BAD_ARGUMENT", f"--ports wants FIRST-LAST, e.g. 8080-8092, got {args.ports!r}")
-            ports = (int(a), int(b or a))
-        servers = self.session.discover(ports=ports, host=args.host)
-        if not servers:
-            lo, hi = ports or self.session.config.local_scan
-            print(f"no llama.cpp server found on {args.host or self.session.config.local_host} ports {lo}-{hi}")
-            return
-        rows = [(s.port, s.model, s.n_ctx, s.state) for s in servers]
-        show_table(["port", "model", "context", "state"], rows)
+        from .local_magics import cmd_discover
+        return cmd_discover(self, rest)
 
     def cmd_login(self, rest: list[str]) -> None:
         import getpass

@@ -19,6 +19,7 @@ import ipywidgets as w
 from .errors import LLMError
 from .providers import mask, provider_ids, spec_for
 from .tables import money, seconds
+from .panel_local import LocalRows, on_main as _on_main
 from .targets import Target
 
 log = logging.getLogger("jupyter_llm")
@@ -69,24 +70,7 @@ def _bounded(fn: Callable[[], Any], timeout: float, what: str) -> Any:
     return box["value"]
 
 
-def _on_main(fn: Callable[[], None]) -> None:
-    """Run `fn` on the kernel's main thread (now if already there), where widget updates belong."""
-    if threading.current_thread() is threading.main_thread():
-        fn()
-        return
-    loop = None
-    try:
-        from IPython import get_ipython
-        loop = getattr(getattr(get_ipython(), "kernel", None), "io_loop", None)
-    except Exception:
-        pass
-    if loop is not None:
-        loop.add_callback(fn)
-    else:  # no kernel (scripts, tests): plain traitlets, no comm traffic to interleave
-        fn()
-
-
-class Panel:
+class Panel(LocalRows):
     """The widgets, their handlers and a cache of slow look-ups; `root` is what gets displayed."""
 
     def __init__(self, session):
@@ -95,6 +79,7 @@ class Panel:
         self._syncing = False           # True while the panel itself sets widget values
         self._pending: str | None = None  # a secret taken out of the widget, waiting for "Save key"
         self._servers: list | None = None
+        self._ollama: int | None = None   # models a running Ollama has (None: not probed yet)
         self._models: dict[str, list[tuple[str, str]]] = {}
         self._health: dict[str, bool] = {}
         self._queued: set[str] = set()
@@ -125,12 +110,18 @@ class Panel:
         self.save = w.Button(description="Save key", icon="key", tooltip="store in the OS keyring; the field is cleared")
         self.status = w.HTML()
         self.message = w.HTML()
+        self.start_path = w.Text(placeholder="path/to/model.gguf", description="Start model…", style=wide,
+                                 continuous_update=False, layout=w.Layout(width="340px", max_width="100%"))
+        self.start = w.Button(description="Start", icon="play", tooltip="start llama.cpp on this model (like %llm serve)")
+        row = lambda *children: w.HBox(list(children), layout=w.Layout(flex_flow="row wrap", max_width="100%"))
+        self.key_row = row(self.method, self.secret, self.gateway_url, self.save)
+        self.start_row = row(self.start_path, self.start)
         self.root = w.VBox([
-            w.HBox([self.provider, self.model, self.refresh]),
-            w.HBox([self.temperature, self.max_tokens, self.switch, self.test]),
-            w.HBox([self.method, self.secret, self.gateway_url, self.save]),
+            row(self.provider, self.model, self.refresh),
+            row(self.temperature, self.max_tokens, self.switch, self.test),
+            self.key_row, self.start_row,
             self.status, self.message,
-        ], layout=w.Layout(border="1px solid #8884", padding="4px", width="fit-content"))
+        ], layout=w.Layout(border="1px solid #8884", padding="4px", width="fit-content", max_width="100%"))
         self.root.add_class("jupyter-llm-panel")
         self.provider.observe(self._on_provider, names="value")
         self.method.observe(self._on_method, names="value")
@@ -141,6 +132,9 @@ class Panel:
         self.test.on_click(self._guard(self._do_test))
         self.save.on_click(self._guard(self._do_save))
         self.refresh.on_click(self._guard(self._do_refresh))
+        self.start.on_click(self._guard(self._do_start))
+        self.model.observe(self._on_model, names="value")
+        self._confirm: str | None = None  # a target the user was warned about (no credential): next Switch goes
 
     def widgets(self) -> list:
         """Every widget of the panel (for tests and for closing)."""
@@ -182,8 +176,8 @@ class Panel:
                 self._say(f"{type(exc).__name__}: {exc}", error=True)
         return handler
 
-    def _say(self, text: str, *, error: bool = False) -> None:
-        color = "#d32f2f" if error else "inherit"
+    def _say(self, text: str, *, error: bool = False, warn: bool = False) -> None:
+        color = "var(--jp-error-color1, #d32f2f)" if error else ("var(--jp-warn-color1, #b26a00)" if warn else "inherit")
         mark = "✗ " if error else ""
         self.message.value = f"<span style='color:{color}'>{html.escape(mark + text)}</span>" if text else ""
 
@@ -191,27 +185,40 @@ class Panel:
     def _scan(self, force: bool = False) -> list:
         if self._servers is None or force:
             try:
-                self._servers = _bounded(lambda: self.session.discover(timeout=SCAN_TIMEOUT), 3.0, "the server scan")
+                self._servers = _bounded(lambda: self.session.discover(timeout=SCAN_TIMEOUT, notify=False), 3.0, "the server scan")
             except LLMError as exc:
                 self._say(exc.line(), error=True)
                 self._servers = []
         return self._servers
 
     def _mark(self, pid: str) -> str:
-        """`✓ openai`, `✗ anthropic (no key)`, `● local (2 servers)`: credential and last known health."""
+        """`✓ openai`, `✗ anthropic (no key)`, `● local (2 servers)`: credential and last known health.
+        A missing credential is shown as "no key", never as "down"."""
         spec = spec_for(pid, self.session.config)
+        has_key = self._has_key(pid) if spec.needs_key else True
+        if has_key is False:
+            return f"✗ {pid} (no key)"
         if self._health.get(pid) is False:
             return f"✗ {pid} (down)"
         if pid == "local":
             n = sum(1 for s in self._scan() if s.state == "ok")
             return f"● local ({n} server{'s' if n != 1 else ''})" if n else "○ local (none found)"
+        if pid == "ollama":
+            if self._ollama is None:
+                from .local_servers import ollama_models
+                self._ollama = len(ollama_models(self.session)) if spec.base_url else 0
+            n = self._ollama
+            return f"● ollama ({n} model{'s' if n != 1 else ''})" if n else "○ ollama (not running)"
         if not spec.needs_key:
             return f"● {pid}"
+        return f"✓ {pid}" if has_key else f"? {pid} (keyring unavailable)"
+
+    def _has_key(self, pid: str) -> bool | None:
+        """Whether a credential is set for `pid` (None: the keyring cannot be read)."""
         try:
-            auth = self.session.credentials.lookup(spec, run_command=False)
+            return self.session.credentials.lookup(spec_for(pid, self.session.config), run_command=False) is not None
         except LLMError:
-            return f"? {pid} (keyring unavailable)"
-        return f"✓ {pid}" if auth is not None else f"✗ {pid} (no key)"
+            return None
 
     def _model_options(self, pid: str, force: bool = False) -> list[tuple[str, str]]:
         if pid in self._models and not force:
@@ -221,29 +228,6 @@ class Panel:
         else:
             options = self._cloud_options(pid)
         self._models[pid] = options
-        return options
-
-    def _local_options(self, force: bool) -> list[tuple[str, str]]:
-        config = self.session.config
-        names: dict[int, list[str]] = {}
-        for alias, text in config.aliases.items():
-            try:
-                t = self.session.parse(alias)
-            except LLMError:
-                continue
-            if t.is_local and t.port is not None:
-                names.setdefault(t.port, []).append(alias)
-        options, seen = [], set()
-        for s in self._scan(force):
-            label = " / ".join(names.get(s.port, []) + [n for n in [s.name] if n and n not in names.get(s.port, [])])
-            detail = ", ".join(x for x in [s.model and f"model {s.model}", s.n_ctx and f"ctx {s.n_ctx}",
-                                           s.state != "ok" and s.state] if x)
-            options.append((f"{s.port}" + (f" · {label}" if label else "") + (f" ({detail})" if detail else ""),
-                            f"local:{s.port}"))
-            seen.add(s.port)
-        for port, name in config.local_ports.items():
-            if port not in seen:
-                options.append((f"{port} · {name} (not running)", f"local:{port}"))
         return options
 
     def _cloud_options(self, pid: str) -> list[tuple[str, str]]:
@@ -276,6 +260,7 @@ class Panel:
             try:
                 active = self.session.active
                 self._mark_providers(active.provider)
+                self._show_key_row(active.provider)
                 self._fill_models(active.provider, select=self._value_for(active))
                 self._sync_settings()
                 self._sync_status()
@@ -334,7 +319,17 @@ class Panel:
                 if "target" in changes:
                     active = self.session.active
                     self.provider.value = active.provider
+                    self._show_key_row(active.provider)
+                    self._reset_switch()
+                    if html.escape(str(active)) not in self.message.value:
+                        self._say("")  # a message about the previous target is stale now
                     self._fill_models(active.provider, select=self._value_for(active))
+                if "servers" in changes:  # %llm serve / stop: rescan and refill the local list
+                    self._servers = None
+                    self._models.pop("local", None)
+                    self._mark_providers(self.provider.value)
+                    if self.provider.value == "local":
+                        self._fill_models("local", select=self.model.value)
                 if "credentials" in changes:
                     self._mark_providers(self.provider.value)
                 if "settings" in changes:
@@ -350,10 +345,29 @@ class Panel:
         if self._syncing or change["new"] is None:
             return
         pid = change["new"]
-        self._guard(lambda: self._fill_models(pid, select=self._value_for(self.session.active)
-                                              if self.session.active.provider == pid else None))()
-        spec = spec_for(pid, self.session.config)
-        self.secret.placeholder = PLACEHOLDER[self.method.value] + ("" if spec.needs_key else " (not needed)")
+        self._say("")  # a message about the previous provider is stale now
+        self._show_key_row(pid)
+        with self._lock:
+            self._syncing = True  # filling the models is not the user choosing one
+            try:
+                self._guard(lambda: self._fill_models(pid, select=self._value_for(self.session.active)
+                                                      if self.session.active.provider == pid else None))()
+            finally:
+                self._syncing = False
+        self._reset_switch()
+
+    def _show_key_row(self, pid: str) -> None:
+        """The credential row only for providers that take one (not for local servers or Ollama)."""
+        self.key_row.layout.display = None if spec_for(pid, self.session.config).needs_key else "none"
+
+    def _on_model(self, change) -> None:
+        if not self._syncing:
+            self._reset_switch()
+            self._say("")
+
+    def _reset_switch(self) -> None:
+        self._confirm = None
+        self.switch.description = "Switch"
 
     def _on_method(self, change) -> None:
         self.secret.placeholder = PLACEHOLDER[change["new"]]
@@ -388,6 +402,16 @@ class Panel:
         value = self.model.value
         if not value:
             raise LLMError("BAD_ARGUMENT", f"no model to switch to for {self.provider.value}", hint="press ⟳ to rescan")
+        target = self.session.parse(value)
+        spec = spec_for(target.provider, self.session.config)
+        if spec.needs_key and self._has_key(target.provider) is False and self._confirm != value:
+            self._confirm = value
+            self.switch.description = "Switch anyway"
+            self._say(f"⚠ {target.provider} has no key yet: requests will fail with MISSING_CREDENTIALS. Save a key "
+                      f"below first, or press Switch anyway.", warn=True)
+            return
+        self._confirm = None
+        self.switch.description = "Switch"
         target = self.session.use(value)
         self._say(f"using {target}")
 
@@ -423,6 +447,7 @@ class Panel:
     def _do_refresh(self) -> None:
         pid = self.provider.value
         self._servers = None
+        self._ollama = None
         self._models.clear()
         self._health.clear()
         self._say("")

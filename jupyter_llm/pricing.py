@@ -27,7 +27,7 @@ PROVIDER_MAP = {
     "together": "together",
     "openrouter": "openrouter",
 }
-FREE_PROVIDERS = frozenset({"local"})
+FREE_PROVIDERS = frozenset({"local", "ollama"})  # self-hosted: no per-token price
 DEFAULT_OUTPUT_TOKENS = 1024     # assumed answer length for an estimate when max_tokens is not set
 CHARS_PER_TOKEN = 4
 TOKENS_PER_MESSAGE = 4           # role markers and separators around each chat message

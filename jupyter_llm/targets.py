@@ -70,11 +70,11 @@ def _parse_local(raw: str, rest: str, config: "Config | None") -> Target:
         port = int(head)
         if not 0 < port < 65536:
             raise LLMError("BAD_ARGUMENT", f"port {port} in {raw!r} is out of range 1-65535")
-        named = config.local_ports.get(port) if config is not None else None
+        named = config.local_name(port) if config is not None else None
         return Target("local", alias or named, port)
-    names = {name: port for port, name in (config.local_ports.items() if config is not None else ())}
+    names = config.local_names() if config is not None else {}
     if head in names and not slash:
         return Target("local", head, names[head])
-    known = ", ".join(f"local:{n}" for n in names) or "none configured"
+    known = ", ".join(f"local:{n}" for n in names) or "none yet"
     raise LLMError("BAD_ARGUMENT", f"unknown local server {head!r} in {raw!r}",
-                   hint=f"use local:PORT or a name from [local].ports ({known})")
+                   hint=f"use local:PORT, a name from [local].ports or %llm serve --alias ({known}); see %llm discover")

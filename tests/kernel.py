@@ -100,7 +100,11 @@ class Kernel:
                 break
             if msg["msg_type"] != "status":
                 run.messages.append(msg)
-        run.reply = self.kc.get_shell_msg(timeout=timeout)["content"]
+        while True:  # skip stale replies (a second kernel_info_reply from wait_for_ready can still be queued)
+            reply = self.kc.get_shell_msg(timeout=timeout)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                break
+        run.reply = reply["content"]
         return run
 
     def interrupt(self) -> None:

@@ -212,12 +212,16 @@ def kernel(isolated_env):
         km.shutdown_kernel(now=True)
 
 
-def _execute(kc, code, timeout=30):
-    msg_id = kc.execute(code)
+def _reply(kc, msg_id, timeout=30):
+    """The shell reply to `msg_id` (a stale kernel_info_reply from start-up can come first)."""
     reply = kc.get_shell_msg(timeout=timeout)
     while reply["parent_header"].get("msg_id") != msg_id:
         reply = kc.get_shell_msg(timeout=timeout)
     return reply
+
+
+def _execute(kc, code, timeout=30):
+    return _reply(kc, kc.execute(code), timeout)
 
 
 def _iopub_until(kc, pred, timeout=20):
@@ -237,15 +241,13 @@ def _iopub_until(kc, pred, timeout=20):
 @pytest.mark.kernel
 def test_real_kernel_protocol(kernel):
     kc = kernel
-    info = kc.comm_info(target_name="jupyter_llm")
-    assert kc.get_shell_msg(timeout=10)["content"]["comms"] == {}  # not loaded: nothing to adopt
+    assert _reply(kc, kc.comm_info(target_name="jupyter_llm"))["content"]["comms"] == {}  # not loaded: nothing to adopt
     _execute(kc, "%load_ext jupyter_llm")
     opened = _iopub_until(kc, lambda m: m["msg_type"] == "comm_open")
     assert opened["content"]["target_name"] == "jupyter_llm"
     assert opened["content"]["data"]["type"] == "state"
     comm_id = opened["content"]["comm_id"]
-    kc.comm_info(target_name="jupyter_llm")
-    assert list(kc.get_shell_msg(timeout=10)["content"]["comms"]) == [comm_id]
+    assert list(_reply(kc, kc.comm_info(target_name="jupyter_llm"))["content"]["comms"]) == [comm_id]
 
     # a frontend adopting the comm by id asks for targets, then switches
     def comm_msg(data):
@@ -276,5 +278,4 @@ def test_real_kernel_protocol(kernel):
     _execute(kc, "%unload_ext jupyter_llm")
     closed = _iopub_until(kc, lambda m: m["msg_type"] == "comm_close")
     assert closed["content"]["data"] == {"type": "closed"}
-    kc.comm_info(target_name="jupyter_llm")
-    assert kc.get_shell_msg(timeout=10)["content"]["comms"] == {}
+    assert _reply(kc, kc.comm_info(target_name="jupyter_llm"))["content"]["comms"] == {}

@@ -156,7 +156,7 @@ def test_no_server_anywhere_is_network_error_with_hint():
     e = err.value
     assert e.code == "NETWORK_ERROR" and not e.retryable  # refused locally: fail or fall back at once
     assert e.message == f"no llama.cpp server found on 127.0.0.1 ports {lo}-{hi}"
-    assert "llama_server.py start" in e.hint and "llama-server -m" in e.hint and "%llm discover" in e.hint
+    assert "%llm serve" in e.hint and "%llm discover" in e.hint and "scripts" not in e.hint
     h = p.health(Target("local"), None)
     assert not h.ok and "no llama.cpp server found" in h.detail
     assert p.list_models(None) == []

@@ -67,6 +67,7 @@ def test_widget_tree_marks_and_status(session):
 
 
 def test_switch_in_the_panel_is_session_use(session, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", CANARY)  # with a key: no warning first
     p = Panel(session)
     calls = []
     real_use = session.use
@@ -163,8 +164,96 @@ def test_test_connection_failure_is_a_panel_message_not_a_traceback(session):
     p.model.value = "openai:gpt-4o-mini"
     p.test.click()  # no key
     assert "MISSING_CREDENTIALS" in p.message.value
-    assert dict((v, k) for k, v in p.provider.options)["openai"] == "✗ openai (down)"
+    assert dict((v, k) for k, v in p.provider.options)["openai"] == "✗ openai (no key)"  # never "down"
     assert p.provider.value == "openai"
+
+
+def test_no_key_is_never_down_and_a_switch_without_one_is_warned_first(session, monkeypatch):
+    p = Panel(session)
+    p.provider.value = "openai"
+    assert p.key_row.layout.display is None  # openai takes a key: the row shows
+    p.model.value = "openai:gpt-4o"
+    p.switch.click()
+    assert str(session.active) == "emu:model-a"  # not yet: warned
+    assert "has no key yet" in p.message.value and p.switch.description == "Switch anyway"
+    p.switch.click()
+    assert str(session.active) == "openai:gpt-4o" and "using openai:gpt-4o" in p.message.value
+    assert p.switch.description == "Switch"
+    # a failed health check with a key is "down"; logging in clears it
+    monkeypatch.setenv("OPENAI_API_KEY", CANARY)
+    p._health["openai"] = False
+    p._mark_providers("openai")
+    assert dict((v, k) for k, v in p.provider.options)["openai"] == "✗ openai (down)"
+
+
+def test_key_row_hidden_for_keyless_providers_and_stale_messages_cleared(session):
+    p = Panel(session)
+    assert p.key_row.layout.display == "none"  # emu: auth = none
+    p.provider.value = "openai"
+    assert p.key_row.layout.display is None
+    p.save.click()
+    assert "BAD_ARGUMENT" in p.message.value
+    p.provider.value = "local"
+    assert p.key_row.layout.display == "none" and p.message.value == ""  # stale message gone
+    p.provider.value = "openai"
+    p.save.click()
+    p.model.value = "openai:gpt-4o"
+    assert p.message.value == ""
+    p.provider.value = "emu"
+    p.switch.click()
+    assert "using emu:model-a" in p.message.value
+    session.use("openai:gpt-4o")  # a switch elsewhere makes "using emu:model-a" stale
+    assert p.message.value == ""
+    # every row wraps instead of overflowing a narrow notebook
+    rows = [c for c in p.root.children if type(c).__name__ == "HBox"]
+    assert rows and all(r.layout.flex_flow == "row wrap" for r in rows) and p.root.layout.max_width == "100%"
+
+
+def test_ollama_in_the_panel(emulator):
+    from tests.emulator.ollama import FakeOllama
+    fake = FakeOllama()
+    try:
+        Path(os.environ["JUPYTER_LLM_CONFIG"]).write_text(
+            f'[providers.ollama]\nbase_url = "{fake.base_url}"\n[local]\nscan = [1, 1]\n')
+        p = Panel(Session())
+        assert dict((v, k) for k, v in p.provider.options)["ollama"] == "● ollama (2 models)"
+        p.provider.value = "ollama"
+        assert p.key_row.layout.display == "none"
+        assert [v for _, v in p.model.options] == ["ollama:llama3.2:latest", "ollama:qwen2.5-coder:1.5b"]
+        p.switch.click()  # no key needed: no warning
+        assert "using ollama:llama3.2:latest" in p.message.value
+    finally:
+        fake.close()
+    p.refresh.click()
+    assert dict((v, k) for k, v in p.provider.options)["ollama"] == "○ ollama (not running)"
+
+
+def test_start_model_row_serves_and_offers_it(emulator, session):
+    from tests.llama import llama_server_module
+    from jupyter_llm import serve
+    model = llama_server_module().ensure_model()
+    p = Panel(session)
+    p.start.click()
+    assert "type the path of a .gguf model first" in p.message.value
+    p.start_path.value = "/nonexistent/model.gguf"
+    p.start.click()
+    assert "no model file at" in p.message.value and not p.start.disabled
+    p.start_path.value = str(model)
+    p.start.click()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and "serving" not in p.message.value:
+        time.sleep(0.1)
+    try:
+        assert "serving tiny-llama.gguf on local:" in p.message.value, p.message.value
+        port = serve.servers()[0].port
+        assert p.provider.value == "local" and p.model.value == f"local:{port}"
+        assert p.key_row.layout.display == "none" and not p.start.disabled and p.start_path.value == ""
+        p.switch.click()
+        assert str(session.active) == f"local:{port}"
+        serve.stop(session, port)
+        assert f"{port} (not running)" not in dict((v, k) for k, v in p.model.options).get(f"local:{port}", "")
+    finally:
+        serve.stop_all(session)
 
 
 def test_slow_model_list_does_not_freeze_the_panel(session, monkeypatch):
@@ -250,6 +339,8 @@ def test_panel_in_jupyterlab_switches_and_never_keeps_the_secret(lab, open_noteb
                            arg=model.element_handle())
     model.select_option(value=next(v for v in _options(model) if v.startswith("gpt-4.1-mini")))
     panel.get_by_role("button", name="Switch").click()
+    panel.get_by_text("openai has no key yet").wait_for()  # warned before switching without a credential
+    panel.get_by_role("button", name="Switch anyway").click()
     panel.get_by_text("using openai:gpt-4.1-mini").wait_for()
     assert nb.run_text("import jupyter_llm; print(jupyter_llm.session().active)").strip() == "openai:gpt-4.1-mini"
 

@@ -17,7 +17,7 @@ __all__ = ["Auth", "Health", "ModelInfo", "Provider", "ProviderSpec", "BUILTIN",
 @dataclass(frozen=True)
 class ProviderSpec:
     id: str
-    kind: str                       # openai-compatible | anthropic | gemini | llamacpp | entry point name
+    kind: str                       # openai-compatible | anthropic | gemini | llamacpp | ollama | entry point name
     base_url: str | None
     env_vars: tuple[str, ...] = ()
     default_model: str | None = None
@@ -31,6 +31,7 @@ class ProviderSpec:
 
 BUILTIN: dict[str, ProviderSpec] = {s.id: s for s in (
     ProviderSpec("local", "llamacpp", None, (), None, auth="none"),
+    ProviderSpec("ollama", "ollama", "http://127.0.0.1:11434/v1", (), None, auth="none"),
     ProviderSpec("openai", "openai-compatible", "https://api.openai.com/v1", ("OPENAI_API_KEY",), "gpt-4o-mini"),
     ProviderSpec("anthropic", "anthropic", "https://api.anthropic.com", ("ANTHROPIC_API_KEY",), "claude-3-5-haiku-latest"),
     ProviderSpec("gemini", "gemini", "https://generativelanguage.googleapis.com", ("GOOGLE_API_KEY", "GEMINI_API_KEY"), "gemini-2.0-flash"),
@@ -89,6 +90,9 @@ def get_provider(provider_id: str, config: "Config") -> Provider:
     if spec.kind == "llamacpp":
         from .llamacpp import LlamaCppProvider
         adapter: Provider = LlamaCppProvider(spec, config)
+    elif spec.kind == "ollama":
+        from .ollama import OllamaProvider
+        adapter = OllamaProvider(spec)
     elif spec.kind == "openai-compatible":
         from .openai_compat import OpenAICompatProvider
         adapter = OpenAICompatProvider(spec)

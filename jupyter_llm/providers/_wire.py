@@ -20,7 +20,7 @@ CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 60.0
 
 _NAMES = {"openai": "OpenAI", "anthropic": "Anthropic", "gemini": "Gemini", "deepseek": "DeepSeek",
-          "groq": "Groq", "together": "Together", "openrouter": "OpenRouter", "local": "llama.cpp"}
+          "groq": "Groq", "together": "Together", "openrouter": "OpenRouter", "local": "llama.cpp", "ollama": "Ollama"}
 _CONTEXT_RE = re.compile(r"context[ _-]?length|context window|maximum context|too long|too many tokens|"
                          r"exceeds the maximum number of tokens|input token count|reduce the length", re.I)
 _BAD_KEY_RE = re.compile(r"api[ _-]?key (not valid|invalid|is invalid)|API_KEY_INVALID|invalid[ _-]api[ _-]key", re.I)

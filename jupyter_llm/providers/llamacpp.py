@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from ..config import Config
     from . import ProviderSpec
 
-START_HINT = ("start one with `python scripts/llama_server.py start --port 8080` (dev checkout) or "
-              "`llama-server -m MODEL.gguf --port 8080`, then `%llm discover`")
+START_HINT = ("start one with `%llm serve MODEL.gguf`, or find one on other ports with "
+              "`%llm discover --ports FIRST-LAST`")
 PROBE_TTL = 5.0  # seconds a healthy probe is trusted before the next chat probes again
 _NO_KEY = "sk-no-key-required"  # llama-server ignores the key unless started with --api-key
 
@@ -218,9 +218,9 @@ class LlamaCppProvider(SDKAdapter):
         return target.port if target.is_local else None
 
     def scan_ports(self) -> list[int]:
-        """The scan range, plus configured ports and the default target's port."""
+        """The scan range, plus configured ports, servers this session found or started, and the default's port."""
         lo, hi = self.config.local_scan
-        ports = set(range(lo, hi + 1)) | set(self.config.local_ports)
+        ports = set(range(lo, hi + 1)) | set(self.config.local_ports) | set(self.config.known.ports())
         if (default := self._default_port()) is not None:
             ports.add(default)
         return sorted(ports)
@@ -238,8 +238,9 @@ class LlamaCppProvider(SDKAdapter):
             return []
         with ThreadPoolExecutor(max_workers=min(64, len(port_list)), thread_name_prefix="llm-discover") as pool:
             found = [s for s in pool.map(lambda p: probe(host, p, timeout, key), port_list) if s is not None]
-        for s in found:
-            s.name = self.config.local_ports.get(s.port)
+        if host == self.host:
+            for s in found:
+                s.name = self.config.local_name(s.port)
         return found
 
     def resolve(self, target: Target, auth: Auth | None = None) -> ServerInfo:
@@ -256,7 +257,7 @@ class LlamaCppProvider(SDKAdapter):
                                hint="use local:PORT, or %llm discover")
             ok = matching
         rank: dict[int, int] = {}
-        for p in (self._default_port(), *self.config.local_ports):
+        for p in (self._default_port(), *self.config.local_ports, *self.config.known.ports()):
             if p is not None:
                 rank.setdefault(p, len(rank))
         ok.sort(key=lambda s: (rank.get(s.port, len(rank)), s.port))
@@ -275,7 +276,8 @@ class LlamaCppProvider(SDKAdapter):
     def _refused(self, port: int) -> LLMError:
         # Refused on this machine is definitive: fail (or fall back) at once instead of backing off.
         return LLMError("NETWORK_ERROR", f"no llama.cpp server answers at {self.host}:{port} (connection refused)",
-                        hint=f"{START_HINT.replace('8080', str(port))}; or switch with %llm use local, or set a fallback",
+                        hint=f"start one there with `%llm serve MODEL.gguf --port {port}`, find running ones with "
+                             "`%llm discover`, or set a fallback",
                         retryable=False)
 
     def _server(self, target: Target, auth: Auth | None, props: bool = True) -> ServerInfo:

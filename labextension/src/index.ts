@@ -416,17 +416,21 @@ const plugin: JupyterFrontEndPlugin<void> = {
             const targets: string[] = Array.from(
               new Set([active, ...((reply.targets as string[]) ?? [])].filter(Boolean))
             );
+            // Editable: every known target (local servers found or served, Ollama, aliases, clouds) is
+            // offered, and any other PROVIDER:MODEL can be typed.
             const result = await InputDialog.getItem({
               title: 'LLM: Switch model',
-              label: 'Target for this notebook\u2019s kernel',
+              label: `Target for this notebook\u2019s kernel (now ${active}): pick one or type PROVIDER:MODEL`,
               items: targets,
-              current: Math.max(0, targets.indexOf(active)),
+              current: '',
+              editable: true,
+              placeholder: active,
               okLabel: 'Switch'
             });
-            if (!result.button.accept || !result.value) {
+            if (!result.button.accept || !result.value || !result.value.trim()) {
               return;
             }
-            target = result.value;
+            target = result.value.trim();
           }
           await link.request({ action: 'use', target }, USE_TIMEOUT_MS);
         } catch (err) {

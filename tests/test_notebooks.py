@@ -1,0 +1,75 @@
+"""The tutorials as a reader runs them: top to bottom in a fresh kernel with no config, each bringing up its own
+llama.cpp servers. The checks a test needs run afterwards in the same kernel, so the notebooks carry none."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.kernel, pytest.mark.llama]
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+CHECKS = {
+    "quickstart.ipynb": """
+import json, jupyter_llm
+s = jupyter_llm.session()
+h = s.history(10)
+print(json.dumps({"active": str(s.active), "exchanges": len(s.conversation) // 2,
+                  "summary": isinstance(summary, str) and len(summary.split()) > 0,
+                  "answered": [x["target"] for x in reversed(h)], "statuses": sorted({x["status"] for x in h}),
+                  "servers": len(jupyter_llm.serve.servers()), "known": s.config.known.ports()}))
+""",
+    "compare.ipynb": """
+import json, jupyter_llm
+s = jupyter_llm.session()
+print(json.dumps({"conversation": len(s.conversation), "statuses": list(_llm_compare.status),
+                  "texts": [len(t) > 0 for t in _llm_compare.text], "servers": len(jupyter_llm.serve.servers())}))
+""",
+}
+
+
+def run_notebook(name: str, tmp_path):
+    import nbclient
+    import nbformat
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "outputs are committed"
+    assert not any("assert " in c.source or "NBVAL" in c.source for c in nb.cells), "test scaffolding is visible"
+    client = nbclient.NotebookClient(nb, timeout=180, kernel_name="python3",
+                                     resources={"metadata": {"path": str(NOTEBOOKS)}})
+    with client.setup_kernel():
+        for i, cell in enumerate(nb.cells):
+            client.execute_cell(cell, i)
+        check = nbformat.v4.new_code_cell(CHECKS[name])
+        nb.cells.append(check)  # only in this in-memory copy
+        client.execute_cell(check, len(nb.cells) - 1)
+    text = "".join(o.get("text", "") for o in check.outputs if o.output_type == "stream")
+    return nb, json.loads(text)
+
+
+def outputs(cell) -> str:
+    parts = []
+    for o in cell.get("outputs", []):
+        parts.append(o.get("text", "") if o.output_type == "stream" else
+                     o.get("evalue", "") if o.output_type == "error" else
+                     o.get("data", {}).get("text/plain", "") + o.get("data", {}).get("text/markdown", ""))
+    return "".join(parts)
+
+
+def test_quickstart_runs_as_it_is(tmp_path):
+    nb, state = run_notebook("quickstart.ipynb", tmp_path)
+    by_source = {c.source.splitlines()[0] if c.source else "": c for c in nb.cells if c.cell_type == "code"}
+    serves = [c for c in nb.cells if c.cell_type == "code" and c.source.startswith("%llm serve ")]
+    assert len(serves) == 2 and all("serving tiny-llama.gguf" in outputs(c) for c in serves)
+    answer = by_source["%%llm --max-tokens 24 -t 0"]
+    assert any("text/markdown" in o.get("data", {}) for o in answer.outputs)
+    assert "24 tokens" in outputs(by_source['print(f"{_llm.usage.output_tokens} tokens in {_llm.latency:.2f} s, cost ${_llm.cost}, stopped by: {_llm.finish_reason}")'])
+    assert "BAD_ARGUMENT" in outputs(by_source["%%llm"]) and "sales_figures" in outputs(by_source["%%llm"])
+    assert "stopped 2 servers" in outputs(by_source["%llm stop all"])
+    assert state["summary"] and state["exchanges"] == 3 and state["servers"] == 0 and state["known"] == []
+    assert state["statuses"] == ["ok"] and state["active"].endswith("/tiny-b")
+
+
+def test_compare_runs_as_it_is(tmp_path):
+    nb, state = run_notebook("compare.ipynb", tmp_path)
+    assert state == {"conversation": 0, "statuses": ["ok", "ok"], "texts": [True, True], "servers": 0}
