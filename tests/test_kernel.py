@@ -80,10 +80,14 @@ def test_interrupt_keeps_the_partial_text(kernel, emulator):
     kernel.interrupt()
     reply = kernel.kc.get_shell_msg(timeout=30)
     assert reply["content"]["status"] == "error"
-    check = kernel.run("import jupyter_llm\nr = _llm\n"
-                       "h = jupyter_llm.session().history(1)[-1]\n"
-                       "print(r.incomplete, r.finish_reason, len(r.text) > 0, h['incomplete'], h['response'] == r.text, h['status'])")
-    assert check.stdout.split() == ["True", "interrupted", "True", "True", "True", "interrupted"]
+    code = ("import jupyter_llm\nr = _llm\n"
+            "h = jupyter_llm.session().history(1)[-1]\n"
+            "print(r.incomplete, r.finish_reason, len(r.text) > 0, h['incomplete'], h['response'] == r.text, h['status'])")
+    check = kernel.run(code)
+    if check.reply.get("status") == "aborted":  # ipykernel 6 aborts requests queued just after an error: send again
+        time.sleep(0.5)
+        check = kernel.run(code)
+    assert check.stdout.split() == ["True", "interrupted", "True", "True", "True", "interrupted"], (check.stderr, check.error, check.reply)
     assert len(emulator.calls("openai")) == 1
 
 
@@ -120,7 +124,8 @@ def test_canary_key_appears_nowhere(kernel, emulator, isolated_env, tmp_path):
     nbformat.write(nb, path)
     # older anthropic SDKs send the key as x-api-key, current ones as Authorization: Bearer
     assert {"anthropic:header:authorization", "anthropic:header:x-api-key"} & set(emulator.secret_locations(CANARY))
-    assert set(emulator.secret_locations(CANARY)) <= {"openai:header:authorization", "anthropic:header:authorization"}
+    assert set(emulator.secret_locations(CANARY)) <= {"openai:header:authorization", "anthropic:header:authorization",
+                                                      "anthropic:header:x-api-key"}  # older anthropic SDKs
     assert CANARY not in path.read_text()
     data = isolated_env / "data"
     for f in data.rglob("*"):
