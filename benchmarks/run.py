@@ -10,6 +10,7 @@ medians), printed as a table and written to .cache/bench/results.json.
 2 stream   Session.ask vs the raw openai SDK, same real llama.cpp server                 goal: <= 1.05x
 3 iopub    display traffic of a streamed answer in a real kernel, 500..4000 tokens        goal: bytes/char flat
 4 compare  run_compare wall vs the slowest target alone (emulated clouds)                goal: <= 1.1x
+5 map      --map throughput vs rows x per-row latency / workers (fixed-latency emulator)  goal: >= 0.9 at 8
 
 Everything binds 127.0.0.1; config, history and keyring live in a temp dir; no network, no real keys.
 See benchmarks/README.md for what each figure means.
@@ -29,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402  (sets up sys.path for the package and the test rig)
 
-SECTIONS = ("load", "stream", "iopub", "compare")
+SECTIONS = ("load", "stream", "iopub", "compare", "map")
 
 
 def log(msg: str) -> None:
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         if "load" in todo:  # subprocesses first, before servers and kernels add noise
             sections["load"] = _guard("load", lambda: __import__("bench_load").run(args.quick, log))
 
-        needs_emulator = {"iopub", "compare"} & set(todo)
+        needs_emulator = {"iopub", "compare", "map"} & set(todo)
         needs_server = "stream" in todo or ("compare" in todo and not args.quick)
         needs_kernel = bool({"stream", "iopub", "load"} & set(todo)) or ("compare" in todo and not args.quick)
         if needs_emulator or needs_kernel:
@@ -99,11 +100,19 @@ def main(argv: list[str] | None = None) -> int:
             import bench_iopub
             sections["iopub"] = (_failed(setup_error["kernel"]) if kernel is None else
                                  _guard("iopub", lambda: bench_iopub.run(kernel, emulator, args.quick, log)))
+            if kernel is not None:  # the per-format table at 500 tok/s (50 tok/s: run bench_iopub.py alone, ~17 min)
+                sizes = (1000, 4000) if args.quick else (500, 1000, 2000, 4000)
+                sections["iopub_table"] = _guard("iopub_table", lambda: bench_iopub.run_table(
+                    kernel, emulator, rates=(500,), sizes=sizes, log=log))
         if "compare" in todo:
             import bench_compare
             sections["compare"] = _guard("compare", lambda: bench_compare.run(
                 emulator, Path(os.environ["JUPYTER_LLM_CONFIG"]), args.quick, log,
                 servers=[server, server2] if server2 else None, kernel=None if args.quick else kernel))
+        if "map" in todo:
+            import bench_map
+            sections["map"] = _guard("map", lambda: bench_map.run(
+                emulator, Path(os.environ["JUPYTER_LLM_CONFIG"]), args.quick, log))
     finally:
         if kernel is not None:
             kernel.shutdown()
@@ -231,6 +240,16 @@ def table(results: dict) -> str:
                              f"{r['display_json_bytes'] / 1000:.0f} kB", ""))
             rows.append(("  bytes/char growth, largest/smallest", f"{I['naive_growth']:.2f}x naive",
                          f"{I['growth']:.2f}x", "", f"flat (<= 1.5x), sizes x{I['size_growth']:.0f}", _ok(I["pass"])))
+    if "iopub_table" in s:
+        T = s["iopub_table"]
+        if "error" in T:
+            rows.append(("3 iopub table", "", "", "", T["error"], "FAILED"))
+        else:
+            for key, v in T["summary"].items():
+                g = v["growth_1000_4000"]
+                rows.append((f"3 iopub {key} tok/s", "", f"{v['max_bytes_per_char']:.2f} B/ch max", "",
+                             "" if g is None else f"growth 1k->4k x{g:.2f}",
+                             _ok(v["max_bytes_per_char"] <= 20 and (g is None or g <= 1.2))))
     if "compare" in s:
         C = s["compare"]
         if "error" in C:
@@ -249,6 +268,20 @@ def table(results: dict) -> str:
                 slow = max(K["single_wall_s"].values(), key=lambda v: v["median"])
                 rows.append(("  in a real kernel (%%llm cells)", _ms(slow["median"]), _ms(K["compare_wall_s"]["median"]),
                              _x(K["ratio"]), "", ""))
+    if "map" in s:
+        M = s["map"]
+        if "error" in M:
+            rows.append(("5 map", "", "", "", M["error"], "FAILED"))
+        else:
+            for w, r in M["workers"].items():
+                mark = _ok(M["pass"]) if w == "8" else ""
+                rows.append((f"5 map {r['rows']} rows, {w:>2} workers: ideal vs wall", _ms(r["ideal_s"]["median"]),
+                             _ms(r["wall_s"]["median"]), _x(r["ratio"]),
+                             (">= 0.900x" if w == "8" else "") + f" {r['rows_per_s']:.0f} rows/s", mark))
+            P = M["progress"]
+            rows.append(("  map without vs with the progress line", _ms(P["map_wall_without_s"]["median"]),
+                         _ms(P["map_wall_with_terminal_line_s"]["median"]), _x(P["ratio"]),
+                         f"{P['per_row_terminal_s'] * 1e6:.1f} us/row line, {P['per_row_widget_s'] * 1e6:.1f} us/row bar", ""))
     head = ("measurement", "baseline", "subject", "ratio", "goal / detail", "")
     widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(6)]
     fmt = lambda r: "  ".join(str(c).ljust(w) if i in (0, 4, 5) else str(c).rjust(w)

@@ -22,6 +22,38 @@ def session():
     return _session
 
 
+def protect(obj, columns=None):
+    """Mark a value, a DataFrame or some of its `columns` as sensitive: prompts that interpolate it
+    may go to local targets only (cloud targets get BLOCKED). Returns `obj`."""
+    from .sensitive import protect as _protect
+    return _protect(obj, columns)
+
+
+def unprotect(obj) -> bool:
+    """Undo `protect(obj)`."""
+    from .sensitive import unprotect as _unprotect
+    return _unprotect(obj)
+
+
+def map(template, data, target=None, schema=None, workers=None, compare=None, **options):  # noqa: A001
+    """Send `template` once per item of `data` (DataFrame, Series, list or dict) and return a DataFrame on
+    the input's index: `answer` (or one column per `schema` field), status, error, tokens, cost, latency,
+    answered_by. `compare=[T1, T2, ...]` runs every row on every target (a column group each); per-target
+    figures are in `frame.attrs["summary"]`. Fields: `{row.col}`, `{row["col"]}`, `{item}`, `{index}`, and
+    the caller's variables (`namespace=`, default: the IPython namespace). Options: system, temperature,
+    max_tokens, top_p, attach, stop_on_error, cache, progress, dry_run. See README "Prompting over data"."""
+    from .mapping import map_rows
+    if "namespace" not in options:
+        try:
+            from IPython import get_ipython
+            ip = get_ipython()
+        except ImportError:
+            ip = None
+        options["namespace"] = ip.user_ns if ip is not None else {}
+    return map_rows(session(), template, data, target=target, schema=schema, workers=workers, compare=compare,
+                    **options)
+
+
 def load_ipython_extension(ipython) -> None:
     """`%load_ext jupyter_llm`: register %llm / %%llm and the labextension comm."""
     global _magics
@@ -29,8 +61,9 @@ def load_ipython_extension(ipython) -> None:
     s = session()
     _magics = LLMMagics(ipython, s)
     ipython.register_magics(_magics)
-    from . import cellinfo
+    from . import cellinfo, explain
     cellinfo.register(ipython)
+    explain.register(ipython)
     if s.config.error is not None:
         print(s.config.error.line() + " (using defaults)", file=sys.stderr)
     try:
@@ -51,8 +84,9 @@ def unload_ipython_extension(ipython) -> None:
             if value is _magics:
                 del mm.registry[key]
     _magics = None
-    from . import cellinfo
+    from . import cellinfo, explain
     cellinfo.unregister(ipython)
+    explain.unregister(ipython)
     try:
         from . import comm
         comm.unregister(ipython)

@@ -3,7 +3,8 @@
 # Protocol (JSON on one comm per kernel, shared by every frontend that adopts it):
 #
 # - kernel -> frontend
-#   - ``{"type": "state", "target", "cost", "tokens", "input_tokens", "output_tokens", "requests"}``:
+#   - ``{"type": "state", "target", "cost", "tokens", "input_tokens", "output_tokens", "requests", "mode"}``
+#     (``mode``: "local-only" or "cloud allowed", see policy.py):
 #     sent as the comm_open data at `%load_ext`, after every session change, and as a reply.
 #   - ``{"type": "targets", "targets": [...], "active"}``: reply to ``targets``.
 #   - ``{"type": "error", "message"}``: a request failed (``message`` is the LLMError line).
@@ -109,7 +110,7 @@ class Bridge:
         tout = int(summary.get("output_tokens") or 0)
         return {"type": "state", "target": str(self.session.active), "cost": float(summary.get("cost") or 0.0),
                 "tokens": tin + tout, "input_tokens": tin, "output_tokens": tout,
-                "requests": int(summary.get("requests") or 0)}
+                "requests": int(summary.get("requests") or 0), "mode": str(getattr(self.session, "mode", "") or "")}
 
     def broadcast(self, force: bool = False) -> None:
         """Send the state to every comm unless it is unchanged since the last broadcast."""

@@ -26,9 +26,13 @@ from .events import Attempt, Finish, Response, StreamError, TextDelta
 from .tables import html_table, money, seconds, text_table
 
 INTERVAL = 0.1        # seconds between display updates (at most 10 per second overall)
-BYTE_RATE = 100_000   # bytes per second of display traffic, at most: big answers update less often
+BYTE_RATE = 100_000   # kept for callers that pass it; updates are now paid for by new text (see due_in)
+WINDOW = 800          # characters of each streaming column shown live (the end of it); all of it at the end
+PLAIN_WINDOW = 200    # the same in the live text/plain (for front ends without HTML)
+MAX_WAIT = 1.0        # seconds new text may wait when it does not pay for an update (all columns are resent)
 HEADERS = ["target", "TTFT", "total time", "output tokens", "tokens/s", "cost", "status"]
-FRAME_COLUMNS = ["target", "resolved", "ttft_s", "total_s", "output_tokens", "tokens_per_s", "cost_usd", "status", "text"]
+FRAME_COLUMNS = ["target", "resolved", "ttft_s", "total_s", "output_tokens", "tokens_per_s", "cost_usd", "status", "text",
+                 "error"]
 
 
 @dataclass(frozen=True)
@@ -37,7 +41,19 @@ class _Done:
 
 
 class Comparison(list):
-    """The Responses of one compare, in target order; shown as one short line per target, not the texts."""
+    """The Responses of one compare, in target order; shown as one short line per target, not the texts.
+
+    The cell that ran the compare already shows the table, so its own Out[] stays empty (`quiet` once);
+    showing the value again later prints the short lines."""
+
+    quiet = False
+
+    def _ipython_display_(self) -> None:
+        if self.quiet:
+            self.quiet = False
+            return
+        from IPython.display import display
+        display({"text/plain": repr(self)}, raw=True)
 
     def __repr__(self) -> str:
         lines = [f"[{i}] {r.target}  {status(r)}  {r.usage.output_tokens} tokens  {seconds(r.latency)}"
@@ -75,7 +91,8 @@ def metrics_rows(responses: list[Response], labels: list[str] | None = None) -> 
 def records(responses: list[Response], labels: list[str] | None = None) -> list[dict[str, Any]]:
     """The table as numbers (seconds, USD), with the resolved target and each answer's text: `_llm_compare`."""
     return [dict(zip(FRAME_COLUMNS, (label, r.target, r.ttft, r.latency, r.usage.output_tokens,
-                                     r.tokens_per_second, r.cost, status(r), r.text)))
+                                     r.tokens_per_second, r.cost, status(r), r.text,
+                                     r.error.line() if r.error is not None else None)))
             for label, r in zip(labels or [r.target for r in responses], responses)]
 
 
@@ -130,6 +147,8 @@ class _Column:
     target: str                     # resolved, e.g. local:8081/tiny-a
     label: str                      # as the user typed it, e.g. tiny-a
     parts: list[str] = field(default_factory=list)
+    size: int = 0                   # characters received
+    shown_done: bool = False        # the display shows this column finished
     note: str = ""
     first: float | None = None      # monotonic time of the first text
     response: Response | None = None
@@ -137,6 +156,19 @@ class _Column:
     @property
     def text(self) -> str:
         return "".join(self.parts)
+
+    def window(self, n: int = WINDOW) -> tuple[int, str]:
+        """(characters left out, the last ~n characters): the live view never resends a whole answer."""
+        if self.size <= n:
+            return 0, self.text
+        tail, got = [], 0
+        for part in reversed(self.parts):
+            tail.append(part)
+            got += len(part)
+            if got >= n:
+                break
+        text = "".join(reversed(tail))[-n:]
+        return self.size - len(text), text
 
 
 class CompareView:
@@ -154,6 +186,7 @@ class CompareView:
         self.dirty = False
         self.last_update = 0.0
         self.last_size = 0
+        self.new_chars = 0        # characters received since the last update
         self.updates = 0          # display updates sent (tests check the rate)
         self.bytes = 0            # bytes of display data sent
 
@@ -164,6 +197,8 @@ class CompareView:
             if col.first is None:
                 col.first = time.monotonic()
             col.parts.append(ev.text)
+            col.size += len(ev.text)
+            self.new_chars += len(ev.text)
             col.note = ""
         elif isinstance(ev, Attempt) and ev.n > 1:
             col.note = f"retrying (attempt {ev.n})…"
@@ -203,9 +238,15 @@ class CompareView:
             print("comparing " + ", ".join(self._title(c) for c in self.columns) + " …", flush=True)
 
     def due_in(self) -> float:
-        """Seconds until the next update may be sent (0 when one is due now)."""
-        gap = max(self.interval, self.last_size / self.byte_rate)
-        return max(0.0, self.last_update + gap - time.monotonic())
+        """Seconds until the next update may be sent (0 when one is due now). An update must be paid for by
+        new text (at most BYTES_PER_CHAR bytes per new character, envelope included) or have waited MAX_WAIT:
+        so traffic stays linear in the answers, whatever the token rate; never more than 10 a second."""
+        from .stream_display import BYTES_PER_CHAR, OVERHEAD
+        since = time.monotonic() - self.last_update
+        if self.new_chars * BYTES_PER_CHAR >= OVERHEAD + self.last_size or any(
+                c.response is not None and not c.shown_done for c in self.columns):
+            return max(0.0, self.interval - since)
+        return max(0.0, max(self.interval, MAX_WAIT) - since)
 
     def flush(self, force: bool = False) -> None:
         """Send an update if something changed and the rate limit allows it (always when `force`)."""
@@ -216,6 +257,10 @@ class CompareView:
         self._count(data)
         self.updates += 1
         self.dirty = False
+        self.new_chars = 0
+        for c in self.columns:
+            if c.response is not None:
+                c.shown_done = True
         self.last_update = time.monotonic()
 
     @property
@@ -262,22 +307,26 @@ class CompareView:
         return {"text/html": self.html(), "text/plain": self.text()}
 
     def html(self) -> str:
+        """Columns as a CSS grid (no table row to flash on hover) that wraps at narrow widths; each column
+        scrolls past a max height. Streaming columns show their last WINDOW characters as text; finished
+        ones their whole answer rendered as Markdown (when mistune is installed; escaped text otherwise)."""
         mono = "font-family:var(--jp-code-font-family,monospace);" if self.fmt in ("code", "json", "html") else ""
-        cell = ("text-align:left;vertical-align:top;white-space:pre-wrap;overflow-wrap:anywhere;"
-                "padding:6px 8px;border:1px solid #8884;" + mono)
-        heads, bodies = [], []
+        cols = []
         for col in self.columns:
-            heads.append(f"<th style='text-align:left;padding:4px 8px;border:1px solid #8884'>"
-                         f"{html.escape(self._title(col))} <span style='font-weight:normal;opacity:.7'>"
-                         f"{html.escape(self._state(col))}</span></th>")
-            bodies.append(f"<td style='{cell}'>{self._body(col)}</td>")
-        width = f"{100 / max(1, len(self.columns)):.3f}%"
-        cols = "".join(f"<col style='width:{width}'>" for _ in self.columns)
+            cols.append(
+                "<div class='jupyter-llm-column' style='min-width:0;border:1px solid var(--jp-border-color2,#8884);"
+                "border-radius:3px;display:flex;flex-direction:column'>"
+                "<div class='jupyter-llm-column-head' style='padding:4px 8px;font-weight:600;"
+                "border-bottom:1px solid var(--jp-border-color2,#8884);overflow-wrap:anywhere'>"
+                f"{html.escape(self._title(col))} <span style='font-weight:normal;opacity:.75'>"
+                f"{html.escape(self._state(col))}</span></div>"
+                f"<div class='jupyter-llm-column-body' style='padding:6px 8px;max-height:28em;overflow:auto;"
+                f"overflow-wrap:anywhere;{mono}'>{self._body(col)}</div></div>")
         return ("<div class='jupyter-llm-compare'>"
-                "<table style='width:100%;table-layout:fixed;border-collapse:collapse;margin-bottom:8px'>"
-                f"<colgroup>{cols}</colgroup><thead><tr>{''.join(heads)}</tr></thead>"
-                f"<tbody><tr>{''.join(bodies)}</tr></tbody></table>"
-                f"{html_table(HEADERS, self.live_rows())}</div>")
+                "<div class='jupyter-llm-columns' style='display:grid;gap:8px;margin-bottom:8px;"
+                "grid-template-columns:repeat(auto-fit,minmax(min(100%,260px),1fr))'>"
+                f"{''.join(cols)}</div><div class='jupyter-llm-metrics' style='overflow-x:auto;max-width:100%'>"
+                f"{html_table(HEADERS, self.live_rows())}</div></div>")
 
     @staticmethod
     def _title(col: _Column) -> str:
@@ -291,14 +340,21 @@ class CompareView:
         return status(r)
 
     def _body(self, col: _Column) -> str:
+        from .footer import ERROR, WARN
         r = col.response
-        text = r.text if r is not None else col.text
-        body = html.escape(text) if text else ("<span style='opacity:.5'>…</span>" if r is None else "")
+        if r is None:
+            left, text = col.window()
+            more = (f"<div style='opacity:.6'>… {left:,} earlier characters (all of them at the end)</div>"
+                    if left else "")
+            body = (more + f"<div style='white-space:pre-wrap'>{html.escape(text)}</div>") if text \
+                else "<span style='opacity:.5'>…</span>"
+        else:
+            body = _answer_html(r.text, self.fmt) if r.text else ""
         if r is not None and r.error is not None:
-            body += f"<div style='color:#d32f2f;white-space:normal'>✗ {html.escape(r.error.line())}</div>"
+            body += f"<div style='{ERROR};white-space:normal'>✗ {html.escape(r.error.line())}</div>"
         elif r is not None and r.incomplete:
             why = "interrupted" if r.finish_reason == "interrupted" else "cut"
-            body += f"<div style='color:#b26a00;white-space:normal'>⚠ incomplete ({why}): the text so far is kept</div>"
+            body += f"<div style='{WARN};white-space:normal'>⚠ incomplete ({why}): the text so far is kept</div>"
         return body
 
     def text(self) -> str:
@@ -306,13 +362,40 @@ class CompareView:
         for col in self.columns:
             r = col.response
             parts.append(f"── {self._title(col)} ({self._state(col)})")
-            text = r.text if r is not None else col.text
+            if r is not None:
+                text = r.text
+            else:
+                left, text = col.window(PLAIN_WINDOW)
+                text = (f"… {left:,} earlier characters\n" if left else "") + text
             if text:
                 parts.append(text.rstrip("\n"))
             if r is not None and r.error is not None:
                 parts.append(f"✗ {r.error.line()}")
         parts.append(text_table(HEADERS, self.live_rows()))
         return "\n".join(parts)
+
+
+def _answer_html(text: str, fmt: str) -> str:
+    """A finished column: Markdown rendered (raw HTML in the answer escaped), else escaped pre-wrapped text."""
+    if fmt == "markdown":
+        md = _markdown()
+        if md is not None:
+            return f"<div class='jupyter-llm-md'>{md(text)}</div>"
+    return f"<div style='white-space:pre-wrap'>{html.escape(text)}</div>"
+
+
+_MD: list = []
+
+
+def _markdown():
+    """mistune (ships with nbconvert in most Jupyter installs) with raw HTML escaped; None without it."""
+    if not _MD:
+        try:
+            import mistune
+            _MD.append(mistune.create_markdown(escape=True, plugins=["table", "strikethrough"]))
+        except Exception:
+            _MD.append(None)
+    return _MD[0]
 
 
 def _pump(view: CompareView, events: queue.SimpleQueue, n: int) -> None:
@@ -351,7 +434,8 @@ def _preload_pandas() -> None:
 
 def run_compare(session, prompt: str, targets: list[str], *, fmt: str = "markdown", new: bool = False,
                 cache: bool | None = None, shell=None, system: str | None = None, temperature: float | None = None,
-                max_tokens: int | None = None, rich: bool | None = None) -> Comparison:
+                max_tokens: int | None = None, rich: bool | None = None, content: list | None = None,
+                schema: Any = None) -> Comparison:
     """Send `prompt` to every target concurrently, stream the answers side by side, show the metrics table.
 
     `new` sends the prompt without the conversation (which is never changed); `rich` None detects a
@@ -359,6 +443,9 @@ def run_compare(session, prompt: str, targets: list[str], *, fmt: str = "markdow
     far and then raises UsageError.
     """
     parsed = _parse_all(session, list(targets))
+    if content is not None:  # images in the prompt (media.py): every target must take them
+        from .media import require_images
+        require_images(session, parsed)
     params = {k: v for k, v in (("system", system), ("temperature", temperature), ("max_tokens", max_tokens))
               if v is not None}
     session.check_budget(parsed, session.build_request(prompt, **params, context=not new))
@@ -376,6 +463,7 @@ def run_compare(session, prompt: str, targets: list[str], *, fmt: str = "markdow
     events: queue.SimpleQueue = queue.SimpleQueue()
     stop = threading.Event()
     kwargs = dict(params, cache=cache, context=not new)
+    kwargs.update({k: v for k, v in (("content", content), ("schema", schema)) if v is not None})
     view.start()
     for i, t in enumerate(parsed):
         threading.Thread(target=_worker, args=(session, i, t, prompt, events, stop, kwargs),
@@ -388,6 +476,7 @@ def run_compare(session, prompt: str, targets: list[str], *, fmt: str = "markdow
         interrupted = True
         _drain(view, events)
     results = Comparison(view.responses())
+    results.quiet = shell is not None
     view.finish(results)
     if shell is not None:
         shell.user_ns["_llm_compare"] = to_frame(results, view.labels)

@@ -1,6 +1,7 @@
 """The TOML config file (SPEC 8): where it lives, what it may hold, and errors that name file:line:key."""
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -38,7 +39,9 @@ def data_dir() -> Path:
 @dataclass
 class Reliability:
     retries: int = 3
-    timeout: float = 60.0          # seconds between stream chunks (read)
+    timeout: float = 60.0          # seconds one attempt may wait for the answer to start
+    stall_timeout: float = 60.0    # seconds of silence allowed once it started (keep-alives do not count)
+    deadline: float = 600.0        # seconds for a whole answer: retries and the fallback chain included
     connect_timeout: float = 10.0
     backoff: float = 0.5           # first retry wait, doubled each time, with full jitter
     max_backoff: float = 20.0
@@ -58,9 +61,12 @@ class Config:
     aliases: dict[str, str] = field(default_factory=dict)
     reliability: Reliability = field(default_factory=Reliability)
     limits: dict[str, dict[str, float]] = field(default_factory=dict)  # provider -> {rpm, tpm}
-    budget_usd: float | None = None
+    budget_usd: float | None = None   # the session cap ([budget] session_usd), kept for older callers
+    budget_caps: dict[tuple[str | None, str], float] = field(default_factory=dict)  # (provider|None, period) -> USD
     defaults: dict[str, Any] = field(default_factory=dict)  # temperature, max_tokens, system, format, cache...
     error: LLMError | None = None  # set when the file was bad and defaults were used instead
+    cloud: bool = True  # `cloud = false`: local-only mode (policy.py)
+    offline: bool | None = field(default=None, compare=False)  # not from the file: `%llm offline on|off`
     # Not from the file: local servers found or started in this session (see local_servers.py).
     known: "KnownServers" = field(default_factory=lambda: _known(), compare=False, repr=False)
 
@@ -84,8 +90,10 @@ def _known():
 
 
 _SETTINGS = {"temperature": float, "max_tokens": int, "top_p": float, "system": str,
-             "timeout": float, "format": str, "cache": bool}
+             "timeout": float, "stall_timeout": float, "deadline": float, "format": str, "cache": bool,
+             "footer": bool, "table_rows": int}
 FORMATS = ("markdown", "text", "code", "json", "html")
+MAX_SECONDS = 86400.0  # the longest timeout, stall_timeout or deadline accepted
 
 
 def load_config(path: Path | None = None, *, strict: bool = False) -> Config:
@@ -115,12 +123,14 @@ def _load(path: Path) -> Config:
         raise LLMError("CONFIG_ERROR", f"{path}: {exc}") from None
     check = _Checker(path, text)
 
-    known = {"default", "local", "providers", "aliases", "reliability", "budget", "limits", "defaults"}
+    known = {"default", "cloud", "local", "providers", "aliases", "reliability", "budget", "limits", "defaults"}
     for key in data:
         if key not in known:
             check.fail(key, f"unknown key {key!r} (known: {', '.join(sorted(known))})")
     if "default" in data:
         cfg.default = check.typed("default", data["default"], str)
+    if "cloud" in data:
+        cfg.cloud = check.typed("cloud", data["cloud"], bool)
 
     local = check.table("local", data.get("local", {}))
     for key, value in local.items():
@@ -147,13 +157,25 @@ def _load(path: Path) -> Config:
                 check.fail(f"providers.{name}.{key}", f"unknown key {key!r} (known: {', '.join(sorted(_PROVIDER_KEYS))})")
             if key == "ttl":
                 check.number(f"providers.{name}.ttl", value, float, minimum=0)
+            elif key in ("timeout", "connect_timeout"):
+                _seconds(check, f"providers.{name}.{key}", value)
+            elif key == "price":
+                _price(check, f"providers.{name}.price", value)
             else:
                 check.typed(f"providers.{name}.{key}", value, _PROVIDER_KEYS[key])
+        if spec.get("max_tokens_param") is not None and not re.fullmatch(r"[A-Za-z_][\w]*", spec["max_tokens_param"]):
+            check.fail(f"providers.{name}.max_tokens_param", f"must be a parameter name such as max_tokens or "
+                       f"max_completion_tokens, got {spec['max_tokens_param']!r}")
+        if spec.get("free") is True and "price" in spec:
+            check.fail(f"providers.{name}.free", "give either free = true or a price, not both")
         if spec.get("kind") is not None and not re.fullmatch(r"[A-Za-z][\w.-]*", spec["kind"]):
             check.fail(f"providers.{name}.kind", f"malformed kind {spec['kind']!r} (openai-compatible, anthropic, "
                        "gemini, or an installed jupyter_llm.providers entry point)")
         if spec.get("auth") not in (None, "api_key", "gateway", "command", "none"):
             check.fail(f"providers.{name}.auth", f"unknown auth {spec['auth']!r} (api_key, gateway, command, none)")
+        if "capabilities" in spec:
+            from .capabilities import validate_override
+            validate_override(spec["capabilities"], check.where(f"providers.{name}.capabilities"))
         cfg.providers[name.lower()] = dict(spec)
 
     for name, target in check.table("aliases", data.get("aliases", {})).items():
@@ -169,6 +191,8 @@ def _load(path: Path) -> Config:
             setattr(cfg.reliability, key, check.number(f"reliability.{key}", value, int, minimum=0))
         elif key in ("timeout", "connect_timeout", "backoff", "max_backoff", "circuit_cooldown"):
             setattr(cfg.reliability, key, float(check.number(f"reliability.{key}", value, float, minimum=0)))
+        elif key in ("stall_timeout", "deadline"):
+            setattr(cfg.reliability, key, coerce_setting(key, value, where=check.where(f"reliability.{key}")))
         else:
             check.fail(f"reliability.{key}", f"unknown key {key!r} in [reliability]")
 
@@ -182,18 +206,70 @@ def _load(path: Path) -> Config:
 
     budget = check.table("budget", data.get("budget", {}))
     for key, value in budget.items():
-        if key != "session_usd":
-            check.fail(f"budget.{key}", "known key: session_usd")
-        cfg.budget_usd = float(check.number("budget.session_usd", value, float, minimum=0))
+        if key == "providers":
+            for name, caps in check.table("budget.providers", value).items():
+                caps = check.table(f"budget.providers.{name}", caps)
+                known = {*_builtin_providers(), *cfg.providers}
+                if name.lower() not in known:
+                    check.fail(f"budget.providers.{name}", f"unknown provider {name!r} (known: {', '.join(sorted(known))})")
+                for cap_key, usd in caps.items():
+                    if cap_key not in BUDGET_KEYS:
+                        check.fail(f"budget.providers.{name}.{cap_key}", f"unknown key {cap_key!r} (known: {', '.join(BUDGET_KEYS)})")
+                    cfg.budget_caps[(name.lower(), BUDGET_KEYS[cap_key])] = _usd(check, f"budget.providers.{name}.{cap_key}", usd)
+        elif key in BUDGET_KEYS:
+            cfg.budget_caps[(None, BUDGET_KEYS[key])] = _usd(check, f"budget.{key}", value)
+        else:
+            check.fail(f"budget.{key}", f"unknown key {key!r} in [budget] (known: {', '.join(BUDGET_KEYS)}, providers)")
+    cfg.budget_usd = cfg.budget_caps.get((None, "session"))
 
     for key, value in check.table("defaults", data.get("defaults", {})).items():
         cfg.defaults[key] = coerce_setting(key, value, where=check.where(f"defaults.{key}"))
     return cfg
 
 
+# Every key the provider adapters and the credential store read from `spec.settings`.
 _PROVIDER_KEYS = {"kind": str, "base_url": str, "model": str, "auth": str, "env": str,
                   "organization": str, "project": str, "command": str, "models": list,
-                  "api_version": str, "ttl": float}
+                  "api_version": str, "ttl": float, "timeout": float, "connect_timeout": float,
+                  "stream_usage": bool, "max_tokens_param": str, "price": dict, "free": bool, "enabled": bool,
+                  "capabilities": dict}
+BUDGET_KEYS = {"session_usd": "session", "daily_usd": "daily", "monthly_usd": "monthly"}
+MAX_USD = 10_000_000.0          # a cap or price above this is a typo, not a budget
+MAX_PRICE = 1_000_000.0         # USD per million tokens ($1 a token)
+
+
+def _finite(check: "_Checker", dotted: str, value: Any, minimum: float, maximum: float) -> float:
+    check.number(dotted, value, float, minimum=minimum)
+    if not math.isfinite(value) or value > maximum:
+        check.fail(dotted, f"must be a finite number between {minimum:g} and {maximum:g}, got {value!r}")
+    return float(value)
+
+
+def _usd(check: "_Checker", dotted: str, value: Any) -> float:
+    return _finite(check, dotted, value, 0, MAX_USD)
+
+
+def _seconds(check: "_Checker", dotted: str, value: Any) -> float:
+    seconds = _finite(check, dotted, value, 0, 86_400)
+    if seconds <= 0:
+        check.fail(dotted, f"must be more than 0 seconds, got {value!r}")
+    return seconds
+
+
+def _price(check: "_Checker", dotted: str, value: Any) -> None:
+    table = check.table(dotted, value)
+    for key in table:
+        if key not in ("input", "output"):
+            check.fail(f"{dotted}.{key}", f"unknown key {key!r} (known: input, output, USD per million tokens)")
+    for key in ("input", "output"):
+        if key not in table:
+            check.fail(dotted, f"needs {key} (USD per million {key} tokens), e.g. price = {{ input = 0.15, output = 0.6 }}")
+        _finite(check, f"{dotted}.{key}", table[key], 0, MAX_PRICE)
+
+
+def _builtin_providers() -> tuple[str, ...]:
+    from .providers import BUILTIN
+    return tuple(BUILTIN)
 
 
 def coerce_setting(key: str, value: Any, *, where: str = "") -> Any:
@@ -226,8 +302,10 @@ def coerce_setting(key: str, value: Any, *, where: str = "") -> Any:
         raise LLMError(code, f"{prefix}temperature must be between 0 and 2, got {value}")
     if key == "top_p" and not 0 < value <= 1:
         raise LLMError(code, f"{prefix}top_p must be in (0, 1], got {value}")
-    if key in ("max_tokens", "timeout") and value <= 0:
+    if key in ("max_tokens", "timeout", "table_rows") and value <= 0:
         raise LLMError(code, f"{prefix}{key} must be positive, got {value}")
+    if key in ("stall_timeout", "deadline") and not 0 < value <= MAX_SECONDS:
+        raise LLMError(code, f"{prefix}{key} must be seconds between 0 and {MAX_SECONDS:g} (a day), got {value}")
     if key == "format" and value not in FORMATS:
         raise LLMError(code, f"{prefix}format must be one of {', '.join(FORMATS)}, got {value!r}")
     return value

@@ -14,6 +14,7 @@ CODES = (
     "INVALID_OUTPUT",
     "BAD_ARGUMENT",
     "CONFIG_ERROR",
+    "BLOCKED",
 )
 
 # Codes the router may retry (same target) before giving up or falling back.

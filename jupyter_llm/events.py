@@ -1,7 +1,8 @@
 """The one event stream every provider produces, the Request sent and the Response (`_llm`) kept.
 
-Adapters yield TextDelta* then Usage? then Finish; a failure is raised as LLMError (the router
-turns it into a StreamError event after the text already received, so nothing is lost).
+Adapters yield Notice*, ReasoningDelta*/TextDelta*, then Usage? then Finish (only when the server said it
+finished); a failure is raised as LLMError (the router turns it into a StreamError event after the text
+already received, so nothing is lost).
 """
 from __future__ import annotations
 
@@ -45,6 +46,8 @@ class Attempt:
     """The router is about to send to `target` (attempt number `n` on it); lets faces show a fallback."""
     target: str
     n: int = 1
+    fallback_reason: str | None = None  # on a fallback's first attempt: the failed target's error line
+    replayed: bool = False              # answered from a `%llm replay` recording, nothing sent
 
 
 @dataclass(frozen=True)
@@ -52,22 +55,54 @@ class StreamError:
     error: LLMError
 
 
-Event = Union[TextDelta, ReasoningDelta, Usage, Finish, Attempt, StreamError]
+@dataclass(frozen=True)
+class Notice:
+    """A one-line note about the exchange (e.g. a parameter a reasoning model rejects was not sent)."""
+    text: str
+
+
+Event = Union[TextDelta, ReasoningDelta, Usage, Finish, Attempt, StreamError, Notice]
 
 
 @dataclass
 class Request:
-    """What is sent: chat messages plus sampling parameters. `messages` holds user/assistant turns."""
-    messages: list[dict[str, str]]
+    """What is sent: chat messages plus sampling parameters. `messages` holds user/assistant turns; a
+    message's `content` is a string or a list of parts, `{"type": "text", "text": ...}` and
+    `{"type": "image", "mime": ..., "data": BASE64}`, which each adapter converts to its wire format.
+    `schema` asks for structured output: `{"name": NAME, "schema": JSON_SCHEMA}` (see schema.py)."""
+    messages: list[dict[str, Any]]
     system: str | None = None
     temperature: float | None = None
     max_tokens: int | None = None
     top_p: float | None = None
-    timeout: float | None = None  # seconds: connect and between stream chunks
+    timeout: float | None = None  # seconds one attempt may wait for the answer to start
+    stall_timeout: float | None = None  # seconds of silence allowed once it started (None: timeout)
+    deadline: float | None = None  # seconds for the whole answer, retries and fallbacks included
+    deadline_at: float | None = field(default=None, repr=False)  # time.monotonic() instant, set by the router
+    schema: dict[str, Any] | None = None
 
     def cache_key_parts(self) -> dict[str, Any]:
-        return {"messages": self.messages, "system": self.system, "temperature": self.temperature,
-                "max_tokens": self.max_tokens, "top_p": self.top_p}
+        parts = {"messages": self.messages, "system": self.system, "temperature": self.temperature,
+                 "max_tokens": self.max_tokens, "top_p": self.top_p}
+        if self.schema is not None:  # absent otherwise, so keys made before schemas existed still match
+            parts["schema"] = self.schema
+        return parts
+
+
+def text_of(content: Any) -> str:
+    """The text of a message content: the string itself, or its text parts joined (images left out)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return "" if content is None else str(content)
+
+
+def image_parts(content: Any) -> list[dict[str, Any]]:
+    """The image parts of a message content (none for a string)."""
+    if not isinstance(content, list):
+        return []
+    return [p for p in content if isinstance(p, dict) and p.get("type") == "image"]
 
 
 @dataclass
@@ -86,7 +121,10 @@ class Response:
     truncated: bool = False      # the answer stopped at max_tokens (finish reason "length")
     max_tokens: int | None = None  # the output limit that applied, when one was sent
     reasoning: str = ""          # reasoning/thinking text, never part of `text`
+    notes: list[str] = field(default_factory=list)  # one-line notes (e.g. a parameter not sent)
     error: LLMError | None = None
+    fallback_reason: str | None = None  # why the asked-for target did not answer (its error line)
+    replayed: bool = False       # answered from a `%llm replay` recording (no network, no key)
     value: Any = None            # parsed JSON when format is json
     chunks: list[str] = field(default_factory=list, repr=False)
     started_at: float = field(default_factory=time.time, repr=False)

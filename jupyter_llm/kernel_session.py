@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable
 
 from .config import Config, coerce_setting, load_config
 from .errors import LLMError
-from .events import Attempt, Event, Finish, Request, Response, StreamError, TextDelta, Usage
+from .events import Attempt, Event, Finish, Notice, ReasoningDelta, Request, Response, StreamError, TextDelta, Usage
 from .targets import Target, parse_target
 from .usage import UsageLedger
 
@@ -31,11 +31,14 @@ class Session:
         self.id = os.urandom(6).hex()  # not uuid: it imports `platform`, 1.5-5 ms of %load_ext
         self.conversation: list[dict[str, str]] = []
         self.settings: dict[str, Any] = {"temperature": None, "max_tokens": None, "top_p": None, "system": None,
-                                         "timeout": self.config.reliability.timeout, "format": "markdown",
-                                         "cache": False}
+                                         "timeout": self.config.reliability.timeout,
+                                         "stall_timeout": self.config.reliability.stall_timeout,
+                                         "deadline": self.config.reliability.deadline, "format": "markdown",
+                                         "cache": False, "footer": True, "table_rows": 20}
         self.settings.update(self.config.defaults)
         self.usage = UsageLedger()
-        self.budget: float | None = self.config.budget_usd
+        from .budget import SpendCaps
+        self.caps = SpendCaps.from_config(self.config)  # session/daily/monthly caps, overall and per provider
         self.last: Response | None = None
         self._observers: list[Observer] = []
         self._lock = threading.RLock()
@@ -126,6 +129,9 @@ class Session:
     def use(self, text: str | Target, *, check: bool = False) -> Target:
         """Switch the active target at once; the conversation is kept. `check` refuses a dead target."""
         target = self.parse(text)
+        from .policy import enabled, enforce
+        if not enabled(target.provider, self.config):
+            enforce(target.provider, self.config, target=target, what="switch")
         if check:
             health = self.check(target)
             if not health.ok:
@@ -159,24 +165,59 @@ class Session:
         self.conversation.clear()
         self.notify("conversation")
 
-    def set_budget(self, usd: float | None) -> None:
-        if usd is not None and usd < 0:
-            raise LLMError("BAD_ARGUMENT", f"budget must be >= 0, got {usd}")
-        self.budget = usd
-        self._record_event("budget", {"usd": usd})
+    @property
+    def mode(self) -> str:
+        """"local-only" (nothing leaves the machine) or "cloud allowed"; see policy.py."""
+        from .policy import mode
+        return mode(self.config)
+
+    def set_offline(self, on: bool) -> str:
+        """`%llm offline on|off`: local-only mode for this session (overrides config `cloud`)."""
+        before = self.mode
+        self.config.offline = bool(on)
+        self._record_event("mode", {"from": before, "to": self.mode})
+        self.notify("settings")
+        return self.mode
+
+    def set_budget(self, usd: float | None, period: str = "session", provider: str | None = None) -> None:
+        """Set (None: remove) a spend cap for this kernel: session (default), daily or monthly, of every
+        provider or of one."""
+        if provider is not None:
+            provider = self._spec(Target(provider.lower())).id
+        self.caps.set(usd, period, provider)
+        self._record_event("budget", {"usd": usd, "period": period, "provider": provider})
         self.notify("usage")
+
+    @property
+    def budget(self) -> float | None:
+        """The session cap over every provider (None: off)."""
+        return self.caps.get("session")
 
     @property
     def budget_left(self) -> float | None:
         return None if self.budget is None else max(0.0, self.budget - self.usage.cost)
 
     # ---- credentials ----
-    def login(self, provider: str, secret: str, method: str = "api_key", **extra: Any) -> None:
-        """Store a credential for a known provider (the store checks method and secret)."""
+    def login(self, provider: str, secret: str, method: str = "api_key", *, check: bool = False,
+              **extra: Any) -> tuple[str, str] | None:
+        """Store a credential for a known provider (the store checks method and secret). With `check`,
+        one cheap live call validates it first: an invalid one raises INVALID_CREDENTIALS and is not
+        stored; returns (verdict, detail) with verdict valid | unchecked (see credential_check.py)."""
         spec = self._spec(Target(provider.lower()))
+        verdict = None
+        if check and isinstance(secret, str) and secret.strip():
+            from .credential_check import INVALID, check as check_credential
+            verdict = check_credential(self, spec.id, secret.strip(), method, **extra)
+            if verdict[0] == INVALID:
+                self._record_event("login rejected", {"provider": spec.id, "method": method})
+                raise LLMError("INVALID_CREDENTIALS", f"the {spec.id} provider refused this credential; nothing was stored",
+                               hint="check it and try again, or store it anyway with --no-check")
         self.credentials.store(spec.id, secret, method=method, **extra)
-        self._record_event("login", {"provider": spec.id, "method": method})
+        from .providers import mask
+        self._record_event("login", {"provider": spec.id, "method": method, "key": mask(secret),
+                                     "checked": verdict[0] if verdict else "no"})
         self.notify("credentials")
+        return verdict
 
     def logout(self, provider: str) -> bool:
         spec = self._spec(Target(provider.lower()))
@@ -195,7 +236,11 @@ class Session:
         target = self.active if target is None else self.parse(target)
         spec = self._spec(target)
         try:
+            from .policy import enforce
+            enforce(target.provider, self.config, target=target, what="health check")
             auth = self.credentials.resolve(spec)
+            if auth is not None and getattr(auth, "base_url", None):
+                enforce(target.provider, self.config, auth.base_url, target=target, what="health check")
             return self.provider(target).health(target, auth)
         except LLMError as exc:
             return Health(False, exc.line())
@@ -205,6 +250,8 @@ class Session:
         """llama.cpp servers on the scan range (or `ports`); those on the local host are remembered for the session
         (a change is announced as "servers" unless `notify` is False: the panel's own scans)."""
         provider = self.provider(Target("local"))
+        from .policy import enforce
+        enforce("local", self.config, f"http://{host}" if host else None, what="scan")  # local-only: no foreign hosts
         port_list = provider.scan_ports() if ports is None else list(range(ports[0], ports[1] + 1))
         found = provider.discover(host=host, ports=port_list, timeout=timeout)
         if (host or provider.host) == provider.host:
@@ -218,24 +265,44 @@ class Session:
     def models(self, provider: str | None = None):
         target = Target(provider.lower()) if provider else Target(self.active.provider)
         spec = self._spec(target)
-        return self.provider(target).list_models(self.credentials.lookup(spec))
+        from .budget import with_prices
+        from .policy import enforce, offline
+        auth = self.credentials.lookup(spec)
+        try:
+            enforce(target.provider, self.config, getattr(auth, "base_url", None), what="model list")
+        except LLMError:
+            if not (offline(self.config) and spec.needs_key):
+                raise
+            auth = None  # local-only mode: the built-in catalogue, nothing sent
+        return with_prices(self, target, self.provider(target).list_models(auth))
 
     def providers(self, *, probe: bool = True) -> list[dict[str, Any]]:
         """One row per provider: configured?, auth method, credential source, masked key, health."""
         from concurrent.futures import ThreadPoolExecutor
         from .providers import provider_ids
+        from .policy import enabled, is_local, offline
         rows = []
         for pid in provider_ids(self.config):
             spec = self._spec(Target(pid))
+            on, here = enabled(pid, self.config), is_local(pid, self.config)
             auth = self.credentials.lookup(spec, run_command=False) if spec.needs_key else None
             rows.append({"provider": pid, "kind": spec.kind, "configured": (not spec.needs_key) or auth is not None,
                          "auth": auth.method if auth else spec.auth, "source": auth.source if auth else ("-" if spec.needs_key else "none needed"),
-                         "key": auth.masked if auth and auth.secret else "", "health": ""})
+                         "key": auth.masked if auth and auth.secret else "", "enabled": on, "local": here,
+                         "health": "" if on and (here or not offline(self.config)) else
+                         ("disabled in config" if not on else "blocked (local-only mode)")})
         if probe:
-            todo = [r for r in rows if r["configured"]]
+            for r in rows:
+                if not r["configured"] and not r["health"]:
+                    r["health"] = "no key"
+            todo = [r for r in rows if r["configured"] and not r["health"]]
+            for r in todo:  # import SDKs one at a time: concurrent imports see half-imported modules
+                adapter = self.provider(Target(r["provider"]))
+                if hasattr(adapter, "preload"):
+                    adapter.preload()
             with ThreadPoolExecutor(max_workers=8) as pool:
                 for row, health in zip(todo, pool.map(lambda r: self.check(Target(r["provider"])), todo)):
-                    row["health"] = ("ok" if health.ok else "down") + (f" ({health.detail})" if health.detail else "")
+                    row["health"] = health_word(health)
         return rows
 
     def status(self, *, probe: bool = True) -> dict[str, Any]:
@@ -253,10 +320,11 @@ class Session:
                 "input_tokens": total["input_tokens"], "output_tokens": total["output_tokens"],
                 "cost": total["cost"], "budget": self.budget, "budget_left": self.budget_left,
                 "fallback": [str(t) for t in self.fallback], "settings": dict(self.settings),
-                "last_latency": self.last.latency if self.last else None, "health": ""}
+                "last_latency": self.last.latency if self.last else None, "health": "",
+                "mode": self.mode, "quota": _quota(target.provider),
+                "recording": self._tap.describe() if getattr(self, "_tap", None) is not None and self._tap.active else ""}
         if probe:
-            h = self.check(target)
-            info["health"] = ("ok" if h.ok else "down") + (f" ({h.detail})" if h.detail else "")
+            info["health"] = "no key" if spec.needs_key and auth is None else health_word(self.check(target))
         return info
 
     def _base_url(self, target: Target, spec) -> str:
@@ -281,29 +349,45 @@ class Session:
                        temperature=temperature if temperature is not None else s.get("temperature"),
                        max_tokens=max_tokens if max_tokens is not None else s.get("max_tokens"),
                        top_p=top_p if top_p is not None else s.get("top_p"),
-                       timeout=s.get("timeout") or self.config.reliability.timeout)
+                       timeout=s.get("timeout") or self.config.reliability.timeout,
+                       stall_timeout=s.get("stall_timeout") or self.config.reliability.stall_timeout,
+                       deadline=s.get("deadline") or self.config.reliability.deadline)
 
     def ask(self, prompt: str, *, target: str | Target | None = None, on_event: Callable[[Event], None] | None = None,
             new: bool = False, no_history: bool = False, cache: bool | None = None, fallback: bool = True,
-            **params: Any) -> Response:
+            content: list | None = None, schema: Any = None, **params: Any) -> Response:
         """Send one prompt, streaming events to `on_event`; returns the Response (never raises LLMError
-        for provider failures: they are on `Response.error`). Bad arguments and the budget raise."""
+        for provider failures: they are on `Response.error`). Bad arguments and the budget raise.
+        `content` (text and image parts, media.render) replaces the prompt as the message sent, the text
+        staying in the conversation; `schema` (a schema.Schema) asks for structured output and puts the
+        parsed object on `Response.value` (INVALID_OUTPUT when the answer does not match)."""
         target = self.active if target is None else self.parse(target)
         if new:
             self.reset()
         request = self.build_request(prompt, **params)
-        self.check_budget([target], request)
+        if content is not None:
+            request.messages[-1] = {"role": "user", "content": content}
+        if schema is not None:
+            request.schema = schema.request
+        if not target.is_local:
+            from .pricing import warm
+            warm()  # the price table loads while the request is under way
         use_cache = self.settings.get("cache") if cache is None else cache
         response = Response(target=str(target), answered_by=str(target))
-        cache_key = None
+        cache_key = hit = None
         if use_cache:
             from .store import Store
             cache_key = Store.cache_key(str(target), request.cache_key_parts())
             hit = self.store.cache_get(cache_key)
-            if hit:
-                self._from_cache(response, hit, on_event)
-        if not response.cached:
-            self._stream(target, request, response, on_event, self.fallback if fallback else [])
+        if hit:  # a cached answer costs nothing: no budget check
+            self._from_cache(response, hit, on_event)
+        else:
+            self.check_budget([target], request, hold=True)
+            chain = self.caps.allowed_fallback(self, request, self.fallback) if fallback else []
+            self._stream(target, request, response, on_event, chain)
+        if schema is not None:
+            from .schema import apply
+            apply(schema, response)
         self._account(target, prompt, response)
         if not no_history and response.text:
             with self._lock:
@@ -315,24 +399,11 @@ class Session:
         self.last = response
         return response
 
-    def check_budget(self, targets: list[Target], request: Request) -> None:
+    def check_budget(self, targets: list[Target], request: Request, *, hold: bool = False) -> None:
         """Refuse before anything is sent when sending `request` to every target (one ask, or a whole
-        compare) could pass the budget; local targets and unpriced models count as $0."""
-        if self.budget is None:
-            return
-        from . import pricing
-        total = 0.0
-        for t in targets:
-            if not t.is_local:
-                total += pricing.estimate(t.provider, t.model or self._spec(t).default_model or "", request) or 0.0
-        spent = self.usage.cost
-        if total and spent + total > self.budget + 1e-12:
-            what, way_out = ((f"this request to {targets[0]}", "switch to local") if len(targets) == 1
-                             else ("this compare", "compare fewer targets"))
-            raise LLMError("BUDGET_EXCEEDED",
-                           f"{what} could cost up to ${total:.4f}; ${spent:.4f} of the "
-                           f"${self.budget:.2f} session budget is spent; nothing was sent",
-                           hint=f"raise it with %llm budget USD, lower --max-tokens, or {way_out}")
+        compare) could pass any spend cap, or a capped target has no known price (see budget.py);
+        `hold` keeps the estimate counted until the exchange is recorded."""
+        self.caps.check(self, targets, request, hold=hold)
 
     def _from_cache(self, response: Response, hit: dict, on_event) -> None:
         response.text = hit.get("text", "")
@@ -340,6 +411,8 @@ class Session:
         usage = hit.get("usage") or {}
         response.usage = Usage(usage.get("input_tokens", 0), usage.get("output_tokens", 0))
         response.finish_reason = hit.get("finish_reason")
+        response.reasoning = hit.get("reasoning") or ""
+        response.truncated, response.max_tokens = bool(hit.get("truncated")), hit.get("max_tokens")
         response.answered_by = hit.get("answered_by") or response.target
         response.cached = True
         response.latency = response.ttft = 0.0
@@ -356,8 +429,14 @@ class Session:
                     if response.ttft is None:
                         response.ttft = time.perf_counter() - start
                     response.chunks.append(ev.text)
+                elif isinstance(ev, ReasoningDelta):
+                    response.reasoning += ev.text
+                elif isinstance(ev, Notice):
+                    response.notes.append(ev.text)
                 elif isinstance(ev, Attempt):
                     response.answered_by = ev.target
+                    response.fallback_reason = ev.fallback_reason or response.fallback_reason
+                    response.replayed = ev.replayed
                 elif isinstance(ev, Usage):
                     response.usage = ev
                 elif isinstance(ev, Finish):
@@ -376,6 +455,9 @@ class Session:
             response.text = "".join(response.chunks)
         if response.error is not None and response.text:
             response.incomplete = True
+        if response.finish_reason == "length":  # stopped at the output limit: say so, record it
+            response.truncated = True
+            response.max_tokens = request.max_tokens or response.usage.output_tokens or None
         if response.usage.output_tokens == 0 and response.text:
             response.usage = Usage(response.usage.input_tokens or _approx_tokens(request), _approx_tokens_text(response.text))
 
@@ -385,15 +467,22 @@ class Session:
         model = answered.model or self._spec(answered).default_model or ""
         if answered.is_local:
             model = answered.model or str(answered.port or "")
-        if not response.cached and (response.usage.input_tokens or response.usage.output_tokens):
-            response.cost = pricing.cost(answered.provider, model, response.usage)
+        if response.replayed:
+            response.cost = 0.0  # nothing was sent
+        elif not response.cached and (response.usage.input_tokens or response.usage.output_tokens):
+            from .budget import price_args
+            response.cost = pricing.cost(answered.provider, model, response.usage, **price_args(self, answered))
             self.usage.add(answered.provider, model, response.usage.input_tokens, response.usage.output_tokens, response.cost)
         elif response.cached:
             response.cost = 0.0
+        if response.fallback_reason and response.answered_by != response.target:
+            self._record_event("fallback", {"from": response.target, "to": response.answered_by,
+                                            "reason": response.fallback_reason})
         try:
-            self.store.record_response(response, prompt, session_id=self.id)
+            self.store.record_response(response, prompt, session_id=self.id, provider=answered.provider, model=model)
         except Exception as exc:  # the store handles its own errors; this is the last guard, no traceback
             log.warning("jupyter-llm: could not write the history database: %s", exc)
+        self.caps.after_spend(self)
         self.notify("usage")
 
     def _record_event(self, kind: str, detail: dict) -> None:
@@ -403,9 +492,21 @@ class Session:
             log.debug("could not record event", exc_info=True)
 
 
+def health_word(health) -> str:
+    """`ok (...)`, `no key (...)` when the only problem is a missing credential, else `down (...)`."""
+    word = "ok" if health.ok else ("no key" if str(health.detail).startswith("MISSING_CREDENTIALS") else "down")
+    return word + (f" ({health.detail})" if health.detail else "")
+
+
+def _quota(provider: str) -> str:
+    from .quota import describe
+    return describe(provider)
+
+
 def _approx_tokens_text(text: str) -> int:
     return max(1, (len(text) + 3) // 4)
 
 
 def _approx_tokens(request: Request) -> int:
-    return _approx_tokens_text("".join(m.get("content", "") for m in request.messages) + (request.system or ""))
+    from .events import text_of
+    return _approx_tokens_text("".join(text_of(m.get("content", "")) for m in request.messages) + (request.system or ""))

@@ -77,8 +77,11 @@ def record_scan(known: KnownServers, scanned: list[int], found: list) -> bool:
 
 def ollama_models(session, timeout: float = 0.3) -> list[str]:
     """`ollama:MODEL` for each model of a running Ollama (configured base URL), [] when none answers."""
+    from .policy import enabled, is_local, offline
     from .providers import spec_for
     from .providers.ollama import tags
+    if not enabled("ollama", session.config) or (offline(session.config) and not is_local("ollama", session.config)):
+        return []
     try:
         return [f"ollama:{m.name}" for m in tags(spec_for("ollama", session.config).base_url, timeout)]
     except (OSError, ValueError):
@@ -111,8 +114,9 @@ def known_targets(session) -> list[str]:
     out.append("local")
     out += ollama_targets
     out += list(config.aliases)
+    from .policy import enabled
     for pid in provider_ids(config):
-        if pid in ("local", "ollama"):
+        if pid in ("local", "ollama") or not enabled(pid, config):
             continue
         spec = spec_for(pid, config)
         models = [spec.default_model, *(spec.settings.get("models") or CATALOGUE.get(pid, ()))]

@@ -18,9 +18,21 @@ from .tables import money, seconds, show_table
 # first use so %load_ext stays fast). Each function takes (magics, rest_words) and returns the
 # cell's value. Keep this file a thin face: a new capability adds one line here and its own module.
 COMMANDS: dict[str, str] = {
+    "continue": ".answer:cmd_continue",
+    "explain": ".explain:cmd_explain",
+    "fix": ".explain:cmd_fix",
+    "budget": ".spending:cmd_budget",
+    "usage": ".spending:cmd_usage",
     "serve": ".local_magics:cmd_serve",
     "servers": ".local_magics:cmd_servers",
     "stop": ".local_magics:cmd_stop",
+    "offline": ".control_magics:cmd_offline",
+    "alias": ".control_magics:cmd_alias",
+    "config": ".control_magics:cmd_config",
+    "history": ".audit:cmd_history",
+    "record": ".recording:cmd_record",
+    "replay": ".recording:cmd_replay",
+    "protect": ".sensitive:cmd_protect",
 }
 
 HELP = """\
@@ -33,19 +45,33 @@ HELP = """\
 %llm serve PATH.gguf [--port N] [--ctx N] [--alias NAME] [--gpu-layers N]   start llama.cpp in this kernel
 %llm servers              servers this kernel started: port, model, pid, memory, slots
 %llm stop PORT|all        stop servers this kernel started (they also stop with the kernel)
-%llm login PROVIDER [--method api_key|gateway|command]  store a secret in the OS keyring
+%llm login PROVIDER [--method api_key|gateway|command] [--no-check]  check a secret live, then store it in the OS keyring
 %llm logout PROVIDER      delete the stored secret
-%llm set KEY=VALUE ...    temperature, max_tokens, top_p, system, timeout, format, cache
+%llm set KEY=VALUE ...    temperature, max_tokens, top_p, system, timeout, stall_timeout, deadline, format, cache, footer
 %llm reset                clear the conversation
-%llm history [-n N]       last N exchanges
-%llm usage                tokens and cost this session, budget left
-%llm budget USD|off       cap this session's spend
+%llm history [-n N] [--json [PATH]]   last N exchanges (fallback reasons, replays); rows in _llm_history
+%llm history --events [KIND]  audit: switches, logins/logouts (masked), budget, mode, aliases, fallbacks
+%llm record PATH|off      append every exchange (request minus secrets, answer, usage, model identity) to JSONL
+%llm replay PATH [--strict]|off   answer matching requests from a recording: no network, no key
+%llm protect [NAME [--columns a,b] | --remove NAME]   prompts using NAME go to local targets only
+%llm offline on|off       local-only mode: nothing goes to an endpoint off this machine (BLOCKED)
+%llm alias [NAME TARGET | --delete NAME]   list, set or delete aliases now (saved to the config file)
+%llm config [reload]      the effective config (secrets masked) and its file; reload re-reads it
+%llm usage [--today|--month] [--notebook [PATH]]   tokens and cost: this session, or from the history
+%llm budget [PROVIDER] [session|daily|monthly] USD|off   spend caps (no arguments: caps and what is spent)
 %llm fallback T1 T2 ...|off   targets tried in order when the active one fails
+%llm continue [--max-tokens N]  carry the last (truncated) answer on; _llm holds the joined text
+%llm explain [N] [--target T]   explain the last error (or cell N's) with its traceback and source
+%llm fix [N] [--target T]       ask for the corrected cell and insert it below
 %llm help                 this text
 
 %%llm [TARGET] [-f markdown|text|code|json|html] [--insert] [-o NAME] [--compare T1 T2 ...]
       [--system TEXT] [-t X] [--max-tokens N] [--new] [--no-history] [--no-stream] [--no-cache|--cache]
-PROMPT with {variables} from the namespace ({{ }} for literal braces)"""
+      [--schema NAME] [--attach PATH] [--dry-run [--show]]
+PROMPT with {variables} from the namespace ({{ }} for literal braces; {Err[n]}: cell n's error)
+%%llm --map DATA [TARGET | --compare T1 T2 ...] [--schema NAME] [--workers N] [--stop-on-error]
+      [--attach PATH] [--dry-run [--show]] [-o NAME]
+TEMPLATE per row: {row.col} {row["col"]} {item} {index}; result DataFrame in _llm_map"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -75,6 +101,13 @@ def _cell_parser() -> _Parser:
     cache = p.add_mutually_exclusive_group()
     cache.add_argument("--no-cache", dest="cache", action="store_false", default=None)
     cache.add_argument("--cache", dest="cache", action="store_true", default=None)
+    p.add_argument("--map", metavar="DATA")              # mapping.py: the body is a template per row
+    p.add_argument("--schema", metavar="NAME")           # schema.py: structured output
+    p.add_argument("--workers", type=int)
+    p.add_argument("--stop-on-error", action="store_true")
+    p.add_argument("--attach", action="append", metavar="PATH")  # media.py: an image file, repeatable
+    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--show", action="store_true")
     return p
 
 
@@ -103,8 +136,6 @@ class LLMMagics(Magics):
             raise UsageError(exc.line()) from None
 
     def _cell(self, line: str, cell: str):
-        from .prompt import interpolate
-        from .render import StreamRenderer, parse_json
         args = _cell_parser().parse_args(_split(line))
         if args.output is not None and not args.output.isidentifier():
             raise LLMError("BAD_ARGUMENT", f"-o needs a variable name, got {args.output!r}")
@@ -119,43 +150,32 @@ class LLMMagics(Magics):
                 coerce_setting("max_tokens", args.max_tokens)
         if not cell.strip():
             raise LLMError("BAD_ARGUMENT", "the cell is empty: write the prompt below %%llm")
-        prompt = interpolate(cell.strip("\n"), self.shell.user_ns)
+        if args.map is not None:
+            from .mapcell import map_cell
+            return map_cell(self, args, cell)
+        if args.workers is not None or args.stop_on_error:
+            raise LLMError("BAD_ARGUMENT", "--workers and --stop-on-error work with --map DATA")
+        if args.dry_run and args.show:
+            from .dryshow import show_cell  # exactly what each target would receive; nothing is sent
+            return show_cell(self, args, cell)
+        if args.dry_run:
+            raise LLMError("BAD_ARGUMENT", "--dry-run works with --map DATA, or with --show")
+        from .mapcell import cell_extras
+        prompt, extra = cell_extras(self, args, cell)
+        if extra.get("schema") is not None:
+            fmt = "json"
+        from .sensitive import mark_content
+        prompt, extra = mark_content(prompt, extra, cell, self.shell.user_ns)  # protected values: local targets only
         params = dict(system=args.system, temperature=args.temperature, max_tokens=args.max_tokens)
         if args.compare:
             if args.target:
                 raise LLMError("BAD_ARGUMENT", "give targets after --compare only, not before it")
             from .compare import run_compare
             return run_compare(self.session, prompt, args.compare, fmt=fmt, new=args.new, cache=args.cache,
-                               shell=self.shell, **params)
-        target = self.session.parse(args.target) if args.target else self.session.active
-        renderer = StreamRenderer(fmt, target=str(target))
-        if not args.no_stream:
-            renderer.start()
-        response = self.session.ask(prompt, target=target, on_event=None if args.no_stream else renderer,
-                                    new=args.new, no_history=args.no_history, cache=args.cache, **params)
-        value: Any = response.text
-        if fmt == "json" and response.ok and not response.incomplete:
-            try:
-                response.value = value = parse_json(response.text)
-            except ValueError as exc:
-                response.error = LLMError("PROVIDER_ERROR", f"the answer is not valid JSON ({exc}); its text is in _llm.text")
-        elif fmt == "code":
-            from .render import extract_code
-            response.value = value = extract_code(response.text)[1]
-        renderer.finish(response)
-        self.shell.user_ns["_llm"] = response
-        if args.output and (response.text or response.value is not None):
-            self.shell.user_ns[args.output] = value
-        if args.insert and response.ok and value:
-            self.shell.set_next_input(value, replace=False)
-        if response.finish_reason == "interrupted":
-            raise UsageError(f"interrupted: the {len(response.text)} characters received so far are kept "
-                             "(in _llm.text and the history, marked incomplete)")
-        if response.error is not None:
-            raise response.error
-        if fmt == "json":
-            return response.value
-        return None
+                               shell=self.shell, **params, **extra)
+        from .answer import answer
+        return answer(self, prompt, target=args.target, fmt=fmt, stream=not args.no_stream, output=args.output,
+                      insert=args.insert, new=args.new, no_history=args.no_history, cache=args.cache, **params, **extra)
 
     # ---- %llm ----
     @line_magic("llm")
@@ -190,14 +210,19 @@ class LLMMagics(Magics):
         return show_panel(self.session)
 
     def cmd_status(self, rest: list[str]) -> None:
+        from .spending import caps_summary
         s = self.session.status()
-        rows = [("target", s["target"]), ("provider / model", f"{s['provider']} / {s['model'] or 'server default'}"),
+        rows = [("target", s["target"]), ("mode", s.get("mode", "")), ("provider / model", f"{s['provider']} / {s['model'] or 'server default'}"),
                 ("auth", f"{s['auth']} from {s['source']}" + (f" ({s['key']})" if s["key"] else "")),
                 ("base URL", s["base_url"]), ("health", s["health"]),
                 ("conversation", f"{s['conversation']} exchanges"),
                 ("session", f"{s['requests']} requests, {s['input_tokens']} in / {s['output_tokens']} out tokens, {money(s['cost'])}"),
-                ("budget", "off" if s["budget"] is None else f"{money(s['budget_left'])} left of {money(s['budget'])}"),
+                ("budget", caps_summary(self.session)),
                 ("fallback", " → ".join(s["fallback"]) or "off")]
+        if s.get("recording"):
+            rows.append(("record/replay", s["recording"]))
+        if s.get("quota"):
+            rows.append(("quota left", s["quota"]))
         if self.session.config.error is not None:
             rows.append(("config", self.session.config.error.line()))
         show_table(["", ""], rows)
@@ -215,9 +240,12 @@ class LLMMagics(Magics):
             raise LLMError("BAD_ARGUMENT", "%llm models takes one provider")
         provider = rest[0] if rest else self.session.active.provider
         models = self.session.models(provider)
-        rows = [(m.id, m.context or "", "" if m.input_price is None else f"${m.input_price:g}",
-                 "" if m.output_price is None else f"${m.output_price:g}", m.source) for m in models]
-        show_table(["model", "context", "input $/M", "output $/M", "source"], rows, caption=f"{provider} models")
+        from . import capabilities
+        caps = capabilities.for_models(self.session, provider.lower(), models)
+        rows = [(m.id, *capabilities.row(c), "" if m.input_price is None else f"${m.input_price:g}",
+                 "" if m.output_price is None else f"${m.output_price:g}", m.source) for m, c in zip(models, caps)]
+        show_table(["model", *capabilities.HEADERS, "input $/M", "output $/M", "source"], rows,
+                   caption=f"{provider} models")
 
     def cmd_providers(self, rest: list[str]) -> None:
         rows = [(r["provider"], "yes" if r["configured"] else "no", r["auth"], r["source"], r["key"], r["health"])
@@ -233,6 +261,7 @@ class LLMMagics(Magics):
         p = _Parser(prog="%llm login", add_help=False)
         p.add_argument("provider")
         p.add_argument("--method", choices=("api_key", "gateway", "command"), default="api_key")
+        p.add_argument("--no-check", action="store_true")
         args = p.parse_args(rest)
         self.session.parse(args.provider)
         extra: dict[str, Any] = {}
@@ -257,8 +286,9 @@ class LLMMagics(Magics):
                 raise
             raise LLMError("BAD_ARGUMENT", "login needs an interactive prompt, and this front end has none",
                            hint="set the provider's environment variable instead") from None
-        self.session.login(args.provider, secret.strip(), method=args.method, **extra)
-        print(f"stored the {args.provider} credential in the OS keyring ({args.method})")
+        verdict = self.session.login(args.provider, secret.strip(), method=args.method, check=not args.no_check, **extra)
+        checked = f"{verdict[0]} ({verdict[1]}); " if verdict else ("not checked; " if args.no_check else "")
+        print(f"{checked}stored the {args.provider} credential in the OS keyring ({args.method})")
 
     def cmd_logout(self, rest: list[str]) -> None:
         if len(rest) != 1:
@@ -283,46 +313,6 @@ class LLMMagics(Magics):
         self.session.reset()
         print("conversation cleared")
 
-    def cmd_history(self, rest: list[str]) -> None:
-        p = _Parser(prog="%llm history", add_help=False)
-        p.add_argument("-n", type=int, default=10)
-        args = p.parse_args(rest)
-        if args.n <= 0:
-            raise LLMError("BAD_ARGUMENT", "-n must be positive")
-        import datetime as dt
-        rows = []
-        for h in self.session.history(args.n):
-            prompt = (h.get("prompt") or "").replace("\n", " ")
-            rows.append((dt.datetime.fromtimestamp(h["time"]).strftime("%Y-%m-%d %H:%M:%S"), h["target"]
-                         + (f" → {h['answered_by']}" if h.get("answered_by") and h["answered_by"] != h["target"] else ""),
-                         prompt[:60] + ("…" if len(prompt) > 60 else ""),
-                         f"{h.get('input_tokens') or 0}/{h.get('output_tokens') or 0}", money(h.get("cost")),
-                         seconds(h.get("latency")), h["status"] + (" (incomplete)" if h.get("incomplete") else "")
-                         + (" (cached)" if h.get("cached") else "")))
-        show_table(["time", "target", "prompt", "tokens in/out", "cost", "latency", "status"], rows)
-
-    def cmd_usage(self, rest: list[str]) -> None:
-        rows = [(p, m, t.requests, t.input_tokens, t.output_tokens, money(t.cost) + (" +?" if t.unpriced else ""))
-                for p, m, t in self.session.usage.rows()]
-        total = self.session.usage.summary()
-        rows.append(("total", "", total["requests"], total["input_tokens"], total["output_tokens"], money(total["cost"])))
-        b = self.session.budget
-        caption = "budget: off" if b is None else f"budget: {money(self.session.budget_left)} left of {money(b)}"
-        show_table(["provider", "model", "requests", "input tokens", "output tokens", "cost"], rows, caption=caption)
-
-    def cmd_budget(self, rest: list[str]) -> None:
-        if len(rest) != 1:
-            raise LLMError("BAD_ARGUMENT", "usage: %llm budget USD  or  %llm budget off")
-        if rest[0].lower() == "off":
-            self.session.set_budget(None)
-            print("budget off")
-            return
-        try:
-            usd = float(rest[0].lstrip("$"))
-        except ValueError:
-            raise LLMError("BAD_ARGUMENT", f"budget must be a number of USD or off, got {rest[0]!r}") from None
-        self.session.set_budget(usd)
-        print(f"session budget {money(usd)}, {money(self.session.budget_left)} left")
 
     def cmd_fallback(self, rest: list[str]) -> None:
         if not rest:

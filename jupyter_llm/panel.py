@@ -269,7 +269,8 @@ class Panel(LocalRows):
 
     def _mark_providers(self, select: str | None) -> None:
         """Relabel the provider dropdown (marks may have changed) keeping `select` chosen."""
-        ids = provider_ids(self.session.config)
+        from .policy import visible_providers
+        ids = visible_providers(provider_ids(self.session.config), self.session.config)
         self.provider.options = [(self._mark(p), p) for p in ids]
         self.provider.value = select if select in ids else self.session.active.provider
 
@@ -299,6 +300,8 @@ class Panel(LocalRows):
         if s.budget is not None:
             parts.append(f"{money(s.budget_left)} budget left")
         parts.append(f"conversation {len(s.conversation) // 2}")
+        if s.mode == "local-only":
+            parts.insert(1, "<b>local only</b>")
         self.status.value = "<span class='jupyter-llm-status'>" + " · ".join(parts) + "</span>"
 
     def _on_session(self, change: str) -> None:
@@ -439,10 +442,12 @@ class Panel(LocalRows):
         extra = {}
         if self.method.value == "gateway" and self.gateway_url.value.strip():
             extra["base_url"] = self.gateway_url.value.strip()
-        self.session.login(provider, secret, method=self.method.value, **extra)
+        verdict = self.session.login(provider, secret, method=self.method.value, check=True, **extra)
         self._health.pop(provider, None)
         self._models.pop(provider, None)
-        self._say(f"stored the {provider} credential in the OS keyring ({self.method.value}, {mask(secret)})")
+        checked = f"; {verdict[0]}: {verdict[1]}" if verdict else ""
+        self._say(f"stored the {provider} credential in the OS keyring ({self.method.value}, {mask(secret)}){checked}",
+                  warn=bool(verdict) and verdict[0] != "valid")
 
     def _do_refresh(self) -> None:
         pid = self.provider.value

@@ -1,11 +1,16 @@
 """Cost in USD from the bundled genai-prices data (no network): actual cost, pre-send estimate, price lookup.
 
-Local llama.cpp (and endpoints on this machine) cost $0; a model genai-prices does not know costs
-None ("unknown"), never a guess. genai_prices (pydantic, a 1.5 MB table) is imported on first use.
+Local llama.cpp and any endpoint on a loopback address (localhost, 127.0.0.0/8, ::1) cost $0; a
+provider's config can set its own price (`price = {input = .., output = ..}`, USD per million
+tokens) or `free = true`, and `free = false` prices a loopback endpoint (a local proxy to a paid
+cloud) from the catalogue. A model nobody knows the price of costs None ("unknown"), never a
+guess. genai_prices (pydantic, a 1.5 MB table) is imported on first use.
 """
 from __future__ import annotations
 
+import ipaddress
 import math
+import threading
 from decimal import Decimal
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -15,7 +20,7 @@ if TYPE_CHECKING:
     from .events import Request, Usage
 
 __all__ = ["cost", "estimate", "prices", "context_window", "estimate_tokens", "genai_provider", "FREE_PROVIDERS",
-           "PROVIDER_MAP", "DEFAULT_OUTPUT_TOKENS"]
+           "PROVIDER_MAP", "DEFAULT_OUTPUT_TOKENS", "is_loopback", "configured_price"]
 
 # Our provider ids -> genai-prices provider ids. Other (configured) providers are matched by model name.
 PROVIDER_MAP = {
@@ -34,18 +39,78 @@ TOKENS_PER_MESSAGE = 4           # role markers and separators around each chat 
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
 
 
+_warming: threading.Thread | None = None
+
+
+def warm() -> None:
+    """Start loading the price table in a background thread (once), so that the first cloud answer's
+    cost is ready when the answer ends instead of adding the table's load time (~30 ms) to the cell.
+    A later lookup that arrives while it loads simply waits for the import lock."""
+    global _warming
+    import sys
+    if _warming is not None or "genai_prices" in sys.modules:
+        return
+    _warming = threading.Thread(target=_load_table, name="jupyter-llm-prices", daemon=True)
+    _warming.start()
+
+
+def _load_table() -> None:
+    try:
+        from genai_prices import Usage as GUsage, calc_price
+        calc_price(GUsage(input_tokens=1, output_tokens=1), "gpt-4o-mini", provider_id="openai")
+    except Exception:  # a broken table shows up (as an unknown price) when a cost is asked for
+        pass
+
+
 def genai_provider(provider_id: str) -> str | None:
     """The genai-prices provider id for one of ours (None: match the model across all providers)."""
     return PROVIDER_MAP.get((provider_id or "").lower())
 
 
-def _is_free(provider_id: str, base_url: str | None) -> bool:
+def is_loopback(base_url: str | None) -> bool:
+    """True when `base_url` points at this machine: localhost (and *.localhost), 127.0.0.0/8, ::1, 0.0.0.0."""
+    if not base_url:
+        return False
+    try:
+        host = (urlsplit(base_url if "//" in base_url else "//" + base_url).hostname or "").lower().rstrip(".")
+    except ValueError:
+        return False
+    if host in _LOCAL_HOSTS or host.endswith(".localhost"):
+        return True
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return ip.is_loopback or ip.is_unspecified or bool(mapped and mapped.is_loopback)
+
+
+def configured_price(settings: dict | None) -> tuple[float, float] | None:
+    """(input, output) USD per million tokens from a provider's config: `free = true` is (0, 0),
+    `price = {input, output}` is itself; None when the config says nothing about price."""
+    if not settings:
+        return None
+    if settings.get("free") is True:
+        return 0.0, 0.0
+    price = settings.get("price")
+    if isinstance(price, dict):
+        return float(price.get("input", 0.0)), float(price.get("output", 0.0))
+    return None
+
+
+def _is_free(provider_id: str, base_url: str | None, settings: dict | None = None) -> bool:
     if (provider_id or "").lower() in FREE_PROVIDERS:
         return True
-    if base_url:
-        host = (urlsplit(base_url).hostname or "").lower()
-        return host in _LOCAL_HOSTS or host.startswith("127.")
-    return False
+    if settings and settings.get("free") is False:   # a loopback proxy to a paid cloud
+        return False
+    return is_loopback(base_url or (settings or {}).get("base_url"))
+
+
+def _by_config(settings: dict | None, input_tokens: int, output_tokens: int) -> float | None:
+    price = configured_price(settings)
+    if price is None:
+        return None
+    return (max(int(input_tokens), 0) * price[0] + max(int(output_tokens), 0) * price[1]) / 1_000_000
 
 
 def _model_ref(model: str) -> str:
@@ -90,11 +155,18 @@ def _calc(provider_id: str, model: str, input_tokens: int, output_tokens: int) -
     return result.total_price
 
 
-def cost(provider_id: str, model: str | None, usage: "Usage", *, base_url: str | None = None) -> float | None:
-    """USD for one exchange's usage: 0.0 for local models, None when the price is unknown."""
-    if _is_free(provider_id, base_url):
+def cost(provider_id: str, model: str | None, usage: "Usage", *, base_url: str | None = None,
+         settings: dict | None = None) -> float | None:
+    """USD for one exchange's usage: 0.0 for local models and loopback endpoints, the configured price
+    where `settings` (the provider's config) has one, None when the price is unknown."""
+    if usage is None:
+        return None
+    configured = _by_config(settings, usage.input_tokens, usage.output_tokens)
+    if configured is not None:
+        return configured
+    if _is_free(provider_id, base_url, settings):
         return 0.0
-    if not model or usage is None:
+    if not model:
         return None
     total = _calc(provider_id, model, usage.input_tokens, usage.output_tokens)
     return None if total is None else float(total)
@@ -113,13 +185,17 @@ def estimate_tokens(request: "Request") -> tuple[int, int]:
     return input_tokens, output_tokens
 
 
-def estimate(provider_id: str, model: str | None, request: "Request", *, base_url: str | None = None) -> float | None:
+def estimate(provider_id: str, model: str | None, request: "Request", *, base_url: str | None = None,
+             settings: dict | None = None) -> float | None:
     """USD upper-bound estimate before sending (for budgets): 0.0 local, None when the price is unknown."""
-    if _is_free(provider_id, base_url):
+    input_tokens, output_tokens = estimate_tokens(request)
+    configured = _by_config(settings, input_tokens, output_tokens)
+    if configured is not None:
+        return configured
+    if _is_free(provider_id, base_url, settings):
         return 0.0
     if not model:
         return None
-    input_tokens, output_tokens = estimate_tokens(request)
     total = _calc(provider_id, model, input_tokens, output_tokens)
     return None if total is None else float(total)
 
@@ -134,9 +210,13 @@ def _prices(provider_id: str, model: str) -> tuple[float, float] | None:
     return float(per_k_in * 1000), float(per_k_out * 1000)
 
 
-def prices(provider_id: str, model: str | None) -> tuple[float, float] | None:
+def prices(provider_id: str, model: str | None, *, base_url: str | None = None,
+           settings: dict | None = None) -> tuple[float, float] | None:
     """(USD per million input tokens, USD per million output tokens), (0, 0) for local, None if unknown."""
-    if _is_free(provider_id, None):
+    configured = configured_price(settings)
+    if configured is not None:
+        return configured
+    if _is_free(provider_id, base_url, settings):
         return 0.0, 0.0
     if not model:
         return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from .errors import FALLBACK_ON, LLMError
@@ -131,15 +131,31 @@ class Router:
                 self.buckets[provider] = TokenBucket(limits.get("rpm"), limits.get("tpm"), self.clock)
             return self.buckets[provider]
 
+    # A `recording.Tap` when `%llm record` / `%llm replay` is on: it sees every request first.
+    tap = None
+
     def stream(self, target: Target, request: Request, fallback: list[Target] = ()) -> Iterator[Event]:
+        tap = self.tap
+        if tap is not None:
+            return tap.stream(self._chain, target, request, list(fallback))
+        return self._chain(target, request, fallback)
+
+    def _chain(self, target: Target, request: Request, fallback: list[Target] = ()) -> Iterator[Event]:
         chain = [target] + [t for t in fallback if str(t) != str(target)]
         first_error: LLMError | None = None
+        if request.deadline and request.deadline_at is None:  # one deadline for every attempt and fallback
+            request = replace(request, deadline_at=time.monotonic() + request.deadline)
         for i, t in enumerate(chain):
             got_text = False
+            if i and _left(request) is not None and _left(request) <= 0:
+                yield StreamError(self._with_chain_note(first_error, first_error, 0))
+                return
             try:
                 for ev in self._stream_one(t, request):
                     if isinstance(ev, TextDelta):
                         got_text = True
+                    elif isinstance(ev, Attempt) and first_error is not None and ev.n == 1:
+                        ev = replace(ev, fallback_reason=f"{chain[0]}: {first_error.line()}")
                     yield ev
                 return
             except LLMError as exc:
@@ -157,7 +173,11 @@ class Router:
                         hint=exc.hint, retry_after=exc.retry_after, status=exc.status, retryable=exc.retryable)
 
     def _stream_one(self, target: Target, request: Request) -> Iterator[Event]:
+        from .policy import enforce
         from .providers import get_provider, spec_for
+        enforce(target.provider, self.config, target=target)  # local-only mode, disabled providers
+        from .sensitive import check_request
+        check_request(target, request, self.config)  # protected values stay on this machine
         spec = spec_for(target.provider, self.config)
         provider = get_provider(target.provider, self.config)
         breaker = self.breaker(target)
@@ -166,12 +186,18 @@ class Router:
             raise LLMError("NETWORK_ERROR", f"circuit open for {target} after {breaker.failures} consecutive failures; "
                            f"next try in {wait:.0f} s", hint=_HINT_FALLBACK, retryable=False)
         auth = self.credentials.resolve(spec)
+        if auth is not None and getattr(auth, "base_url", None):
+            enforce(target.provider, self.config, auth.base_url, target=target)  # a gateway's own URL
         refreshed = False
         retries = self.config.reliability.retries
         attempt = 0
         bucket = self.bucket(target.provider)
         while True:
             attempt += 1
+            left = _left(request)
+            if left is not None and left <= 0:
+                from .providers._guard import Limits, deadline_error
+                raise deadline_error(str(target), Limits.of(request))
             if bucket is not None:
                 bucket.take(_estimate_tokens(request), self.sleep)
             yield Attempt(str(target), attempt)
@@ -191,11 +217,23 @@ class Router:
                     breaker.failure()
                 else:
                     breaker.success()  # the target answered; it is up
-                if got_text or not exc.retryable or attempt > retries:
+                if got_text or not exc.retryable:
                     raise
+                if attempt > retries:  # say what was tried: the limit that applied is the retry count
+                    if attempt == 1:
+                        raise
+                    raise LLMError(exc.code, f"{exc.message} (after {attempt} attempts; retries = {retries})",
+                                   hint=exc.hint, retry_after=exc.retry_after, status=exc.status,
+                                   retryable=exc.retryable) from None
                 delay = self._delay(attempt, exc)
                 if delay is None:
                     raise
+                left = _left(request)
+                if left is not None and delay >= left:  # a retry would start past the answer's deadline
+                    raise LLMError(exc.code, f"{exc.message}; no retry within the {request.deadline:g}s deadline "
+                                   f"(deadline; {attempt} attempt{'s' if attempt > 1 else ''} made)",
+                                   hint=exc.hint, retry_after=exc.retry_after, status=exc.status,
+                                   retryable=False) from None
                 self.sleep(delay)
             except GeneratorExit:
                 breaker.success()
@@ -210,6 +248,12 @@ class Router:
         return self.rng.uniform(cap / 2, cap)
 
 
+def _left(request: Request) -> float | None:
+    """Seconds left before the answer's deadline, or None when it has none."""
+    return None if request.deadline_at is None else request.deadline_at - time.monotonic()
+
+
 def _estimate_tokens(request: Request) -> int:
-    chars = sum(len(m.get("content", "")) for m in request.messages) + len(request.system or "")
+    from .events import text_of
+    chars = sum(len(text_of(m.get("content", ""))) for m in request.messages) + len(request.system or "")
     return chars // 4 + (request.max_tokens or 256)

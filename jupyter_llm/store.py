@@ -12,8 +12,9 @@ import logging
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 if TYPE_CHECKING:
     from .events import Response
@@ -24,10 +25,29 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 FILENAME = "history.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 EXCHANGE_FIELDS = ("time", "session_id", "target", "answered_by", "prompt", "response", "input_tokens",
-                   "output_tokens", "cost", "latency", "ttft", "status", "incomplete", "cached", "finish_reason")
-_BOOL_FIELDS = ("incomplete", "cached")
+                   "output_tokens", "cost", "latency", "ttft", "status", "incomplete", "cached", "finish_reason",
+                   "provider", "model", "notebook", "cell_id", "truncated", "fallback_reason", "replayed")
+# Columns added after 0.1 (ALTER TABLE on an older file): who was charged, and which notebook cell asked.
+_ADDED_COLUMNS = (("provider", "TEXT"), ("model", "TEXT"), ("notebook", "TEXT"), ("cell_id", "TEXT"),
+                  ("truncated", "INTEGER NOT NULL DEFAULT 0"),  # truncated: stopped at max_tokens
+                  ("fallback_reason", "TEXT"), ("replayed", "INTEGER NOT NULL DEFAULT 0"))
+_ADDED_INDEXES = """
+CREATE INDEX IF NOT EXISTS exchanges_spend ON exchanges(time, provider, cost);
+CREATE INDEX IF NOT EXISTS exchanges_provider_time ON exchanges(provider, time);
+CREATE INDEX IF NOT EXISTS exchanges_notebook ON exchanges(notebook, time);
+CREATE INDEX IF NOT EXISTS events_kind ON events(kind, id);
+CREATE TABLE IF NOT EXISTS holds (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time REAL NOT NULL,
+    session_id TEXT,
+    provider TEXT,
+    usd REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS holds_time ON holds(time);
+"""
+_BOOL_FIELDS = ("incomplete", "cached", "truncated", "replayed")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS exchanges (
@@ -46,7 +66,10 @@ CREATE TABLE IF NOT EXISTS exchanges (
     status TEXT NOT NULL DEFAULT 'ok',
     incomplete INTEGER NOT NULL DEFAULT 0,
     cached INTEGER NOT NULL DEFAULT 0,
-    finish_reason TEXT
+    finish_reason TEXT,
+    truncated INTEGER NOT NULL DEFAULT 0,
+    fallback_reason TEXT,
+    replayed INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS exchanges_session ON exchanges(session_id, id);
 CREATE TABLE IF NOT EXISTS events (
@@ -104,6 +127,7 @@ class Store:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.executescript(_SCHEMA)
+                _migrate(conn)
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             except Exception:
                 conn.close()
@@ -163,8 +187,16 @@ class Store:
 
         return self._run("record", insert, 0)
 
-    def record_response(self, response: "Response", prompt: str, session_id: str | None = None) -> int:
-        """Append the exchange that produced `response` (an events.Response); returns its id or 0."""
+    def record_response(self, response: "Response", prompt: str, session_id: str | None = None, *,
+                        provider: str | None = None, model: str | None = None) -> int:
+        """Append the exchange that produced `response` (an events.Response); returns its id or 0.
+
+        `provider`/`model` say who is charged (default: read from `answered_by`); the notebook path and
+        cell id come from `cellinfo.current()` (the cell running now)."""
+        from . import cellinfo
+        cell = cellinfo.current()
+        if provider is None:
+            provider, model = split_target(response.answered_by or response.target)
         if response.error is not None:
             status = response.error.code
         else:
@@ -174,7 +206,128 @@ class Store:
             answered_by=response.answered_by or response.target, prompt=prompt, response=response.text,
             input_tokens=response.usage.input_tokens, output_tokens=response.usage.output_tokens,
             cost=response.cost, latency=response.latency, ttft=response.ttft, status=status,
-            incomplete=response.incomplete, cached=response.cached, finish_reason=response.finish_reason)
+            incomplete=response.incomplete, cached=response.cached, finish_reason=response.finish_reason,
+            provider=provider, model=model, notebook=cell.notebook or cellinfo.notebook_path(), cell_id=cell.cell_id,
+            truncated=getattr(response, "truncated", False),
+            fallback_reason=getattr(response, "fallback_reason", None), replayed=getattr(response, "replayed", False))
+
+    # ---- spend (budgets and usage breakdowns) ----------------------------------------------
+
+    @staticmethod
+    def _where(since: float | None, until: float | None, provider: str | None, session_id: str | None,
+               notebook: str | None) -> tuple[str, list]:
+        clauses, args = [], []
+        for clause, value in (("time >= ?", since), ("time < ?", until), ("provider = ?", provider),
+                              ("session_id = ?", session_id), ("notebook = ?", notebook)):
+            if value is not None:
+                clauses.append(clause)
+                args.append(value)
+        return ("WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+    def spend(self, *, since: float | None = None, until: float | None = None, provider: str | None = None,
+              session_id: str | None = None, notebook: str | None = None) -> dict[str, float]:
+        """USD spent per provider in [since, until) (unix times), optionally of one provider, session
+        or notebook: every kernel that shares this file counts. Unpriced exchanges count $0."""
+        where, args = self._where(since, until, provider, session_id, notebook)
+
+        def select(conn: sqlite3.Connection) -> dict[str, float]:
+            rows = conn.execute(f"SELECT provider, SUM(cost) FROM exchanges {where} GROUP BY provider", args)
+            return {(p or ""): float(c or 0.0) for p, c in rows.fetchall()}
+
+        return self._run("spend", select, {})
+
+    def usage(self, *, since: float | None = None, until: float | None = None, provider: str | None = None,
+              session_id: str | None = None, notebook: str | None = None) -> list[dict]:
+        """Per provider and model: requests (something was exchanged), cached, errors, input/output tokens,
+        cost (USD) and unpriced (requests with no known price), in [since, until)."""
+        where, args = self._where(since, until, provider, session_id, notebook)
+        sql = ("SELECT provider, model, "
+               "SUM(cached = 0 AND (COALESCE(input_tokens, 0) + COALESCE(output_tokens, 0)) > 0) AS requests, "
+               "SUM(cached) AS cached, SUM(status != 'ok') AS errors, "
+               "SUM(COALESCE(input_tokens, 0)) AS input_tokens, SUM(COALESCE(output_tokens, 0)) AS output_tokens, "
+               "SUM(COALESCE(cost, 0)) AS cost, "
+               "SUM(cost IS NULL AND (COALESCE(input_tokens, 0) + COALESCE(output_tokens, 0)) > 0) AS unpriced "
+               f"FROM exchanges {where} GROUP BY provider, model ORDER BY provider, model")
+
+        def select(conn: sqlite3.Connection) -> list[dict]:
+            out = []
+            for r in conn.execute(sql, args).fetchall():
+                d = dict(r)
+                for key in ("requests", "cached", "errors", "input_tokens", "output_tokens", "unpriced"):
+                    d[key] = int(d[key] or 0)
+                d["cost"] = float(d["cost"] or 0.0)
+                d["provider"], d["model"] = d["provider"] or "", d["model"] or ""
+                out.append(d)
+            return out
+
+        return self._run("usage", select, [])
+
+    # ---- holds: spend a request in flight may still add (so concurrent kernels cannot both pass a cap) ----
+
+    @contextmanager
+    def transaction(self) -> Iterator[bool]:
+        """Hold the file's write lock (BEGIN IMMEDIATE) for a check and what it records, so two kernels
+        cannot interleave; yields False (and nothing is atomic) when the lock or the file is unavailable."""
+        with self._lock:
+            try:
+                conn = self._connect()
+                conn.execute("BEGIN IMMEDIATE")
+            except (sqlite3.Error, OSError) as exc:
+                log.debug("history transaction unavailable: %s", exc)
+                yield False
+                return
+            try:
+                yield True
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                log.debug("history commit failed: %s", exc)
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+
+    def hold(self, usd: float, provider: str | None, session_id: str | None) -> int:
+        """Record what a request about to be sent could cost; returns the hold's id (0: not recorded)."""
+        def insert(conn: sqlite3.Connection) -> int:
+            now = time.time()
+            conn.execute("DELETE FROM holds WHERE time < ?", [now - 86400])   # crashed kernels' leftovers
+            cur = conn.execute("INSERT INTO holds (time, session_id, provider, usd) VALUES (?, ?, ?, ?)",
+                               [now, session_id, provider, float(usd)])
+            return int(cur.lastrowid or 0)
+
+        return self._run("hold", insert, 0)
+
+    def release(self, *hold_ids: int) -> None:
+        """Drop holds once their exchange is recorded (or never happened)."""
+        ids = [int(i) for i in hold_ids if i]
+        if ids:
+            self._run("release", lambda conn: conn.execute(
+                f"DELETE FROM holds WHERE id IN ({', '.join('?' for _ in ids)})", ids), None)
+
+    def held(self, *, since: float, session_id: str | None = None) -> dict[str, float]:
+        """USD held per provider by requests in flight that started at or after `since` (older holds are
+        a crashed kernel's and no longer count)."""
+        where, args = self._where(since, None, None, session_id, None)
+
+        def select(conn: sqlite3.Connection) -> dict[str, float]:
+            rows = conn.execute(f"SELECT provider, SUM(usd) FROM holds {where} GROUP BY provider", args)
+            return {(p or ""): float(c or 0.0) for p, c in rows.fetchall()}
+
+        return self._run("holds", select, {})
+
+    def has_event(self, kind: str, detail: Any) -> bool:
+        """Whether an event of `kind` with exactly this detail was recorded (by any kernel)."""
+        payload = _json(detail)
+
+        def select(conn: sqlite3.Connection) -> bool:
+            return conn.execute("SELECT 1 FROM events WHERE kind = ? AND detail = ? LIMIT 1",
+                                [str(kind), payload]).fetchone() is not None
+
+        return self._run("events", select, False)
 
     def history(self, n: int = 10, session_id: str | None = None) -> list[dict]:
         """The last `n` exchanges (of one session, if given), oldest first and newest last."""
@@ -270,6 +423,34 @@ class Store:
             return conn.execute("DELETE FROM cache").rowcount
 
         return self._run("cache clear", delete, 0)
+
+
+def split_target(text: str | None) -> tuple[str | None, str | None]:
+    """"openai:gpt-4o-mini" -> ("openai", "gpt-4o-mini"); "local:8081/x" -> ("local", "8081/x")."""
+    if not text:
+        return None, None
+    provider, _, model = str(text).partition(":")
+    return provider.strip().lower() or None, model.strip() or None
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring an older file up to date: add the new exchange columns (filling provider and model from
+    `answered_by`) and the indexes. Safe when another kernel migrates the same file at once."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(exchanges)")}
+    missing = [(name, kind) for name, kind in _ADDED_COLUMNS if name not in have]
+    for name, kind in missing:
+        try:
+            conn.execute(f"ALTER TABLE exchanges ADD COLUMN {name} {kind}")
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):
+                raise
+    if any(name in ("provider", "model") for name, _ in missing):
+        who = "COALESCE(NULLIF(answered_by, ''), target)"
+        conn.execute(f"UPDATE exchanges SET provider = lower(CASE WHEN instr({who}, ':') > 0 "
+                     f"THEN substr({who}, 1, instr({who}, ':') - 1) ELSE {who} END), "
+                     f"model = CASE WHEN instr({who}, ':') > 0 THEN substr({who}, instr({who}, ':') + 1) END "
+                     "WHERE provider IS NULL")
+    conn.executescript(_ADDED_INDEXES)
 
 
 def default_store() -> Store:

@@ -55,12 +55,19 @@ class ServerStartError(RuntimeError):
 def ensure_model(path: str | os.PathLike | None = None, *, ctx: int = 2048, seed: int = 0) -> Path:
     """The tiny GGUF at `path` (default .cache/models/tiny-llama.gguf, or $LLAMA_MODEL), generated if missing."""
     model = Path(path or os.environ.get("LLAMA_MODEL") or DEFAULT_MODEL)
-    if model.is_file():
+    if model.is_file() and (model != DEFAULT_MODEL or _current(model)):
         return model
     spec = importlib.util.spec_from_file_location("_jupyter_llm_make_tiny_gguf", HERE / "make_tiny_gguf.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod.write_model(model, ctx=ctx, seed=seed)
+
+
+def _current(model: Path) -> bool:
+    """False for a tiny model generated before make_tiny_gguf wrote `add_space_prefix` (its vocabulary
+    breaks llama.cpp's json_schema sampler): such a cached file is regenerated."""
+    with open(model, "rb") as fh:
+        return b"tokenizer.ggml.add_space_prefix" in fh.read(1 << 16)
 
 
 # ---------------------------------------------------------------- backend

@@ -121,6 +121,9 @@ def write_model(out, *, ctx: int = 2048, seed: int = 0, name: str = "tiny-llama-
     w.add_add_bos_token(True)
     w.add_add_eos_token(False)
     w.add_chat_template(CHATML)
+    # No SentencePiece space prefix: with it, llama.cpp's JSON-schema engine cannot start and every
+    # json_schema / response_format request fails with 400 "Failed to initialize samplers".
+    w.add_add_space_prefix(False)
 
     # Embeddings: dim 0 is the constant bias channel, the rest is random.
     emb = rand(n_vocab, n_embd, std=1.0)

@@ -33,13 +33,15 @@ def isolated_env(tmp_path, monkeypatch):
 
 def emulator_config(emulator, extra: str = "", default: str = "openai:gpt-4o-mini") -> str:
     """A config text pointing every cloud provider (and a configured gateway) at the emulator."""
+    # `free = false`: the emulator stands in for the paid clouds, so it is priced like them even though
+    # it listens on 127.0.0.1 (a loopback endpoint is otherwise free).
     return (f'default = "{default}"\n'
-            f'[providers.openai]\nbase_url = "{emulator.url("openai")}"\n'
-            f'[providers.anthropic]\nbase_url = "{emulator.url("anthropic")}"\n'
-            f'[providers.gemini]\nbase_url = "{emulator.url("gemini")}"\n'
-            f'[providers.groq]\nbase_url = "{emulator.url("groq")}"\n'
+            f'[providers.openai]\nbase_url = "{emulator.url("openai")}"\nfree = false\n'
+            f'[providers.anthropic]\nbase_url = "{emulator.url("anthropic")}"\nfree = false\n'
+            f'[providers.gemini]\nbase_url = "{emulator.url("gemini")}"\nfree = false\n'
+            f'[providers.groq]\nbase_url = "{emulator.url("groq")}"\nfree = false\n'
             f'[providers.mygateway]\nkind = "openai-compatible"\nbase_url = "{emulator.url("mygateway")}"\n'
-            f'model = "gpt-4o"\n'
+            f'model = "gpt-4o"\nfree = false\n'
             '[reliability]\nretries = 2\nbackoff = 0.01\nmax_backoff = 0.05\ntimeout = 5\n' + extra)
 
 

@@ -117,7 +117,7 @@ def test_opens_a_comm_with_the_state_at_load(rig):
     session, manager, made, bridge = rig
     assert "jupyter_llm" in manager.targets
     assert made[0].opened_with == {"type": "state", "target": "local:8081", "cost": 0.0, "tokens": 0,
-                                   "input_tokens": 0, "output_tokens": 0, "requests": 0}
+                                   "input_tokens": 0, "output_tokens": 0, "requests": 0, "mode": ""}
 
 
 def test_session_changes_are_broadcast_once(rig):
@@ -127,7 +127,7 @@ def test_session_changes_are_broadcast_once(rig):
     session.notify("usage")
     session.notify("settings")  # nothing the status shows changed: no second message
     assert made[0].sent == [{"type": "state", "target": "local:8081", "cost": 0.0021, "tokens": 15,
-                             "input_tokens": 10, "output_tokens": 5, "requests": 1}]
+                             "input_tokens": 10, "output_tokens": 5, "requests": 1, "mode": ""}]
 
 
 def test_requests_are_answered_with_their_id(rig):

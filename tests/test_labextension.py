@@ -80,13 +80,13 @@ def test_switch_model_from_the_palette(open_notebook):
     box.wait_for(state="visible")
     options = dialog.locator("datalist option").evaluate_all("os => os.map(o => o.value)")
     assert options[0] == "local:8081"
-    assert {"local", "fast", "openai:gpt-4o-mini", "anthropic:claude-3-5-haiku-latest"} <= set(options)
-    box.fill("anthropic:claude-3-5-haiku-latest")
+    assert {"local", "fast", "openai:gpt-5.4-mini", "anthropic:claude-haiku-5-5"} <= set(options)
+    box.fill("anthropic:claude-haiku-5-5")
     page.screenshot(path=str(screenshot_dir() / "jupyter-llm-switch-dialog.png"))
     dialog.locator(".jp-mod-accept").click()
-    expect()(page.locator(STATUS)).to_have_text("LLM: anthropic:claude-3-5-haiku-latest · $0.0000")
+    expect()(page.locator(STATUS)).to_have_text("LLM: anthropic:claude-haiku-5-5 · $0.0000")
     assert nb.run_text("import jupyter_llm; print(jupyter_llm.session().active)") == \
-        "anthropic:claude-3-5-haiku-latest\n"
+        "anthropic:claude-haiku-5-5\n"
     # an alias from the picker resolves in the kernel
     nb.command("jupyter-llm:switch-model", {"target": "fast"})
     expect()(page.locator(STATUS)).to_have_text("LLM: groq:llama-3.1-8b-instant · $0.0000")
@@ -157,3 +157,19 @@ def test_console_reload_restart_unload_and_notebook_switch(open_notebook, lab):
     nb.run("%unload_ext jupyter_llm")
     expect()(status).to_be_hidden()
     assert llm_console_errors(page) == []
+
+
+def test_status_bar_shows_local_only_mode(open_notebook):
+    nb = open_notebook("mode.ipynb", ["# md\n# jupyter-llm local-only mode"])
+    status = nb.page.locator(STATUS)
+    assert nb.run_text("%load_ext jupyter_llm") == ""
+    expect()(status).to_have_text("LLM: local:8081 · $0.0000")
+    expect()(status).to_have_attribute("data-mode", "cloud allowed")
+    assert "local-only" in nb.run_text("%llm offline on")
+    expect()(status).to_have_text("LLM: local:8081 · $0.0000 · local only")
+    expect()(status).to_have_attribute("data-mode", "local-only")
+    assert "local-only" in (status.get_attribute("title") or "")
+    nb.page.screenshot(path=str(screenshot_dir() / "jupyter-llm-local-only.png"))
+    nb.run_text("%llm offline off")
+    expect()(status).to_have_text("LLM: local:8081 · $0.0000")
+    assert llm_console_errors(nb.page) == []

@@ -115,7 +115,9 @@ def test_prompt_streams_and_sets_llm(ip, capsys, emulator):
     assert result.success, err
     r = ip.user_ns["_llm"]
     assert 'you said How many rows? 42 and {braces} and {"json": 1}' in r.text
-    assert out.strip() == r.text.strip() and ip.user_ns["answer"] == r.text
+    text, footer = out.strip().rsplit("\n", 1)
+    assert text == r.text.strip() and ip.user_ns["answer"] == r.text
+    assert footer.startswith("openai:gpt-4o-mini · ") and "tokens" in footer  # the footer line
     assert r.target == "openai:gpt-4o-mini" and r.usage.output_tokens > 0 and r.cost > 0
 
 
@@ -167,7 +169,7 @@ def test_conversation_new_and_no_history(ip, capsys, emulator):
 
 def test_no_stream_renders_once(ip, capsys):
     result, out, err = run(ip, capsys, "%%llm --no-stream\nhi")
-    assert result.success and out.strip() == ip.user_ns["_llm"].text.strip()
+    assert result.success and out.strip().rsplit("\n", 1)[0] == ip.user_ns["_llm"].text.strip()
 
 
 def test_use_status_usage_history_providers(ip, capsys, emulator):
@@ -232,3 +234,83 @@ def test_bad_config_still_loads_and_names_file_line_key(isolated_env, capsys):
     finally:
         jupyter_llm.unload_ipython_extension(shell)
         jupyter_llm._session = None
+
+
+# ---- answers that say what they are (footer, truncation, continue, interrupt) ----
+
+def test_footer_off_and_truncation_line_then_continue(ip, capsys, emulator):
+    run(ip, capsys, "%llm set footer=off")
+    emulator.script("one two three four five six seven eight nine ten")
+    result, out, err = run(ip, capsys, "%%llm --max-tokens 4\nCount.")
+    assert result.success, err
+    first = ip.user_ns["_llm"]
+    assert first.truncated and first.max_tokens == 4 and first.finish_reason == "length"
+    assert out.strip().splitlines()[-1] == "⚠ stopped at max_tokens (4): %llm continue carries on"
+    assert "tokens ·" not in out  # footer off
+    emulator.script("eleven twelve")
+    result, out, err = run(ip, capsys, "%llm continue")
+    assert result.success, err
+    joined = ip.user_ns["_llm"]
+    assert joined.text == first.text + "eleven twelve" and "eleven twelve" in out
+    assert joined.usage.output_tokens == first.usage.output_tokens + 2
+    sent = emulator.last("openai").body["messages"]
+    assert sent[-2] == {"role": "assistant", "content": first.text} and "Continue" in sent[-1]["content"]
+    run(ip, capsys, "%llm set footer=on")
+    result, out, err = run(ip, capsys, "%%llm\nhi")
+    assert out.strip().splitlines()[-1].startswith("openai:gpt-4o-mini · ")
+
+
+def test_continue_without_an_answer_is_one_line(ip, capsys):
+    from jupyter_llm import answer
+    answer._LAST.clear()
+    result, out, err = run(ip, capsys, "%llm continue")
+    assert_one_line_error(result, err, "BAD_ARGUMENT")
+
+
+def test_interrupt_is_one_calm_line(ip, capsys, emulator, monkeypatch):
+    from jupyter_llm import stream_display
+    emulator.script("alpha beta gamma delta epsilon zeta eta theta", delay=0.01)
+    seen = []
+    original = stream_display.StreamRenderer.__call__
+
+    def interrupt_after_three(self, ev):
+        original(self, ev)
+        seen.append(ev)
+        if sum(1 for e in seen if type(e).__name__ == "TextDelta") == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(stream_display.StreamRenderer, "__call__", interrupt_after_three)
+    result, out, err = run(ip, capsys, "%%llm\nGo.")
+    r = ip.user_ns["_llm"]
+    assert result.success and err.strip() == ""  # no UsageError, no traceback
+    assert r.finish_reason == "interrupted" and r.incomplete and r.text
+    assert out.strip().splitlines()[-2] == f"stopped: {len(r.text)} characters kept"
+
+
+# ---- explain, fix, {Err[n]} ----
+
+def test_explain_fix_and_err_interpolation(ip, capsys, emulator):
+    result, _, _ = run(ip, capsys, "values = [1, 2]\ntotal = values[5]")
+    assert not result.success
+    n = result.execution_count
+    err = ip.user_ns["Err"][n]
+    assert err.type == "IndexError" and "values[5]" in err.source and "IndexError: list index out of range" in str(err)
+    assert "interactiveshell" not in str(err)  # IPython's own frames are not sent
+    result, out, e = run(ip, capsys, "%llm explain")
+    assert result.success, e
+    prompt = emulator.last("openai").body["messages"][-1]["content"]
+    assert "total = values[5]" in prompt and "IndexError: list index out of range" in prompt and "Explain" in prompt
+    emulator.script("Here is the fix:\n\n```python\nvalues = [1, 2]\ntotal = values[-1]\n```\n\nUse an index that exists.")
+    inserted = []
+    ip.set_next_input = lambda text, replace=False: inserted.append((text, replace))
+    try:
+        result, out, e = run(ip, capsys, f"%llm fix {n}")
+    finally:
+        del ip.set_next_input
+    assert result.success, e
+    assert inserted == [("values = [1, 2]\ntotal = values[-1]", False)]
+    result, out, e = run(ip, capsys, f"%%llm --no-history\nWhy? {{Err[{n}]}}")
+    assert "IndexError: list index out of range" in emulator.last("openai").body["messages"][-1]["content"]
+    result, out, e = run(ip, capsys, "%%llm\nWhy? {Err[99999]}")
+    assert_one_line_error(result, e, "BAD_ARGUMENT")
+    assert "cell [99999] raised no error" in e

@@ -26,6 +26,18 @@ s = jupyter_llm.session()
 print(json.dumps({"conversation": len(s.conversation), "statuses": list(_llm_compare.status),
                   "texts": [len(t) > 0 for t in _llm_compare.text], "servers": len(jupyter_llm.serve.servers())}))
 """,
+    "data.ipynb": """
+import json, jupyter_llm
+s = jupyter_llm.session()
+print(json.dumps({"answers": [list(answers.columns), answers.index.tolist(), sorted(set(answers.status))],
+                  "labels": [list(labels.columns[:2]), sorted(set(labels.status)), bool(labels.stars.between(1, 5).all())],
+                  "one": [type(one).__name__, one.sentiment in ("positive", "negative", "neutral")],
+                  "grid": [list(grid.columns.get_level_values(0).unique()),
+                           {k: [v["ok_rate"], v["schema_valid_rate"], v["cached"]] for k, v in grid.attrs["summary"].items()}],
+                  "again": [next(iter(again.attrs["summary"].values()))["cached"],
+                            bool((again.sentiment == labels.sentiment).all())],
+                  "conversation": len(s.conversation), "servers": len(jupyter_llm.serve.servers())}))
+""",
 }
 
 
@@ -73,3 +85,16 @@ def test_quickstart_runs_as_it_is(tmp_path):
 def test_compare_runs_as_it_is(tmp_path):
     nb, state = run_notebook("compare.ipynb", tmp_path)
     assert state == {"conversation": 0, "statuses": ["ok", "ok"], "texts": [True, True], "servers": 0}
+
+
+def test_data_runs_as_it_is(tmp_path):
+    nb, state = run_notebook("data.ipynb", tmp_path)
+    assert state["answers"] == [["answer", "status", "error", "input_tokens", "output_tokens", "cost", "latency",
+                                 "answered_by"], [101, 102, 103, 104], ["ok"]]
+    assert state["labels"] == [["sentiment", "stars"], ["ok"], True]   # schema-valid rows from the tiny model
+    assert state["one"] == ["Review", True]
+    assert state["grid"] == [["local:tiny-a", "local:tiny-b"], {"local:tiny-a": [1.0, 1.0, 4], "local:tiny-b": [1.0, 1.0, 0]}]
+    assert state["again"] == [4, True] and state["servers"] == 0
+    assert state["conversation"] == 2       # the single --schema cell is a chat turn; map rows never are
+    dry = next(c for c in nb.cells if c.cell_type == "code" and "--dry-run" in c.source)
+    assert "nothing was sent" in outputs(dry) and "openai:gpt-4o-mini" in outputs(dry)

@@ -265,7 +265,7 @@ def test_slow_model_list_does_not_freeze_the_panel(session, monkeypatch):
     p.provider.value = "openai"
     assert time.monotonic() - t0 < 1.5
     assert "TIMEOUT" in p.message.value
-    assert p.model.options[0][1] == "openai:gpt-4o-mini"  # the provider default is still offered
+    assert p.model.options[0][1] == "openai:gpt-5.4-mini"  # the provider default is still offered
     release.set()
 
 

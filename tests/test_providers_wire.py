@@ -109,11 +109,16 @@ def test_compatible_cloud_uses_its_prefix_and_max_tokens(emulator):
 
 def test_anthropic_system_and_parameters_on_the_wire(emulator):
     req = Request([{"role": "user", "content": "q1"}], system="Be brief.", temperature=0.2, top_p=0.8)
-    run(adapter("anthropic"), "anthropic", emulator, request=req)
+    events, _ = run(adapter("anthropic"), "anthropic", emulator, request=req)
     body = emulator.last("anthropic").body
     assert body["system"] == "Be brief." and body["messages"] == [{"role": "user", "content": "q1"}]
-    assert body["max_tokens"] == 4096 and body["temperature"] == 0.2 and body["top_p"] == 0.8
-    assert body["model"] == "claude-3-5-haiku-latest"
+    assert body["model"] == "claude-haiku-5-5"  # the default: a current model, which takes one of the two
+    assert body["max_tokens"] == 4096 and body["temperature"] == 0.2 and "top_p" not in body
+    assert [e.text for e in events if type(e).__name__ == "Notice"] == [
+        "claude-haiku-5-5 takes temperature or top_p, not both: top_p not sent"]
+    run(adapter("anthropic"), "anthropic", emulator, request=req, model="claude-opus-4-0")
+    body = emulator.last("anthropic").body
+    assert body["temperature"] == 0.2 and body["top_p"] == 0.8  # older models take both
 
 
 def test_gemini_system_and_parameters_on_the_wire(emulator):
@@ -124,7 +129,10 @@ def test_gemini_system_and_parameters_on_the_wire(emulator):
     assert rec.path.endswith("/models/gemini-2.5-flash:streamGenerateContent") and rec.query.get("alt") == "sse"
     assert rec.body["systemInstruction"]["parts"][0]["text"] == "Be brief."
     assert [c["role"] for c in rec.body["contents"]] == ["user", "model", "user"]
-    assert rec.body["generationConfig"] == {"temperature": 0.4, "topP": 0.7, "maxOutputTokens": 64}
+    config = dict(rec.body["generationConfig"])
+    thinking = config.pop("thinkingConfig")  # 2.5 thinks: thought summaries asked for (the SDK writes snake_case,
+    assert thinking in ({"includeThoughts": True}, {"include_thoughts": True})  # proto JSON takes both)
+    assert config == {"temperature": 0.4, "topP": 0.7, "maxOutputTokens": 64}
 
 
 # credentials --------------------------------------------------------------------------------------

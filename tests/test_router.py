@@ -179,3 +179,25 @@ def test_rate_limit_from_config_applies(fakes):
     assert slept == []
     run(router)
     assert slept == [pytest.approx(60)]
+
+
+def test_exhausted_retries_say_how_many_attempts(fakes):
+    fakes["a"] = FakeProvider([LLMError("PROVIDER_ERROR", "server error (HTTP 500)", status=500)] * 3)
+    router, sleeps = make_router(retries=2, backoff=0.01)
+    events = run(router)
+    assert fakes["a"].calls == 3 and "(after 3 attempts; retries = 2)" in events[-1].error.message
+
+
+def test_no_retry_starts_past_the_deadline_and_no_fallback_after_it(fakes):
+    import time
+    fakes["a"] = FakeProvider([LLMError("PROVIDER_ERROR", "server error (HTTP 500)", status=500)] * 5)
+    fakes["b"] = FakeProvider(["ok"])
+    router, sleeps = make_router(retries=4, backoff=10.0, max_backoff=10.0)  # each wait 5-10 s: past a 1 s deadline
+    request = Request([{"role": "user", "content": "hi"}], deadline=1.0)
+    events = list(router.stream(Target("a", "m"), request, []))
+    assert fakes["a"].calls == 1 and sleeps == []
+    assert "no retry within the 1s deadline" in events[-1].error.message
+    expired = Request([{"role": "user", "content": "hi"}], deadline=1.0, deadline_at=time.monotonic() - 1)
+    events = list(router.stream(Target("a", "m"), expired, [Target("b", "m")]))
+    assert isinstance(events[-1], StreamError) and events[-1].error.code == "TIMEOUT"
+    assert "deadline" in events[-1].error.message and fakes["b"].calls == 0

@@ -32,9 +32,10 @@ class ProviderSpec:
 BUILTIN: dict[str, ProviderSpec] = {s.id: s for s in (
     ProviderSpec("local", "llamacpp", None, (), None, auth="none"),
     ProviderSpec("ollama", "ollama", "http://127.0.0.1:11434/v1", (), None, auth="none"),
-    ProviderSpec("openai", "openai-compatible", "https://api.openai.com/v1", ("OPENAI_API_KEY",), "gpt-4o-mini"),
-    ProviderSpec("anthropic", "anthropic", "https://api.anthropic.com", ("ANTHROPIC_API_KEY",), "claude-3-5-haiku-latest"),
-    ProviderSpec("gemini", "gemini", "https://generativelanguage.googleapis.com", ("GOOGLE_API_KEY", "GEMINI_API_KEY"), "gemini-2.0-flash"),
+    # Defaults: current, inexpensive models from the genai-prices catalogue (none marked deprecated there).
+    ProviderSpec("openai", "openai-compatible", "https://api.openai.com/v1", ("OPENAI_API_KEY",), "gpt-5.4-mini"),
+    ProviderSpec("anthropic", "anthropic", "https://api.anthropic.com", ("ANTHROPIC_API_KEY",), "claude-haiku-5-5"),
+    ProviderSpec("gemini", "gemini", "https://generativelanguage.googleapis.com", ("GOOGLE_API_KEY", "GEMINI_API_KEY"), "gemini-2.5-flash"),
     ProviderSpec("deepseek", "openai-compatible", "https://api.deepseek.com/v1", ("DEEPSEEK_API_KEY",), "deepseek-chat"),
     ProviderSpec("groq", "openai-compatible", "https://api.groq.com/openai/v1", ("GROQ_API_KEY",), "llama-3.1-8b-instant"),
     ProviderSpec("together", "openai-compatible", "https://api.together.xyz/v1", ("TOGETHER_API_KEY",), "meta-llama/Llama-3.3-70B-Instruct-Turbo"),

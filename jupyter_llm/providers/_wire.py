@@ -13,7 +13,13 @@ from urllib.parse import urlsplit
 from ..errors import LLMError
 from ..events import Request
 from ..targets import Target
+from . import _guard
 from .base import Auth, Health
+
+# Yielded by an adapter's parse when the server sent its terminal event ([DONE], message_stop).
+DONE = object()
+# The guard (watchdog, display name) of the stream running in this thread: Gemini's response hook uses it.
+_GUARD = threading.local()
 
 NETWORK_HINT = "switch to local with %llm use local, or set a fallback with %llm fallback TARGET"
 CONNECT_TIMEOUT = 10.0
@@ -21,8 +27,20 @@ READ_TIMEOUT = 60.0
 
 _NAMES = {"openai": "OpenAI", "anthropic": "Anthropic", "gemini": "Gemini", "deepseek": "DeepSeek",
           "groq": "Groq", "together": "Together", "openrouter": "OpenRouter", "local": "llama.cpp", "ollama": "Ollama"}
-_CONTEXT_RE = re.compile(r"context[ _-]?length|context window|maximum context|too long|too many tokens|"
-                         r"exceeds the maximum number of tokens|input token count|reduce the length", re.I)
+# Context-window errors as real servers word them: OpenAI `context_length_exceeded`, llama.cpp "exceeds the
+# available context size" (exceed_context_size_error), Anthropic "prompt is too long", Gemini "exceeds the
+# maximum number of tokens", vLLM "maximum context length", Mistral/Groq "too many tokens".
+_CONTEXT_RE = re.compile(r"context[ _-]?length|context[ _-]?window|maximum context|context[ _-]size|"
+                         r"exceed_context_size|too long|too many (input )?tokens|"
+                         r"exceeds the maximum number of tokens|input token count|reduce the length|"
+                         r"maximum number of tokens allowed|tokens? exceeds? (the )?(model'?s? )?(limit|maximum)", re.I)
+# A gateway's 4xx for a model it does not serve: LiteLLM "Invalid model name passed in model=..." and "No
+# healthy deployments for this model", OpenRouter "... is not a valid model ID", OpenAI `model_not_found`,
+# vLLM/Ollama "model ... does not exist" / "model '...' not found", Groq "model_decommissioned".
+_MODEL_RE = re.compile(r"no healthy deployments?|invalid model|model[ _]not[ _]found|model_decommissioned|"
+                       r"unknown model|not a valid model|no such model|no endpoints found for|"
+                       r"model\b[^.]{0,120}\b(does not exist|not found|is not (supported|available|served)|"
+                       r"(has been|was) decommissioned)|not_found_error", re.I)
 _BAD_KEY_RE = re.compile(r"api[ _-]?key (not valid|invalid|is invalid)|API_KEY_INVALID|invalid[ _-]api[ _-]key", re.I)
 _KEYLIKE_RE = re.compile(r"\b(sk-[A-Za-z0-9_\-]{6,}|AIza[0-9A-Za-z_\-]{10,}|Bearer\s+\S+)")
 _TIMEOUT_NAMES = {"TimeoutException", "APITimeoutError", "TimeoutError", "timeout"}
@@ -97,9 +115,14 @@ def status_error(provider_id: str, status: int, server_message: Any = "", *, mod
         when = f"retry in {_duration(wait)}" if wait is not None else "retry later"
         return LLMError("RATE_LIMITED", f"{name} rate limit reached, {when}", retry_after=wait, status=status,
                         hint="wait, or set a fallback with %llm fallback TARGET")
-    if status == 413 or (400 <= status < 500 and _CONTEXT_RE.search(str(server_message))):
-        return LLMError("CONTEXT_TOO_LONG", f"the conversation is too long for {name} {model or ''}".rstrip(),
-                        hint="start afresh with %llm reset or --new", status=status)
+    if status == 413 or ((400 <= status < 500 or status == 200) and _CONTEXT_RE.search(str(server_message))):
+        return LLMError("CONTEXT_TOO_LONG", f"the conversation is too long for {name} {model or ''}".rstrip()
+                        + (f": {text}" if text else ""), hint="start afresh with %llm reset or --new", status=status,
+                        retryable=False)
+    if (400 <= status < 500 or status == 200) and _MODEL_RE.search(str(server_message)):
+        return LLMError("MODEL_NOT_FOUND", (f"{name} does not serve model {model!r}" if model else f"{name} does not know that model")
+                        + (f" (HTTP {status})" if status != 200 else "") + f": {text}", hint=f"%llm models {provider_id}",
+                        status=status, retryable=False)
     if 400 <= status < 500:
         return LLMError("PROVIDER_ERROR", f"{name} rejected the request (HTTP {status}): {text}", status=status,
                         retryable=False)
@@ -145,11 +168,15 @@ def finish_reason(raw: Any) -> str:
 
 
 def timeouts(spec: Any, request: Request | None) -> tuple[float, float]:
-    """(connect, read) seconds: read is the request's timeout (between chunks)."""
+    """(connect, read) seconds for one attempt: read is what the attempt may wait for a byte (its timeout,
+    stall timeout and what the deadline leaves, the least of them); connect never exceeds it. A provider's own
+    `timeout` from config wins over the session's."""
     settings = getattr(spec, "settings", {}) or {}
     connect = float(settings.get("connect_timeout") or CONNECT_TIMEOUT)
-    read = float((request.timeout if request is not None else None) or settings.get("timeout") or READ_TIMEOUT)
-    return connect, read
+    if request is None:
+        return connect, float(settings.get("timeout") or READ_TIMEOUT)
+    read = _guard.Limits.of(request, settings).first_wait()
+    return min(connect, read), read
 
 
 def model_for(spec: Any, target: Target) -> str:
@@ -181,11 +208,22 @@ def check_health(spec: Any, auth: Auth | None, model: str | None, list_ids: Call
         require_secret(spec, auth)
         ids = list_ids()
     except LLMError as exc:
+        if no_model_list(exc):
+            return Health(True, f"reachable; it has no model list (HTTP {exc.status})", time.monotonic() - start, model)
         return Health(False, exc.line(), time.monotonic() - start, model)
     latency = time.monotonic() - start
     listed = model is None or not ids or model in ids or f"models/{model}" in ids
     detail = f"{len(ids)} models" + ("" if listed else f"; {model} not listed")
     return Health(True, detail, latency, model)
+
+
+def no_model_list(exc: LLMError, *, strict: bool = True) -> bool:
+    """The server answered, but it has no model-list route (many gateways; Gemini behind a proxy): 404, 405
+    or 501 there. Not `strict`: also a 200 that is not a model list (a web app's catch-all page), which
+    is enough to show the catalogue but not to call the endpoint healthy."""
+    if exc.status in (404, 405, 501) and exc.code in ("MODEL_NOT_FOUND", "PROVIDER_ERROR"):
+        return True
+    return not strict and exc.status == 200 and exc.code == "PROVIDER_ERROR"
 
 
 class ClientCache:
@@ -244,9 +282,14 @@ class SDKAdapter:
             importlib.import_module(name)
 
     def _models(self, auth: Auth | None, live: Callable[[], list]) -> list:
-        if (auth is not None and auth.secret) or not self.needs_key:
-            return live()
         from .catalogue import catalogue
+        if (auth is not None and auth.secret) or not self.needs_key:
+            try:
+                return live()
+            except LLMError as exc:
+                if not no_model_list(exc, strict=False):
+                    raise
+            # No model-list route: the catalogue is the best list there is.
         return catalogue(self.id, self.spec.settings.get("models"), self.default_model)
 
     def _live_ids(self, auth: Auth | None, read: float = 15.0) -> list[str]:
@@ -256,18 +299,53 @@ class SDKAdapter:
                mid_stream: bool) -> Exception:
         raise NotImplementedError
 
+    finish_is_terminal = True  # OpenAI and Gemini end with a finish reason; Anthropic with message_stop
+
     def _events(self, open_stream: Callable[[], Any], parse: Callable[[Any], Iterator], *, model: str,
-                auth: Auth | None, read: float | None, cleanup: Callable[[], None] | None = None) -> Iterator:
-        """The shape every stream() shares: open the SDK stream, let `parse` turn its chunks into
-        TextDelta / Usage / finish-reason strings, map any failure to an LLMError (raised after the text
-        already yielded), always close the stream, then yield the last Usage and the Finish."""
-        from ..events import Finish, TextDelta, Usage
-        usage = finish = sdk_stream = None
-        started = False
+                auth: Auth | None, request: Request | None, complete: Callable[[Any, str], Iterator] | None = None,
+                response_of: Callable[[Any], Any] | None = None, cleanup: Callable[[], None] | None = None,
+                notes: list[str] = ()) -> Iterator:
+        """The shape every stream() shares: open the SDK stream under a watchdog (timeout to start, stall
+        between pieces, the answer's deadline), refuse a 200 that is not an event stream (a whole JSON
+        completion is parsed by `complete`), let `parse` turn chunks into TextDelta / ReasoningDelta / Usage /
+        finish-reason strings / DONE, map any failure to an LLMError raised after the text already yielded,
+        and only call the answer finished when the server said so (else NETWORK_ERROR, text kept)."""
+        from ..events import Finish, Notice, ReasoningDelta, TextDelta, Usage
+        name = display_name(self.id)
+        limits = _guard.Limits.of(request, getattr(self.spec, "settings", {}))
+        left = limits.remaining()
+        if left is not None and left <= 0:
+            raise _guard.deadline_error(name, limits)
+        for note in notes:
+            yield Notice(note)
+        usage = finish = None
+        done = started = False
+        holder: list[Any] = []
+        dog = _guard.Watchdog(limits)
+        _GUARD.current = (dog, name)
+
+        def items() -> Iterator:
+            try:
+                sdk_stream = open_stream()
+                holder.append(sdk_stream)
+                _capture_quota(self.id, sdk_stream)
+                response = response_of(sdk_stream) if response_of is not None else None
+                if response is not None:
+                    dog.arm(response)
+                    _guard.check_reply(response, name)
+                yield from parse(sdk_stream)
+            except _guard.NonStreamBody as body:
+                if complete is None:
+                    raise _guard.not_a_completion(name, body.content_type) from None
+                yield from complete(body.data, body.content_type)
         try:
-            sdk_stream = open_stream()
-            for item in parse(sdk_stream):
-                if isinstance(item, TextDelta):
+            for item in items():
+                if item is DONE:
+                    done = True
+                    continue
+                content = isinstance(item, (TextDelta, ReasoningDelta))
+                dog.progress(content)
+                if content:
                     started = True
                     yield item
                 elif isinstance(item, Usage):
@@ -275,15 +353,43 @@ class SDKAdapter:
                 elif item:
                     finish = item
         except Exception as exc:
-            raise self._error(exc, model, auth, read, started) from None
+            why = dog.expired
+            if why is None and transport_kind(exc) == "timeout":
+                left = limits.remaining()
+                why = "deadline" if left is not None and left <= 0.1 else ("stall" if dog.started else "first")
+                dog.expired = why
+            error = dog.error(name, mid_stream=started) if why else self._error(exc, model, auth, limits.timeout, started)
+            if error is exc and not isinstance(exc, LLMError):
+                if isinstance(exc, ValueError) or "ResponseError" in type(exc).__name__:
+                    error = _guard.malformed(name, exc)
+            raise error from None
         finally:
-            if sdk_stream is not None:
-                sdk_stream.close()
+            dog.stop()
+            _GUARD.current = None
+            for sdk_stream in holder:
+                try:
+                    sdk_stream.close()
+                except Exception:
+                    pass
             if cleanup is not None:
                 cleanup()
+        if not done and not (finish is not None and self.finish_is_terminal):
+            if dog.expired:  # the read ended quietly after the watchdog shut the socket
+                raise dog.error(name, mid_stream=started)
+            raise _guard.unfinished(name, started)
         if usage is not None:
             yield usage
         yield Finish(finish_reason(finish))
+
+    def _list_error(self, exc: Exception, auth: Auth | None, read: float) -> LLMError:
+        """The LLMError for a failed model-list call; a reply the SDK could not parse (an HTML page from
+        a proxy) is PROVIDER_ERROR, never a traceback."""
+        error = self._error(exc, None, auth, read, False)
+        if isinstance(error, LLMError):
+            return error
+        return LLMError("PROVIDER_ERROR", f"{display_name(self.id)} answered the model list with something "
+                        f"that is not one ({type(exc).__name__})", hint="is the base URL right? see %llm status",
+                        status=200)
 
     def list_models(self, auth: Auth | None) -> list:
         """Live from the provider's model list when a key is set (or none is needed), else the catalogue."""
@@ -304,3 +410,11 @@ def _duration(seconds: float) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f} min"
     return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
+
+
+def _capture_quota(provider: str, sdk_stream: Any) -> None:
+    """Keep the rate-limit headers of the response the SDK stream rides on (quota.py)."""
+    headers = getattr(getattr(sdk_stream, "response", None), "headers", None)
+    if headers is not None:
+        from .. import quota
+        quota.capture(provider, headers)

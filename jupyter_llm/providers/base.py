@@ -58,8 +58,10 @@ class Health:
 class Provider(Protocol):
     """One wire protocol. Adapters turn SDK streams into events and SDK exceptions into LLMError.
 
-    stream() yields TextDelta*, then Usage (when the server reports it), then Finish; it raises
-    LLMError on failure (also mid-stream). SDK retries are off: the Router retries.
+    stream() yields Notice* (parameters left out), ReasoningDelta* / TextDelta*, then Usage (when the
+    server reports it), then Finish only once the server said the answer is over; it raises LLMError on
+    failure (also mid-stream, and for a stream that ends without its terminal event) and holds the
+    request's timeout, stall_timeout and deadline. SDK retries are off: the Router retries.
     """
     id: str
     kind: str

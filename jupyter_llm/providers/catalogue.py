@@ -7,13 +7,13 @@ from .base import ModelInfo
 
 # A handful of current models per provider, the default first. Shown when no key is set.
 CATALOGUE: dict[str, tuple[str, ...]] = {
-    "openai": ("gpt-4o-mini", "gpt-4o", "gpt-4.1", "gpt-4.1-mini", "gpt-5-mini", "gpt-5"),
-    "anthropic": ("claude-3-5-haiku-latest", "claude-haiku-4-5", "claude-sonnet-4-5", "claude-opus-4-1"),
-    "gemini": ("gemini-2.0-flash", "gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-2.5-pro"),
+    "openai": ("gpt-5.4-mini", "gpt-5.4-nano", "gpt-5.4", "gpt-4.1-mini", "gpt-4o-mini", "gpt-4o", "o4-mini"),
+    "anthropic": ("claude-haiku-5-5", "claude-sonnet-5-5", "claude-opus-5-5", "claude-haiku-4-5", "claude-sonnet-4-6"),
+    "gemini": ("gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-2.5-pro", "gemini-3.5-flash"),
     "deepseek": ("deepseek-chat", "deepseek-reasoner"),
     "groq": ("llama-3.1-8b-instant", "llama-3.3-70b-versatile", "openai/gpt-oss-20b"),
     "together": ("meta-llama/Llama-3.3-70B-Instruct-Turbo",),
-    "openrouter": ("openai/gpt-4o-mini", "anthropic/claude-3.5-haiku", "google/gemini-2.5-flash"),
+    "openrouter": ("openai/gpt-4o-mini", "anthropic/claude-haiku-4.5", "google/gemini-2.5-flash"),
 }
 # Context sizes genai-prices does not know.
 _CONTEXT = {"llama-3.1-8b-instant": 131072, "llama-3.3-70b-versatile": 131072,

@@ -280,11 +280,14 @@ class LlamaCppProvider(SDKAdapter):
                              "`%llm discover`, or set a fallback",
                         retryable=False)
 
-    def _server(self, target: Target, auth: Auth | None, props: bool = True) -> ServerInfo:
-        """Probe the target's server (or find one) and fail with a clear LLMError if it cannot take requests."""
+    def _server(self, target: Target, auth: Auth | None, props: bool = True, limit: float | None = None) -> ServerInfo:
+        """Probe the target's server (or find one) and fail with a clear LLMError if it cannot take requests.
+        `limit` caps the probe's wait (the request's timeout or what its deadline leaves)."""
         if target.port is None:
             return self.resolve(target, auth)
         timeout = max(0.5, min(self.config.reliability.connect_timeout, 10.0))
+        if limit is not None:
+            timeout = max(0.05, min(timeout, limit))
         info = probe(self.host, target.port, timeout, auth.secret if auth else None, props)
         if info is None:
             raise self._refused(target.port)
@@ -292,26 +295,38 @@ class LlamaCppProvider(SDKAdapter):
             raise self._loading_error(info)
         if info.state != "ok":
             if info.detail.startswith("no answer"):
-                raise LLMError("TIMEOUT", f"llama.cpp server at {self.host}:{target.port}: {info.detail}")
+                # Accepted the connection but said nothing: not retried on the same port (the fallback runs).
+                raise LLMError("TIMEOUT", f"llama.cpp server at {self.host}:{target.port} accepted the connection but "
+                               f"did not answer within {timeout:.3g}s" + (" (timeout)" if limit is not None and timeout >= limit else ""),
+                               hint="is it stuck? see %llm discover; or raise %llm set timeout=SECONDS, or set a fallback",
+                               retryable=False)
             raise LLMError("PROVIDER_ERROR", f"{self.host}:{target.port}: {info.detail}",
                            hint="is this port really a llama-server? see %llm discover")
         return info
 
     # ---- Provider protocol ----
-    def _server_for_chat(self, target: Target, auth: Auth | None) -> ServerInfo:
+    def _server_for_chat(self, target: Target, auth: Auth | None, limit: float | None = None) -> ServerInfo:
         """The probed server, reusing a healthy probe for PROBE_TTL seconds (a probe costs ~1 ms per ask)."""
         with self._lock:
             hit = self._healthy.get(target.port)
         if hit is not None and time.monotonic() - hit[0] < PROBE_TTL and (not target.model or hit[1].serves(target.model)):
             return hit[1]
-        info = self._server(target, auth, props=False)
+        info = self._server(target, auth, props=False, limit=limit)
         with self._lock:
             self._healthy[target.port] = (time.monotonic(), info)
         return info
 
     def stream(self, target: Target, request: Request, auth: Auth | None) -> Iterator[Event]:
         """Chat with the target's server through the OpenAI-compatible adapter, naming host:port on failure."""
-        info = self._server_for_chat(target, auth)
+        from ._guard import Limits, deadline_error
+        limits = Limits.of(request, self.spec.settings)
+        try:
+            info = self._server_for_chat(target, auth, limits.first_wait())
+        except LLMError as exc:
+            left = limits.remaining()
+            if exc.code == "TIMEOUT" and left is not None and left <= 0.1:
+                raise deadline_error(f"llama.cpp at {self.host}:{target.port}", limits) from None
+            raise
         model = self._model_for(target, info)
         chat = self._chat_provider(info.port)
         if auth is not None and auth.secret:  # a configured key ([providers.local] auth); the URL stays the port's

@@ -39,6 +39,8 @@ export interface ILLMState {
   input_tokens?: number;
   output_tokens?: number;
   requests: number;
+  /** "local-only" when nothing may leave the machine (`%llm offline on`, `cloud = false`). */
+  mode?: string;
 }
 
 type Reply = { type: string; id?: string; [key: string]: any };
@@ -238,7 +240,8 @@ export class KernelLink {
         tokens: Number(data.tokens ?? 0),
         input_tokens: Number(data.input_tokens ?? 0),
         output_tokens: Number(data.output_tokens ?? 0),
-        requests: Number(data.requests ?? 0)
+        requests: Number(data.requests ?? 0),
+        mode: String(data.mode ?? '')
       });
     }
     const id = data.id;
@@ -282,7 +285,8 @@ export class KernelLink {
         old.target === state.target &&
         old.cost === state.cost &&
         old.tokens === state.tokens &&
-        old.requests === state.requests);
+        old.requests === state.requests &&
+        old.mode === state.mode);
     this._state = state;
     if (!same && !this._isDisposed) {
       this._changed.emit();
@@ -311,7 +315,8 @@ export class KernelLink {
 
 /** Format a state for the status bar. */
 export function formatState(state: ILLMState): string {
-  return `LLM: ${state.target} · $${state.cost.toFixed(4)}`;
+  const lock = state.mode === 'local-only' ? ' · local only' : '';
+  return `LLM: ${state.target} · $${state.cost.toFixed(4)}${lock}`;
 }
 
 /** The status-bar item: text of the current notebook's link. */
@@ -329,8 +334,11 @@ class StatusItem extends Widget {
       return;
     }
     this.node.textContent = formatState(state);
+    this.node.dataset.mode = state.mode ?? '';
     this.node.title =
-      `jupyter-llm: ${state.target}\n` +
+      `jupyter-llm: ${state.target}` +
+      (state.mode ? ` (${state.mode})` : '') +
+      '\n' +
       `${state.requests} requests, ${state.input_tokens ?? 0} in / ` +
       `${state.output_tokens ?? 0} out tokens, $${state.cost.toFixed(6)}\n` +
       'Click to switch model';

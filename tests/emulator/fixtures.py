@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from .server import Emulator
+from .server import Emulator, SilentServer
 
 
 @pytest.fixture(scope="session")
@@ -20,3 +20,11 @@ def emulator(emulator_server):
     emulator_server.reset()
     yield emulator_server
     emulator_server.reset()
+
+
+@pytest.fixture
+def silent_server():
+    """A port that accepts connections and never answers."""
+    server = SilentServer()
+    yield server
+    server.stop()

@@ -7,7 +7,26 @@ from typing import Any
 
 # Fault kinds that are plain HTTP error replies (see server.Fault).
 STATUS_FAULTS = {"401": 401, "403": 403, "404": 404, "429": 429, "500": 500, "503": 503, "529": 529,
-                 "context": 400, "leak": 400}
+                 "context": 400, "leak": 400, "context-llama": 400, "litellm-model": 400, "litellm-deployments": 400,
+                 "openrouter-model": 400}
+
+# What gateways in front of OpenAI-compatible servers answer for a model they do not serve (HTTP 400).
+GATEWAY_MODEL_ERRORS = {
+    "litellm-model": {"error": {"message": "litellm.BadRequestError: Invalid model name passed in model={model}. Call `/v1/models` to view available models for your key.",
+                                "type": "invalid_request_error", "param": "model", "code": "400"}},
+    "litellm-deployments": {"error": {"message": "No healthy deployments for this model. model={model}",
+                                      "type": "None", "param": "None", "code": "400"}},
+    "openrouter-model": {"error": {"message": "{model} is not a valid model ID", "code": 400}, "user_id": "user_emu"},
+}
+# llama.cpp's reply when the prompt does not fit its context (server.cpp, exceed_context_size_error).
+LLAMA_CONTEXT_ERROR = {"error": {"code": 400, "message": "the request exceeds the available context size, try increasing it",
+                                 "type": "exceed_context_size_error", "n_prompt_tokens": 4121, "n_ctx": 2048}}
+
+
+def _format(obj, **kw):
+    if isinstance(obj, dict):
+        return {k: _format(v, **kw) for k, v in obj.items()}
+    return obj.format(**kw) if isinstance(obj, str) else obj
 
 _OPENAI_ERRORS = {
     401: ("invalid_request_error", "invalid_api_key", "Incorrect API key provided: {masked}. You can find your API key at https://platform.openai.com/account/api-keys."),
@@ -58,10 +77,50 @@ def _masked(key: str | None) -> str:
     return key[:8] + "*" * max(len(key) - 12, 0) + key[-4:] if len(key) > 12 else "****"
 
 
+def instance(schema: Any, text: str = "", defs: dict | None = None, depth: int = 0) -> Any:
+    """A small JSON value valid for `schema` (the subset structured-output APIs take): what a provider's
+    constrained decoding returns. Strings echo `text` (the prompt), so rows stay distinguishable."""
+    if not isinstance(schema, dict) or depth > 8:
+        return None
+    defs = defs if defs is not None else schema.get("$defs") or schema.get("definitions") or {}
+    if "$ref" in schema:
+        return instance(defs.get(schema["$ref"].rsplit("/", 1)[-1], {}), text, defs, depth + 1)
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][len(text) % len(schema["enum"])]
+    for key in ("anyOf", "oneOf", "allOf"):
+        if schema.get(key):
+            options = [o for o in schema[key] if o.get("type") != "null"] or schema[key]
+            return instance(options[0], text, defs, depth + 1)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object" or "properties" in schema:
+        props = schema.get("properties") or {}
+        return {k: instance(v, text, defs, depth + 1) for k, v in props.items()}
+    if kind == "array":
+        n = max(1, schema.get("minItems", 1))
+        return [instance(schema.get("items") or {"type": "string"}, text, defs, depth + 1) for _ in range(n)]
+    if kind == "integer":
+        return max(int(schema.get("minimum", 0)), min(len(text), int(schema.get("maximum", 10 ** 9))))
+    if kind == "number":
+        return float(max(schema.get("minimum", 0), min(len(text) / 2, schema.get("maximum", 1e9))))
+    if kind == "boolean":
+        return len(text) % 2 == 0
+    if kind == "null":
+        return None
+    return (text or "x")[: schema.get("maxLength", 40)]
+
+
 class Wire:
     """Base: what differs between OpenAI, Anthropic and Gemini on the wire."""
     kind = ""
     stream_content_type = "text/event-stream"
+
+    def schema(self, body: dict) -> dict | None:
+        """The JSON schema a structured-output request asks for, or None."""
+        return None
 
     def model(self, route: str, body: dict) -> str:
         return str(body.get("model") or "")
@@ -86,9 +145,33 @@ class Wire:
     def bad_key(self, sent_key: str | None) -> tuple[int, dict]:
         return self.error("401", "", sent_key=sent_key)
 
+    def gateway_error(self, kind: str, model: str) -> tuple[int, dict]:
+        if kind == "context-llama":
+            return 400, LLAMA_CONTEXT_ERROR
+        return 400, _format(GATEWAY_MODEL_ERRORS[kind], model=model)
+
+    def thinking(self, model: str, words: list[str]) -> list[bytes]:
+        """Frames of reasoning text before the answer (empty list: none)."""
+        return []
+
+    def keepalive(self) -> bytes:
+        return b": keep-alive\n\n"
+
+    def garbage(self) -> bytes:
+        """A frame whose data is not JSON (a proxy cutting a line, a server bug)."""
+        return b"data: not json\n\n"
+
+    text_index = 0  # content block index of the answer text after thinking (Anthropic)
+
 
 class OpenAIWire(Wire):
     kind = "openai"
+
+    def schema(self, body):
+        fmt = body.get("response_format") or {}
+        if fmt.get("type") == "json_schema":
+            return (fmt.get("json_schema") or {}).get("schema") or {}
+        return body.get("json_schema")  # llama.cpp's own field
 
     def prompt(self, body):
         msgs = body.get("messages") or []
@@ -121,14 +204,23 @@ class OpenAIWire(Wire):
         return out
 
     @staticmethod
-    def _usage(inp, out):
-        return {"prompt_tokens": inp, "completion_tokens": out, "total_tokens": inp + out}
+    def _usage(inp, out, reasoning=0):
+        usage = {"prompt_tokens": inp, "completion_tokens": out + reasoning, "total_tokens": inp + out + reasoning}
+        if reasoning:
+            usage["completion_tokens_details"] = {"reasoning_tokens": reasoning}
+        return usage
 
-    def complete(self, model, text, inp, out, finish):
+    def complete(self, model, text, inp, out, finish, reasoning=""):
+        message = {"role": "assistant", "content": text, "refusal": None}
+        if reasoning:
+            message["reasoning_content"] = reasoning
         return {"id": "chatcmpl-emu", "object": "chat.completion", "created": int(time.time()), "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
-                             "logprobs": None, "finish_reason": finish}],
-                "usage": self._usage(inp, out), "system_fingerprint": "fp_emu"}
+                "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+                "usage": self._usage(inp, out, len(reasoning.split())), "system_fingerprint": "fp_emu"}
+
+    def thinking(self, model, words):
+        # llama.cpp (--reasoning-format deepseek), DeepSeek and vLLM: `reasoning_content` deltas, content null.
+        return [sse(self._chunk(model, {"content": None, "reasoning_content": w})) for w in words]
 
     def head(self, model, inp):
         return [sse(self._chunk(model, {"role": "assistant", "content": ""}))]
@@ -136,11 +228,15 @@ class OpenAIWire(Wire):
     def token(self, model, text, i):
         return sse(self._chunk(model, {"content": text}))
 
-    def tail(self, model, inp, out, finish, body):
-        frames = [sse(self._chunk(model, {}, finish))]
+    def tail(self, model, inp, out, finish, body, reasoning=0, end="full"):
+        """end: full | no-end (no finish chunk, no [DONE]) | no-done (finish chunk and usage, no [DONE]) |
+        no-finish ([DONE] without any finish_reason, as some servers do)"""
+        if end == "no-end":
+            return []
+        frames = [] if end == "no-finish" else [sse(self._chunk(model, {}, finish))]
         if (body.get("stream_options") or {}).get("include_usage"):
-            frames.append(sse(self._chunk(model, {}, usage=self._usage(inp, out), choices=False)))
-        return frames + [sse("[DONE]")]
+            frames.append(sse(self._chunk(model, {}, usage=self._usage(inp, out, reasoning), choices=False)))
+        return frames + ([] if end == "no-done" else [sse("[DONE]")])
 
     def stream_error(self):
         return sse({"error": {"message": "The server had an error while processing your request.", "type": "server_error", "param": None, "code": None}})
@@ -149,6 +245,10 @@ class OpenAIWire(Wire):
 class AnthropicWire(Wire):
     kind = "anthropic"
     _STOP = {"stop": "end_turn", "length": "max_tokens", "content_filter": "refusal"}
+
+    def schema(self, body):
+        fmt = (body.get("output_config") or {}).get("format") or body.get("output_format") or {}
+        return fmt.get("schema") if fmt.get("type") == "json_schema" else None
 
     def prompt(self, body):
         msgs = body.get("messages") or []
@@ -188,22 +288,40 @@ class AnthropicWire(Wire):
         return {"id": "msg_emu", "type": "message", "role": "assistant", "model": model, "content": content,
                 "stop_reason": stop, "stop_sequence": None, "usage": {"input_tokens": inp, "output_tokens": out}}
 
-    def complete(self, model, text, inp, out, finish):
-        return self._message(model, [{"type": "text", "text": text}], inp, out, self._STOP.get(finish, finish))
+    def complete(self, model, text, inp, out, finish, reasoning=""):
+        blocks = [{"type": "thinking", "thinking": reasoning, "signature": "EqQBCgIYAhIM"}] if reasoning else []
+        return self._message(model, blocks + [{"type": "text", "text": text}], inp, out + len(reasoning.split()),
+                             self._STOP.get(finish, finish))
 
     def head(self, model, inp):
         return [sse({"type": "message_start", "message": self._message(model, [], inp, 1, None)}, "message_start"),
-                sse({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}, "content_block_start"),
                 sse({"type": "ping"}, "ping")]
 
-    def token(self, model, text, i):
-        return sse({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}, "content_block_delta")
+    def text_start(self, index):
+        return sse({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}, "content_block_start")
 
-    def tail(self, model, inp, out, finish, body):
-        return [sse({"type": "content_block_stop", "index": 0}, "content_block_stop"),
-                sse({"type": "message_delta", "delta": {"stop_reason": self._STOP.get(finish, finish), "stop_sequence": None},
-                     "usage": {"output_tokens": out}}, "message_delta"),
-                sse({"type": "message_stop"}, "message_stop")]
+    def thinking(self, model, words):
+        # Extended thinking: a `thinking` block (thinking_delta ..., signature_delta) before the text block.
+        return ([sse({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": "", "signature": ""}}, "content_block_start")]
+                + [sse({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": w}}, "content_block_delta") for w in words]
+                + [sse({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "EqQBCgIYAhIM"}}, "content_block_delta"),
+                   sse({"type": "content_block_stop", "index": 0}, "content_block_stop")])
+
+    def keepalive(self):
+        return sse({"type": "ping"}, "ping")
+
+    def garbage(self):
+        return b'event: content_block_delta\ndata: {"type": "content_block_delta", "index": 0, "delta": {"ty\n\n'
+
+    def token(self, model, text, i, index=0):
+        return sse({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": text}}, "content_block_delta")
+
+    def tail(self, model, inp, out, finish, body, reasoning=0, end="full", index=0):
+        """end: full | no-end (message_delta with the stop reason, but no message_stop)"""
+        frames = [sse({"type": "content_block_stop", "index": index}, "content_block_stop"),
+                  sse({"type": "message_delta", "delta": {"stop_reason": self._STOP.get(finish, finish), "stop_sequence": None},
+                       "usage": {"output_tokens": out + reasoning}}, "message_delta")]
+        return frames + ([] if end == "no-end" else [sse({"type": "message_stop"}, "message_stop")])
 
     def stream_error(self):
         return sse({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}, "error")
@@ -229,6 +347,10 @@ class GeminiWire(Wire):
 
     def max_tokens(self, body):
         return (body.get("generationConfig") or {}).get("maxOutputTokens")
+
+    def schema(self, body):
+        config = body.get("generationConfig") or {}
+        return config.get("responseJsonSchema") or config.get("responseSchema")
 
     def key_ok(self, headers, query, key):
         return key in (headers.get("x-goog-api-key"), query.get("key")) or headers.get("authorization") == f"Bearer {key}"
@@ -257,11 +379,15 @@ class GeminiWire(Wire):
                             "outputTokenLimit": 8192, "supportedGenerationMethods": ["generateContent", "countTokens"]} for i in ids]}
 
     @staticmethod
-    def _usage(inp, out):
-        return {"promptTokenCount": inp, "candidatesTokenCount": out, "totalTokenCount": inp + out}
+    def _usage(inp, out, reasoning=0):
+        usage = {"promptTokenCount": inp, "candidatesTokenCount": out, "totalTokenCount": inp + out + reasoning}
+        if reasoning:
+            usage["thoughtsTokenCount"] = reasoning
+        return usage
 
-    def _chunk(self, model, text, finish=None, usage=None):
-        cand: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}
+    def _chunk(self, model, text, finish=None, usage=None, thought=False):
+        part: dict[str, Any] = {"text": text, "thought": True} if thought else {"text": text}
+        cand: dict[str, Any] = {"content": {"parts": [part], "role": "model"}, "index": 0}
         if finish:
             cand["finishReason"] = finish
         out: dict[str, Any] = {"candidates": [cand], "modelVersion": model, "responseId": "emu"}
@@ -269,17 +395,27 @@ class GeminiWire(Wire):
             out["usageMetadata"] = usage
         return out
 
-    def complete(self, model, text, inp, out, finish):
-        return self._chunk(model, text, self._STOP.get(finish, finish), self._usage(inp, out))
+    def complete(self, model, text, inp, out, finish, reasoning=""):
+        body = self._chunk(model, text, self._STOP.get(finish, finish), self._usage(inp, out, len(reasoning.split())))
+        if reasoning:
+            body["candidates"][0]["content"]["parts"].insert(0, {"text": reasoning, "thought": True})
+        return body
 
     def head(self, model, inp):
         return []
 
+    def thinking(self, model, words):
+        # Thought summaries (thinkingConfig.includeThoughts): parts marked `thought: true`.
+        return [sse(self._chunk(model, w, thought=True)) for w in words]
+
     def token(self, model, text, i):
         return sse(self._chunk(model, text))
 
-    def tail(self, model, inp, out, finish, body):
-        return [sse(self._chunk(model, "", self._STOP.get(finish, finish), self._usage(inp, out)))]
+    def tail(self, model, inp, out, finish, body, reasoning=0, end="full"):
+        """end: full | no-end (no chunk with a finishReason)"""
+        if end == "no-end":
+            return []
+        return [sse(self._chunk(model, "", self._STOP.get(finish, finish), self._usage(inp, out, reasoning)))]
 
     def stream_error(self):
         return sse({"error": {"code": 503, "message": "The model is overloaded. Please try again later.", "status": "UNAVAILABLE"}})

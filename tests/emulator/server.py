@@ -11,6 +11,17 @@ Model-name triggers (work from any process; combine with `+`, e.g. `gpt-4o+slow-
   fault-429[-SECONDS] (Retry-After, default 1)   slow-SECONDS (first token)   hang-SECONDS (before headers)
   delay-SECONDS (between tokens)   tokens-N   stall-after-K[-for-SECONDS] (default 30)
   drop-after-K (connection cut)   error-after-K (error event in the stream)   flaky-N-CODE (first N calls fail)
+  think-N (N reasoning words first: OpenAI `reasoning_content`, Anthropic thinking block, Gemini thought parts)
+  no-end (the stream closes cleanly without its terminal event)   no-done (OpenAI: finish chunk, no [DONE])
+  no-finish (OpenAI: [DONE] but no finish_reason)   garbage-after-K (`data: not json` after K tokens)   json-200 (a whole JSON completion to a stream request)
+  html-200 (an HTML page with HTTP 200)   keepalive-after-K[-for-SECONDS] (only keep-alives, default 30 s)
+  fault-context-llama (llama.cpp's context error)   fault-litellm-model fault-litellm-deployments
+  fault-openrouter-model (gateway 400s for an unknown model)
+Other shapes: `drop_models_route(prefix)` (no GET /models: 404), `SilentServer` (accepts, never answers).
+
+Structured output (OpenAI `response_format` json_schema or llama.cpp `json_schema`, Anthropic
+`output_config.format`, Gemini `generationConfig.responseJsonSchema`): unless a reply is scripted, the
+answer is a small schema-valid JSON value whose strings echo the prompt (protocols.instance).
 """
 from __future__ import annotations
 
@@ -18,18 +29,24 @@ import json
 import re
 import socket
 import threading
+import time
 from dataclasses import asdict, dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from .protocols import STATUS_FAULTS, WIRES, Wire
+from .protocols import GATEWAY_MODEL_ERRORS, STATUS_FAULTS, WIRES, Wire, instance
 
-STREAM_FAULTS = {"slow", "hang", "stall", "drop", "error", "hangup"}
+GATEWAY_KINDS = set(GATEWAY_MODEL_ERRORS) | {"context-llama"}
+
+STREAM_FAULTS = {"slow", "hang", "stall", "drop", "error", "hangup", "garbage", "keepalive", "json-200", "html-200",
+                 "no-end", "no-done", "no-finish"}
+HTML_PAGE = (b"<!DOCTYPE html>\n<html><head><title>Sign in - Corporate Proxy</title></head>\n"
+             b"<body><form action=\"/login\"><input name=\"user\"></form></body></html>\n")
 DEFAULT_MODELS = {
-    "openai": ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini"],
-    "anthropic": ["claude-3-5-haiku-latest", "claude-sonnet-4-20250514"],
-    "gemini": ["gemini-2.0-flash", "gemini-2.5-flash", "gemini-2.5-pro"],
+    "openai": ["gpt-5.4-mini", "gpt-4o-mini", "gpt-4o", "gpt-4.1-mini"],
+    "anthropic": ["claude-haiku-5-5", "claude-sonnet-5-5", "claude-haiku-4-5"],
+    "gemini": ["gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-2.5-pro"],
 }
 
 
@@ -42,6 +59,7 @@ class Script:
     delay: float = 0.0              # seconds between tokens
     first_token_delay: float = 0.0  # seconds after the headers, before the first token
     finish: str = "stop"            # stop | length | content_filter (mapped to each wire's word)
+    reasoning: str | None = None    # reasoning text streamed before the answer (split into words)
 
 
 @dataclass
@@ -58,6 +76,8 @@ class Fault:
     times: int = 1
     on: str = "any"                 # chat | models | any (stream kinds only ever hit chat)
     provider: str | None = None     # only requests under this URL prefix
+    every: int = 0                  # > 0: hit only every Nth matching request (spread faults through a run)
+    seen: int = 0                   # matching requests so far (for `every`)
 
 
 @dataclass
@@ -112,6 +132,8 @@ class Emulator:
             self._keys: dict[str, str] = {}
             self._models = {k: list(v) for k, v in DEFAULT_MODELS.items()}
             self._seen: dict[str, int] = {}
+            self._no_models: dict[str, int] = {}
+            self._reply_headers: dict[str, dict[str, str]] = {}
 
     def _release(self) -> None:
         old, self._wake = self._wake, threading.Event()
@@ -132,10 +154,10 @@ class Emulator:
         return f"{self.base}/{provider}/v1"
 
     def script(self, reply: str | None = None, *, tokens: int | None = None, delay: float = 0.0,
-               first_token_delay: float = 0.0, finish: str = "stop") -> None:
+               first_token_delay: float = 0.0, finish: str = "stop", reasoning: str | None = None) -> None:
         """Set how every following reply looks (until reset)."""
         with self._lock:
-            self._script = Script(reply, tokens, delay, first_token_delay, finish)
+            self._script = Script(reply, tokens, delay, first_token_delay, finish, reasoning)
 
     def fault(self, kind: str | int, **options: Any) -> Fault:
         """Queue a failure for the next matching request(s); options are Fault fields."""
@@ -154,6 +176,20 @@ class Emulator:
                 self._keys.pop(provider or "*", None)
             else:
                 self._keys[provider or "*"] = key
+
+    def drop_models_route(self, provider: str, status: int = 404) -> None:
+        """GET /models under this URL prefix answers `status` (many gateways have no model list)."""
+        with self._lock:
+            self._no_models[provider] = status
+
+    def reply_headers(self, provider: str, headers: dict[str, str]) -> None:
+        """Extra headers on every successful reply under a URL prefix (e.g. rate-limit headers)."""
+        with self._lock:
+            self._reply_headers[provider] = dict(headers)
+
+    def _headers_for(self, provider: str) -> dict[str, str]:
+        with self._lock:
+            return dict(self._reply_headers.get(provider, {}))
 
     def set_models(self, wire: str, ids: list[str]) -> None:
         with self._lock:
@@ -204,6 +240,10 @@ class Emulator:
                     continue
                 if f.on not in ("any", rec.route):
                     continue
+                if f.every > 0:
+                    f.seen += 1
+                    if f.seen % f.every:
+                        continue
                 f.times -= 1
                 if f.times <= 0:
                     self._faults.remove(f)
@@ -230,7 +270,15 @@ def _trigger(part: str, script: Script, n: int) -> tuple[Script, Fault | None]:
     """Read one `+`-separated model-name segment into script changes or a fault."""
     if m := re.fullmatch(r"fault-(429|503|529)-" + _NUM, part):
         return script, Fault(m[1], retry_after=float(m[2]))
-    if m := re.fullmatch(r"fault-(\w+)", part):
+    if m := re.fullmatch(r"think-(\d+)", part):
+        return replace(script, reasoning=" ".join(f"step{i}" for i in range(int(m[1])))), None
+    if part in ("no-end", "no-done", "no-finish", "json-200", "html-200"):
+        return script, Fault(part)
+    if m := re.fullmatch(r"garbage-after-(\d+)", part):
+        return script, Fault("garbage", after=int(m[1]))
+    if m := re.fullmatch(r"keepalive-after-(\d+)(?:-for-" + _NUM + ")?", part):
+        return script, Fault("keepalive", after=int(m[1]), seconds=float(m[2] or 30))
+    if m := re.fullmatch(r"fault-([\w-]+)", part):
         if m[1] in STATUS_FAULTS:
             return script, Fault(m[1], retry_after=1.0 if m[1] == "429" else None)
         if m[1] == "hangup":
@@ -323,6 +371,10 @@ class _Handler(BaseHTTPRequestHandler):
             rec.outcome = f"status:{status}"
             return self._json(status, error)
         if route == "models":
+            gone = self.emu._no_models.get(prefix)
+            if gone:
+                rec.outcome = f"status:{gone}"
+                return self._json(gone, {"detail": "Not Found"} if gone == 404 else {"detail": "Method Not Allowed"})
             fault = self.emu._take_fault(rec)
             if fault and fault.kind in STATUS_FAULTS:
                 return self._status_fault(wire, fault, rec)
@@ -366,41 +418,68 @@ class _Handler(BaseHTTPRequestHandler):
         if "hang" in stream_faults:
             self.emu.sleep(stream_faults["hang"].seconds)
         last_user, everything = wire.prompt(rec.body)
+        wanted = wire.schema(rec.body)
+        if wanted is not None and script.reply is None:  # structured output: a schema-valid answer
+            script = replace(script, reply=json.dumps(instance(wanted, last_user)))
         tokens = _tokens(script, f"Hello from {rec.provider} {rec.model}: you said {last_user}")
         finish = script.finish
         limit = wire.max_tokens(rec.body)
         if limit and len(tokens) > limit:
             tokens, finish = tokens[:limit], "length"
         inp, out = max(1, len(everything.split())), len(tokens)
-        if not rec.stream:
+        thoughts = re.findall(r"\S+\s*", script.reasoning or "")
+        if not rec.stream or "json-200" in stream_faults:
             rec.outcome = "complete"
-            return self._json(200, wire.complete(rec.model, "".join(tokens), inp, out, finish))
+            return self._json(200, wire.complete(rec.model, "".join(tokens), inp, out, finish, "".join(thoughts)),
+                              self.emu._headers_for(rec.provider))
+        if "html-200" in stream_faults:
+            rec.outcome = "html"
+            return self._raw(200, "text/html; charset=utf-8", HTML_PAGE)
         self.send_response(200)
         self.send_header("Content-Type", wire.stream_content_type)
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
+        for k, v in self.emu._headers_for(rec.provider).items():
+            self.send_header(k, v)
         self.end_headers()
         for frame in wire.head(rec.model, inp):
             self._chunk(frame)
         first = stream_faults["slow"].seconds if "slow" in stream_faults else script.first_token_delay
         self.emu.sleep(first)
+        for frame in wire.thinking(rec.model, thoughts):
+            self._chunk(frame)
+        index = 1 if thoughts else 0
+        if wire.kind == "anthropic":
+            self._chunk(wire.text_start(index))
         for i, text in enumerate(tokens):
             if self._interrupt(wire, stream_faults, i):
                 return
             if i and script.delay:
                 self.emu.sleep(script.delay)
-            self._chunk(wire.token(rec.model, text, i))
+            self._chunk(wire.token(rec.model, text, i, index) if wire.kind == "anthropic" else wire.token(rec.model, text, i))
         if self._interrupt(wire, stream_faults, len(tokens)):
             return
-        for frame in wire.tail(rec.model, inp, out, finish, rec.body):
+        end = next((e for e in ("no-end", "no-done", "no-finish") if e in stream_faults), "full")
+        extra = {"index": index} if wire.kind == "anthropic" else {}
+        for frame in wire.tail(rec.model, inp, out, finish, rec.body, len(thoughts), end, **extra):
             self._chunk(frame)
         self.wfile.write(b"0\r\n\r\n")
-        rec.outcome = "complete"
+        rec.outcome = "complete" if end == "full" else end
 
     def _interrupt(self, wire: Wire, faults: dict[str, Fault], i: int) -> bool:
         """Apply a mid-stream fault due before token `i`; True when the reply ends here."""
         if "stall" in faults and faults["stall"].after == i:
             self.emu.sleep(faults["stall"].seconds)
+        if "keepalive" in faults and faults["keepalive"].after == i:  # alive, but saying nothing
+            until, wake = time.monotonic() + faults["keepalive"].seconds, self.emu._wake
+            while time.monotonic() < until and not wake.is_set():
+                self._chunk(wire.keepalive())
+                wake.wait(0.2)
+        if "garbage" in faults and faults["garbage"].after == i:
+            self._chunk(wire.garbage())
+            self.wfile.write(b"0\r\n\r\n")
+            self._rec.outcome = "garbage"
+            return True
         if "error" in faults and faults["error"].after == i:
             self._chunk(wire.stream_error())
             self.wfile.write(b"0\r\n\r\n")
@@ -414,6 +493,10 @@ class _Handler(BaseHTTPRequestHandler):
         return False
 
     def _status_fault(self, wire: Wire, fault: Fault, rec: Recorded) -> None:
+        if fault.kind in GATEWAY_KINDS:
+            status, body = wire.gateway_error(fault.kind, rec.model)
+            rec.outcome = f"status:{status}"
+            return self._json(status, body)
         retry_after = fault.retry_after
         if fault.kind == "429" and retry_after is None and fault.retry_after_ms is None:
             retry_after = 1.0
@@ -430,6 +513,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _chunk(self, data: bytes) -> None:
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
         self.wfile.flush()
+
+    def _raw(self, status: int, content_type: str, data: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def _json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(body).encode()
@@ -454,4 +544,37 @@ class _Handler(BaseHTTPRequestHandler):
         return self._json(404, {"error": {"message": f"no control action {action!r}"}})
 
 
-__all__ = ["Emulator", "Fault", "Recorded", "Script"]
+class SilentServer:
+    """A port on 127.0.0.1 that accepts TCP connections and never answers (a wedged server or proxy)."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        self._stop = threading.Event()
+        threading.Thread(target=self._accept, name="silent-server", daemon=True).start()
+
+    def url(self, path: str = "/v1") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def _accept(self) -> None:
+        self.sock.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except (TimeoutError, socket.timeout):
+                continue
+            except OSError:
+                return
+            self.accepted.append(conn)  # held open, never read, never answered
+
+    def stop(self) -> None:
+        self._stop.set()
+        for conn in self.accepted:
+            conn.close()
+        self.sock.close()
+
+
+__all__ = ["Emulator", "Fault", "Recorded", "Script", "SilentServer"]
