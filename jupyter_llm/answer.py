@@ -54,8 +54,9 @@ def answer(magics, prompt: str, *, target: str | None = None, fmt: str = "markdo
     elif fmt == "json" and response.ok and not response.incomplete:
         try:
             response.value = value = parse_json(response.text)
-        except ValueError as exc:
-            response.error = LLMError("PROVIDER_ERROR", f"the answer is not valid JSON ({exc}); its text is in _llm.text")
+        except (ValueError, RecursionError) as exc:
+            why = exc if isinstance(exc, ValueError) else "nested too deeply"
+            response.error = LLMError("PROVIDER_ERROR", f"the answer is not valid JSON ({why}); its text is in _llm.text")
     elif fmt == "code":
         response.value = value = extract_code(response.text)[1]
     if shown is not response:
@@ -68,6 +69,9 @@ def answer(magics, prompt: str, *, target: str | None = None, fmt: str = "markdo
         shell.user_ns[output] = value
     if insert and response.ok and value:
         shell.set_next_input(value, replace=False)
+    if response.finish_reason == "interrupted":
+        from .interrupts import stop_queued_cells
+        stop_queued_cells(shell)  # calm, but "Run All" stops here as the user asked
     if response.error is not None and response.finish_reason != "interrupted":
         raise response.error
     if fmt == "json" and response.finish_reason != "interrupted":

@@ -19,7 +19,10 @@ _CODE = re.compile(r"\b(" + "|".join(CODES) + r")\b")
 
 
 def _when(ts: float | None) -> str:
-    return dt.datetime.fromtimestamp(ts or 0).strftime("%Y-%m-%d %H:%M:%S")
+    try:   # a row another writer garbled shows "?" instead of crashing the table
+        return dt.datetime.fromtimestamp(float(ts or 0)).strftime("%Y-%m-%d %H:%M:%S")
+    except (TypeError, ValueError, OverflowError, OSError):
+        return "?"
 
 
 def reason_code(reason: str | None) -> str | None:
@@ -111,13 +114,12 @@ def cmd_history(magics, rest: list[str]):
     from .magics import _Parser
     from .tables import money, seconds, show_table
     p = _Parser(prog="%llm history", add_help=False)
-    p.add_argument("-n", type=int, default=None)
+    p.add_argument("-n", default=None)
     p.add_argument("--events", nargs="?", const="*", default=None, metavar="KIND")
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH")
     args = p.parse_args(rest)
-    n = args.n if args.n is not None else (20 if args.events else 10)
-    if n <= 0:
-        raise LLMError("BAD_ARGUMENT", "-n must be positive")
+    from .config import check_number   # nan, huge and negative counts are one BAD_ARGUMENT line
+    n = check_number("history.n", args.n, label="%llm history -n") if args.n is not None else (20 if args.events else 10)
     session = magics.session
     if args.events:
         rows = event_rows(session.store, n, None if args.events == "*" else args.events)

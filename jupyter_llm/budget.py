@@ -272,6 +272,13 @@ class SpendCaps:
                 self._local.holds = [session.store.hold(est, t.provider, session.id) for t, est in costs if est > 0]
         self._warn(session, spent)
 
+    def take_own_holds(self) -> list[int]:
+        """This thread's holds, handed over (to the queued write that records the exchange and then
+        drops them, so a request counts as held until its row is in the history)."""
+        ids = getattr(self._local, "holds", None) or []
+        self._local.holds = None
+        return list(ids)
+
     def release_own(self, session: "Session") -> None:
         """Drop the hold of this thread's last request (it has been recorded, or it never went)."""
         ids = getattr(self._local, "holds", None)

@@ -175,7 +175,8 @@ class CompareView:
     """Column state plus the display: throttled HTML updates in a kernel, blocks of text in a terminal."""
 
     def __init__(self, targets: list[str], fmt: str = "markdown", *, labels: list[str] | None = None,
-                 rich: bool = True, interval: float = INTERVAL, byte_rate: int = BYTE_RATE):
+                 rich: bool = True, interval: float = INTERVAL, byte_rate: int = BYTE_RATE, live: bool = True):
+        self.live = live          # False: nothing is shown until finish() (--no-stream)
         self.columns = [_Column(t, label) for t, label in zip(targets, labels or targets)]
         self.fmt = fmt
         self.rich = rich
@@ -208,7 +209,7 @@ class CompareView:
             return
         else:
             col.response = ev.response
-            if not self.rich:
+            if not self.rich and self.live:
                 self._print_block(col)
         self.dirty = self.rich  # the terminal has nothing to refresh
 
@@ -228,6 +229,8 @@ class CompareView:
 
     # ---- display ----
     def start(self) -> None:
+        if not self.live:
+            return
         if self.rich:
             from IPython.display import display
             data = self.bundle()
@@ -250,10 +253,14 @@ class CompareView:
 
     def flush(self, force: bool = False) -> None:
         """Send an update if something changed and the rate limit allows it (always when `force`)."""
-        if not self.rich or not self.dirty or (not force and self.due_in() > 0):
+        if not self.rich or not self.dirty or (not force and (self.due_in() > 0 or not self.live)):
             return
         data = self.bundle()
-        self.handle.update(data, raw=True)
+        if self.handle is None:   # --no-stream: the first display is the final one
+            from IPython.display import display
+            self.handle = display(data, raw=True, display_id=True)
+        else:
+            self.handle.update(data, raw=True)
         self._count(data)
         self.updates += 1
         self.dirty = False
@@ -275,6 +282,9 @@ class CompareView:
             self.dirty = True
             self.flush(force=True)
             return
+        if not self.live:
+            for col in self.columns:
+                self._print_block(col)
         print(text_table(HEADERS, metrics_rows(responses, self.labels)), flush=True)
 
     def _count(self, data: dict) -> None:
@@ -286,7 +296,8 @@ class CompareView:
         r = col.response
         print(f"\n── {self._title(col)} ({status(r)}, {seconds(r.latency) or '-'}) " + "─" * 20, flush=True)
         if r.text:
-            print(r.text.rstrip("\n"), flush=True)
+            from .redact import scrub
+            print(scrub(r.text.rstrip("\n")), flush=True)
         if r.error is not None:
             print(f"✗ {r.error.line()}", flush=True)
 
@@ -304,7 +315,8 @@ class CompareView:
         return rows
 
     def bundle(self) -> dict[str, str]:
-        return {"text/html": self.html(), "text/plain": self.text()}
+        from .redact import scrub  # a known secret echoed by a model is masked in the columns too
+        return {"text/html": scrub(self.html()), "text/plain": scrub(self.text())}
 
     def html(self) -> str:
         """Columns as a CSS grid (no table row to flash on hover) that wraps at narrow widths; each column
@@ -402,7 +414,7 @@ def _pump(view: CompareView, events: queue.SimpleQueue, n: int) -> None:
     """Consume worker events in this (the main) thread until every column is done."""
     done = 0
     while done < n:
-        timeout = view.due_in() if view.dirty else 1.0
+        timeout = view.due_in() if view.dirty and view.live else 1.0
         try:
             index, ev = events.get(timeout=max(timeout, 0.001))
         except queue.Empty:
@@ -435,11 +447,12 @@ def _preload_pandas() -> None:
 def run_compare(session, prompt: str, targets: list[str], *, fmt: str = "markdown", new: bool = False,
                 cache: bool | None = None, shell=None, system: str | None = None, temperature: float | None = None,
                 max_tokens: int | None = None, rich: bool | None = None, content: list | None = None,
-                schema: Any = None) -> Comparison:
+                schema: Any = None, stream: bool = True) -> Comparison:
     """Send `prompt` to every target concurrently, stream the answers side by side, show the metrics table.
 
     `new` sends the prompt without the conversation (which is never changed); `rich` None detects a
-    kernel. Returns the Responses in target order; Ctrl-C stops waiting, keeps every column's text so
+    kernel; `stream` False shows the columns once, when every answer is in (--no-stream). Returns the
+    Responses in target order; Ctrl-C stops waiting, keeps every column's text so
     far and then raises UsageError.
     """
     parsed = _parse_all(session, list(targets))
@@ -459,7 +472,8 @@ def run_compare(session, prompt: str, targets: list[str], *, fmt: str = "markdow
     if rich is None:
         from .render import in_kernel
         rich = in_kernel()
-    view = CompareView([str(t) for t in parsed], fmt, labels=[str(t).strip() for t in targets], rich=rich)
+    view = CompareView([str(t) for t in parsed], fmt, labels=[str(t).strip() for t in targets], rich=rich,
+                       live=stream)
     events: queue.SimpleQueue = queue.SimpleQueue()
     stop = threading.Event()
     kwargs = dict(params, cache=cache, context=not new)

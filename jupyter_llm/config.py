@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,7 @@ class Config:
     local_host: str = "127.0.0.1"
     local_ports: dict[int, str] = field(default_factory=dict)
     local_scan: tuple[int, int] = DEFAULT_SCAN
+    local_pool: list[tuple[str, int]] = field(default_factory=list)  # [local] pool: (host, port) of each server
     providers: dict[str, dict[str, Any]] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
     reliability: Reliability = field(default_factory=Reliability)
@@ -89,6 +91,134 @@ def _known():
     return KnownServers()
 
 
+@dataclass(frozen=True)
+class Num:
+    """One numeric key: its type, allowed range and unit; nan and inf are never allowed."""
+    kind: type                 # int or float
+    low: float
+    high: float
+    low_open: bool = False     # True: `low` itself is not allowed (strictly greater)
+    unit: str = ""
+    note: str = ""             # extra words for the error (e.g. what 0 means)
+
+
+_DAY = 86400.0
+# Every numeric setting, config key and option, in one table: a new numeric key is one line here.
+# `*` matches one name (a provider). Keys read by `check_number`; config keys by the loader.
+NUMBERS: dict[str, Num] = {
+    "reliability.retries": Num(int, 0, 20),
+    "reliability.circuit_failures": Num(int, 0, 1000, note="0 turns the breaker off"),
+    "reliability.timeout": Num(float, 0, _DAY, low_open=True, unit="s"),
+    "reliability.connect_timeout": Num(float, 0, 3600, low_open=True, unit="s"),
+    "reliability.stall_timeout": Num(float, 0, _DAY, low_open=True, unit="s"),
+    "reliability.deadline": Num(float, 0, _DAY, low_open=True, unit="s"),
+    "reliability.backoff": Num(float, 0, 600, unit="s"),
+    "reliability.max_backoff": Num(float, 0, 3600, unit="s"),
+    "reliability.circuit_cooldown": Num(float, 0, _DAY, unit="s"),
+    "limits.*.rpm": Num(float, 0, 1e7, note="0 means no limit; below 1 per minute is refused"),
+    "limits.*.tpm": Num(float, 0, 1e12, note="0 means no limit"),
+    "budget.session_usd": Num(float, 0, 1e7, unit="USD"),
+    "budget.daily_usd": Num(float, 0, 1e7, unit="USD"),
+    "budget.monthly_usd": Num(float, 0, 1e7, unit="USD"),
+    "budget.providers.*.session_usd": Num(float, 0, 1e7, unit="USD"),
+    "budget.providers.*.daily_usd": Num(float, 0, 1e7, unit="USD"),
+    "budget.providers.*.monthly_usd": Num(float, 0, 1e7, unit="USD"),
+    "providers.*.timeout": Num(float, 0, _DAY, low_open=True, unit="s"),
+    "providers.*.connect_timeout": Num(float, 0, _DAY, low_open=True, unit="s"),
+    "providers.*.price.input": Num(float, 0, 1e6, unit="USD per million tokens"),
+    "providers.*.price.output": Num(float, 0, 1e6, unit="USD per million tokens"),
+    "providers.*.ttl": Num(float, 0, 30 * _DAY, low_open=True, unit="s"),
+    "local.ports.*": Num(int, 1, 65535),
+    "local.scan.*": Num(int, 1, 65535),
+    # session settings (`%llm set`, `[defaults]`, per-cell options)
+    "temperature": Num(float, 0, 2),
+    "top_p": Num(float, 0, 1, low_open=True),
+    "max_tokens": Num(int, 1, 10_000_000),
+    "timeout": Num(float, 0, _DAY, low_open=True, unit="s"),
+    "stall_timeout": Num(float, 0, _DAY, low_open=True, unit="s"),
+    "deadline": Num(float, 0, _DAY, low_open=True, unit="s"),
+    "table_rows": Num(int, 1, 1_000_000),
+    # magic arguments
+    "budget": Num(float, 0, 1e7, unit="USD"),
+    "history.n": Num(int, 1, 1_000_000),
+    "discover.port": Num(int, 1, 65535),
+    "port": Num(int, 1, 65535),            # any other port option (e.g. a server to start)
+    "serve.ctx": Num(int, 0, 10_000_000, note="0 takes the model's own context size"),
+    "serve.gpu_layers": Num(int, -1, 100_000, note="-1 offloads every layer"),
+    "serve.timeout": Num(float, 0, 3600, low_open=True, unit="s"),
+}
+# Below 1 request per minute a bucket would wait minutes per request: refused rather than hanging.
+_NONZERO_MIN = {"limits.*.rpm": 1.0}
+
+
+def numeric_spec(key: str) -> Num | None:
+    """The NUMBERS entry for a dotted key (a provider name matches `*`)."""
+    if key in NUMBERS:
+        return NUMBERS[key]
+    parts = key.split(".")
+    for pattern, spec in NUMBERS.items():
+        pat = pattern.split(".")
+        if len(pat) == len(parts) and all(a == "*" or a == b for a, b in zip(pat, parts)):
+            return spec
+    return None
+
+
+def _pattern(key: str) -> str:
+    parts = key.split(".")
+    for pattern in NUMBERS:
+        pat = pattern.split(".")
+        if len(pat) == len(parts) and all(a == "*" or a == b for a, b in zip(pat, parts)):
+            return pattern
+    return key
+
+
+# A numeric key someone forgot to put in NUMBERS still gets the basics: finite, >= 0, not absurd.
+FALLBACK = {int: Num(int, 0, 10 ** 9), float: Num(float, 0, 1e9)}
+
+
+def check_number(key: str, value, *, where: str = "", label: str | None = None, kind: type | None = None):
+    """Validate `value` for numeric key `key` (see NUMBERS): a finite number of the right type within
+    range, strings parsed. Raises BAD_ARGUMENT (or CONFIG_ERROR naming `where` = file:line: key).
+    A key missing from the table is checked with FALLBACK[kind] when `kind` is given."""
+    spec = numeric_spec(key) or (FALLBACK.get(kind) if kind is not None else None)
+    if spec is None:
+        raise KeyError(key)
+    code = "CONFIG_ERROR" if where else "BAD_ARGUMENT"
+    name = where or (label or key)
+    kind = "an integer" if spec.kind is int else "a number"
+    original = value
+    if isinstance(value, str):
+        text = value.strip().replace("_", "")
+        try:
+            value = int(text) if spec.kind is int and re.fullmatch(r"[+-]?\d+", text) else float(text)
+        except (ValueError, OverflowError):
+            raise LLMError(code, f"{name} must be {kind}, got {original!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise LLMError(code, f"{name} must be {kind}, got {original!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise LLMError(code, f"{name} must be a finite number, got {original!r}")
+    if spec.kind is int:
+        if isinstance(value, float):
+            if value != int(value):
+                raise LLMError(code, f"{name} must be a whole number, got {original!r}")
+            value = int(value)
+    else:
+        value = float(value)
+    unit = f" {spec.unit}" if spec.unit else ""
+    low_ok = value > spec.low if spec.low_open else value >= spec.low
+    if not low_ok or value > spec.high:
+        span = (f"> {spec.low:g} and <= {spec.high:g}{unit}" if spec.low_open
+                else f"between {spec.low:g} and {spec.high:g}{unit}")
+        extra = f"; {spec.note}" if spec.note else ""
+        shown = original if isinstance(original, str) and len(original) <= 40 else f"{value:g}"
+        raise LLMError(code, f"{name} must be {span}, got {shown}{extra}")
+    floor = _NONZERO_MIN.get(_pattern(key))
+    if floor is not None and 0 < value < floor:
+        raise LLMError(code, f"{name} must be 0 (no limit) or at least {floor:g}, got {value:g}",
+                       hint="a rate below one request per minute is not supported")
+    return value
+
+
 _SETTINGS = {"temperature": float, "max_tokens": int, "top_p": float, "system": str,
              "timeout": float, "stall_timeout": float, "deadline": float, "format": str, "cache": bool,
              "footer": bool, "table_rows": int}
@@ -111,16 +241,26 @@ def load_config(path: Path | None = None, *, strict: bool = False) -> Config:
 
 def _load(path: Path) -> Config:
     cfg = Config(path=path)
-    if not path.exists():
+    try:
+        st = path.stat()
+    except FileNotFoundError:
         return cfg
+    except (OSError, ValueError) as exc:
+        raise LLMError("CONFIG_ERROR", f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+    if not stat.S_ISREG(st.st_mode):
+        what = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file (a FIFO, socket or device)"
+        raise LLMError("CONFIG_ERROR", f"{path}: is {what}; it was not read",
+                       hint="point JUPYTER_LLM_CONFIG at a TOML file")
+    if st.st_size > 1_000_000:
+        raise LLMError("CONFIG_ERROR", f"{path}: is {st.st_size} bytes; a config file is at most 1 MB")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise LLMError("CONFIG_ERROR", f"{path}: cannot read: {exc}") from None
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise LLMError("CONFIG_ERROR", f"{path}: {exc}") from None
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:
+        raise LLMError("CONFIG_ERROR", f"{path}: {exc or 'nested too deeply'}") from None
     check = _Checker(path, text)
 
     known = {"default", "cloud", "local", "providers", "aliases", "reliability", "budget", "limits", "defaults"}
@@ -136,19 +276,41 @@ def _load(path: Path) -> Config:
     for key, value in local.items():
         if key == "host":
             cfg.local_host = check.typed("local.host", value, str)
+            try:
+                check_host(cfg.local_host, what="local.host")
+            except LLMError as exc:
+                check.fail("local.host", exc.message.split(": ", 1)[-1])
         elif key == "ports":
             for port, name in check.table("local.ports", value).items():
-                if not str(port).isdigit() or not 0 < int(port) < 65536:
-                    check.fail(f"local.ports.{port}", f"{port!r} is not a port number")
+                if not re.fullmatch(r"[0-9]{1,5}", str(port)):
+                    check.fail(f"local.ports.{port}", f"{port!r} is not a port number (1-65535)")
+                check.num(f"local.ports.{port}", int(port))
                 cfg.local_ports[int(port)] = check.typed(f"local.ports.{port}", name, str)
         elif key == "scan":
             rng = value
-            if (not isinstance(rng, list) or len(rng) != 2 or not all(isinstance(p, int) for p in rng)
-                    or not 0 < rng[0] <= rng[1] < 65536):
-                check.fail("local.scan", "must be [first_port, last_port]")
+            if not isinstance(rng, list) or len(rng) != 2:
+                check.fail("local.scan", "must be [first_port, last_port], ports 1-65535")
+            for i, p in enumerate(rng):
+                if isinstance(p, str):
+                    check.fail("local.scan", f"ports must be numbers, got {p!r}")
+                check_number(f"local.scan.{i}", p, where=check.where("local.scan"))
+            if rng[0] > rng[1]:
+                check.fail("local.scan", "must be [first_port, last_port] with first <= last")
             cfg.local_scan = (rng[0], rng[1])
+        elif key == "pool":
+            from .pool import parse_member
+            if not isinstance(value, list) or not value:
+                check.fail("local.pool", 'must be a list of "host:port" (or port) entries, e.g. ["127.0.0.1:8080"]')
+            for entry in value:
+                try:
+                    member = parse_member(entry, cfg.local_host)
+                except ValueError as exc:
+                    check.fail("local.pool", str(exc))
+                if member in cfg.local_pool:
+                    check.fail("local.pool", f"{entry!r} is listed twice")
+                cfg.local_pool.append(member)
         else:
-            check.fail(f"local.{key}", f"unknown key {key!r} in [local] (known: host, ports, scan)")
+            check.fail(f"local.{key}", f"unknown key {key!r} in [local] (known: host, ports, scan, pool)")
 
     for name, spec in check.table("providers", data.get("providers", {})).items():
         spec = check.table(f"providers.{name}", spec)
@@ -161,8 +323,12 @@ def _load(path: Path) -> Config:
                 _seconds(check, f"providers.{name}.{key}", value)
             elif key == "price":
                 _price(check, f"providers.{name}.price", value)
+            elif numeric_spec(f"providers.{name}.{key}") is not None:
+                check.num(f"providers.{name}.{key}", value)
             else:
                 check.typed(f"providers.{name}.{key}", value, _PROVIDER_KEYS[key])
+        if spec.get("base_url") is not None:
+            _check_url(check, f"providers.{name}.base_url", spec["base_url"])
         if spec.get("max_tokens_param") is not None and not re.fullmatch(r"[A-Za-z_][\w]*", spec["max_tokens_param"]):
             check.fail(f"providers.{name}.max_tokens_param", f"must be a parameter name such as max_tokens or "
                        f"max_completion_tokens, got {spec['max_tokens_param']!r}")
@@ -187,12 +353,9 @@ def _load(path: Path) -> Config:
             if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
                 check.fail("reliability.fallback", "must be a list of targets")
             cfg.reliability.fallback = list(value)
-        elif key in ("retries", "circuit_failures"):
-            setattr(cfg.reliability, key, check.number(f"reliability.{key}", value, int, minimum=0))
-        elif key in ("timeout", "connect_timeout", "backoff", "max_backoff", "circuit_cooldown"):
-            setattr(cfg.reliability, key, float(check.number(f"reliability.{key}", value, float, minimum=0)))
-        elif key in ("stall_timeout", "deadline"):
-            setattr(cfg.reliability, key, coerce_setting(key, value, where=check.where(f"reliability.{key}")))
+        elif (numeric_spec(f"reliability.{key}") is not None or _is_number(getattr(cfg.reliability, key, None))):
+            kind = type(getattr(cfg.reliability, key, 0.0))
+            setattr(cfg.reliability, key, check.num(f"reliability.{key}", value, kind=kind))
         else:
             check.fail(f"reliability.{key}", f"unknown key {key!r} in [reliability]")
 
@@ -201,7 +364,7 @@ def _load(path: Path) -> Config:
         for key, value in lim.items():
             if key not in ("rpm", "tpm"):
                 check.fail(f"limits.{name}.{key}", "known keys: rpm, tpm")
-            check.number(f"limits.{name}.{key}", value, float, minimum=0)
+            lim[key] = check.num(f"limits.{name}.{key}", value)
         cfg.limits[name.lower()] = {k: float(v) for k, v in lim.items()}
 
     budget = check.table("budget", data.get("budget", {}))
@@ -290,25 +453,65 @@ def coerce_setting(key: str, value: Any, *, where: str = "") -> Any:
                 raise ValueError
         elif kind is str:
             value = str(value)
+        elif numeric_spec(key) is not None or kind in (int, float):
+            return check_number(key, value, where=where, kind=kind)
         else:
-            if isinstance(value, bool):
-                raise ValueError
             value = kind(value)
-            if kind is int and value != float(value):
-                raise ValueError
     except (TypeError, ValueError):
         raise LLMError(code, f"{prefix}{key} must be {kind.__name__}, got {value!r}") from None
-    if key == "temperature" and not 0 <= value <= 2:
-        raise LLMError(code, f"{prefix}temperature must be between 0 and 2, got {value}")
-    if key == "top_p" and not 0 < value <= 1:
-        raise LLMError(code, f"{prefix}top_p must be in (0, 1], got {value}")
-    if key in ("max_tokens", "timeout", "table_rows") and value <= 0:
-        raise LLMError(code, f"{prefix}{key} must be positive, got {value}")
-    if key in ("stall_timeout", "deadline") and not 0 < value <= MAX_SECONDS:
-        raise LLMError(code, f"{prefix}{key} must be seconds between 0 and {MAX_SECONDS:g} (a day), got {value}")
+    if kind is str and ("\x00" in value or _unencodable(value)):
+        raise LLMError(code, f"{prefix}{key} holds a NUL or a lone surrogate character")
     if key == "format" and value not in FORMATS:
         raise LLMError(code, f"{prefix}format must be one of {', '.join(FORMATS)}, got {value!r}")
     return value
+
+
+def _check_url(check: "_Checker", dotted: str, url: str) -> None:
+    """A base URL must be http(s)://HOST[:PORT][/path] with no spaces (the error never shows its secrets)."""
+    from urllib.parse import urlsplit
+    from .redact import register_url, safe_url
+    register_url(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+        host = parts.hostname
+    except ValueError as exc:
+        check.fail(dotted, f"{safe_url(url)!r} is not a URL ({exc})")
+    if parts.scheme not in ("http", "https") or not host or any(c.isspace() for c in url) or _unencodable(url):
+        check.fail(dotted, f"{safe_url(url)!r} is not an http(s):// URL with a host")
+    if port is not None and not 0 < port < 65536:
+        check.fail(dotted, f"port {port} is not 1-65535")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _unencodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+_HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
+
+
+def check_host(host: str, *, what: str = "--host") -> str:
+    """A host name, IPv4 or IPv6 address (no scheme, port, path or spaces); BAD_ARGUMENT otherwise."""
+    import ipaddress
+    text = host.strip() if isinstance(host, str) else ""
+    bare = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    try:
+        ipaddress.ip_address(bare)
+        return bare
+    except ValueError:
+        pass
+    if text and len(text) <= 253 and _HOST.fullmatch(text):
+        return text
+    raise LLMError("BAD_ARGUMENT", f"{what}: {host!r} is not a host name or IP address",
+                   hint="e.g. 127.0.0.1, localhost or ::1; no scheme, port or spaces")
 
 
 class _Checker:
@@ -353,9 +556,23 @@ class _Checker:
     def table(self, dotted: str, value: Any) -> dict:
         return self.typed(dotted, value, dict)
 
+    def num(self, dotted: str, value: Any, kind: type | None = None):
+        """A numeric key checked against NUMBERS (strings are not numbers in a TOML file)."""
+        if isinstance(value, str):
+            self.fail(dotted, f"must be a number, got {value!r}")
+        return check_number(dotted, value, where=self.where(dotted), kind=kind)
+
     def number(self, dotted: str, value: Any, kind: type, minimum: float | None = None):
+        """Older form of `num`: a key in NUMBERS is checked by the table; any other still must be a
+        finite number (never nan or inf), at least `minimum`, and not absurd (FALLBACK)."""
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
             self.fail(dotted, f"must be a number, got {value!r}")
+        if numeric_spec(dotted) is not None:
+            return check_number(dotted, value, where=self.where(dotted))
+        if isinstance(value, float) and not math.isfinite(value):
+            self.fail(dotted, f"must be a finite number, got {value!r}")
         if minimum is not None and value < minimum:
             self.fail(dotted, f"must be >= {minimum}, got {value!r}")
+        if abs(value) > 1e12:
+            self.fail(dotted, f"must be at most 1e12, got {value!r}")
         return value

@@ -29,12 +29,16 @@ def check(session, provider: str, secret: str, method: str = "api_key", **extra:
     adapter = session.provider(target)
     if hasattr(adapter, "preload"):
         adapter.preload()
+    from .providers._wire import no_model_list
+    live = getattr(adapter, "_live_ids", None)  # the raw list call: list_models falls back to the catalogue
     try:
-        models = adapter.list_models(auth)
+        models = live(auth) if live is not None else adapter.list_models(auth)
         return VALID, f"the {spec.id} model list answered ({len(models)} models)"
+    except NotImplementedError:
+        pass
     except LLMError as exc:
         verdict = _verdict(exc)
-        if verdict is not None or exc.code not in _NO_LIST:
+        if verdict is not None or not (exc.code in _NO_LIST or no_model_list(exc)):
             return verdict or UNCHECKED, exc.line()
     try:  # no model list here: the smallest real request
         model = Target(spec.id, spec.default_model) if spec.default_model else target

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from . import redact
 from .errors import LLMError
 from .providers.base import Auth, mask
 
@@ -113,6 +114,14 @@ def _run_captured(args: Any, shell: bool, timeout: float) -> subprocess.Complete
     return subprocess.CompletedProcess(args, proc.returncode, out, err)
 
 
+def _registered(auth: Auth | None) -> Auth | None:
+    """Register the secret (and any secret in the base URL) of an Auth about to be used or shown."""
+    if auth is not None:
+        redact.register(auth.secret)
+        redact.register_url(auth.base_url)
+    return auth
+
+
 def _when(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
@@ -128,6 +137,7 @@ class CredentialStore:
         self._lock = threading.RLock()
         self._tokens: dict[str, tuple[str, float, str]] = {}   # provider -> (token, expiry, command)
         self._warned: set[str] = set()
+        redact.register_config(config)   # env keys and base-URL secrets are masked before first use
 
     def __repr__(self) -> str:
         return f"<CredentialStore service={SERVICE!r} cached_tokens={len(self._tokens)}>"
@@ -142,6 +152,9 @@ class CredentialStore:
         `run_command` is False, which returns the command Auth without a secret (for status views);
         a failing command raises INVALID_CREDENTIALS.
         """
+        return _registered(self._lookup(spec, run_command))
+
+    def _lookup(self, spec: "ProviderSpec", run_command: bool) -> Auth | None:
         # auth = "none" (local llama.cpp, a keyless vLLM): no keyring access on every request.
         doc = self._read(spec.id) if spec.needs_key else None
         if doc is not None:
@@ -190,6 +203,10 @@ class CredentialStore:
             what = "command line" if method == "command" else "secret"
             raise LLMError("BAD_ARGUMENT", f"empty {what} for {provider_id}; nothing stored")
         secret = secret.strip()
+        if method != "command":
+            redact.register(secret)
+        if method == "gateway":
+            redact.register_url(extra.get("base_url"))
         allowed = {"api_key": set(), "gateway": {"base_url", "organization", "project", "expiry"},
                    "command": {"ttl"}}[method]
         unknown = sorted(k for k, v in extra.items() if k not in allowed and v is not None)
@@ -432,7 +449,7 @@ class CredentialStore:
         token = lines[-1] if lines else ""
         if proc.returncode != 0:
             first = next((ln.strip() for ln in (proc.stderr or "").splitlines() if ln.strip()), "no error output")
-            first = _scrub(first, token, *lines)[:200]
+            first = redact.scrub(_scrub(first, token, *lines))[:200]
             raise LLMError("INVALID_CREDENTIALS", f"the token command for {provider_id} ({program}) failed "
                            f"with exit code {proc.returncode}: {first}", hint=way_out)
         if not token:

@@ -35,9 +35,10 @@ class LLMError(Exception):
                  retryable: bool | None = None):
         if code not in CODES:
             raise ValueError(f"unknown error code {code!r}")
+        from .redact import scrub  # every error we show is masked of every known secret (by value)
         self.code = code
-        self.message = message
-        self.hint = hint
+        self.message = scrub(message)
+        self.hint = scrub(hint)
         self.retry_after = retry_after
         self.status = status
         self.retryable = code in RETRYABLE if retryable is None else retryable

@@ -43,14 +43,17 @@ def footer_parts(r: Response) -> list[str]:
     out = r.usage.output_tokens
     if out:
         parts.append(f"{out:,} token" + ("" if out == 1 else "s"))
-    if r.latency is not None and not r.cached:
+    timed = not r.cached and not getattr(r, "replayed", False)  # a cached or replayed answer took no real time
+    if r.latency is not None and timed:
         parts.append(f"{r.latency:.1f} s")
     tps = r.tokens_per_second
-    if tps and not r.cached:
+    if tps and timed:
         parts.append(f"{_num(tps)} tok/s")
     parts.append(_cost(r))
     if r.cached:
         parts.append("cached")
+    if getattr(r, "replayed", False):
+        parts.append("replayed")
     if r.answered_by and r.target and r.answered_by != r.target:
         parts.append(f"fallback from {r.target}")
     return parts

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from typing import Any, Callable, Iterable
@@ -182,6 +183,9 @@ class Session:
     def set_budget(self, usd: float | None, period: str = "session", provider: str | None = None) -> None:
         """Set (None: remove) a spend cap for this kernel: session (default), daily or monthly, of every
         provider or of one."""
+        if usd is not None:
+            from .config import check_number
+            usd = check_number("budget", usd)
         if provider is not None:
             provider = self._spec(Target(provider.lower())).id
         self.caps.set(usd, period, provider)
@@ -249,6 +253,9 @@ class Session:
                  notify: bool = True):
         """llama.cpp servers on the scan range (or `ports`); those on the local host are remembered for the session
         (a change is announced as "servers" unless `notify` is False: the panel's own scans)."""
+        if host is not None:
+            from .config import check_host
+            host = check_host(host)
         provider = self.provider(Target("local"))
         from .policy import enforce
         enforce("local", self.config, f"http://{host}" if host else None, what="scan")  # local-only: no foreign hosts
@@ -306,6 +313,7 @@ class Session:
         return rows
 
     def status(self, *, probe: bool = True) -> dict[str, Any]:
+        from .redact import safe_url
         target = self.active
         spec = self._spec(target)
         auth = self.credentials.lookup(spec, run_command=False) if spec.needs_key else None
@@ -315,7 +323,7 @@ class Session:
                 "auth": auth.method if auth else ("none" if not spec.needs_key else "missing"),
                 "source": auth.source if auth else ("-" if spec.needs_key else "none needed"),
                 "key": auth.masked if auth and auth.secret else "",
-                "base_url": (auth.base_url if auth and auth.base_url else None) or self._base_url(target, spec),
+                "base_url": safe_url((auth.base_url if auth and auth.base_url else None) or self._base_url(target, spec)),
                 "conversation": len(self.conversation) // 2, "requests": total["requests"],
                 "input_tokens": total["input_tokens"], "output_tokens": total["output_tokens"],
                 "cost": total["cost"], "budget": self.budget, "budget_left": self.budget_left,
@@ -343,6 +351,9 @@ class Session:
                       max_tokens: int | None = None, top_p: float | None = None, new: bool = False,
                       context: bool = True) -> Request:
         s = self.settings
+        from .config import check_number
+        temperature, max_tokens, top_p = (None if v is None else check_number(k, v) for k, v in
+                                          (("temperature", temperature), ("max_tokens", max_tokens), ("top_p", top_p)))
         history = [] if (new or not context) else list(self.conversation)
         return Request(messages=history + [{"role": "user", "content": prompt}],
                        system=system if system is not None else s.get("system"),
@@ -355,12 +366,14 @@ class Session:
 
     def ask(self, prompt: str, *, target: str | Target | None = None, on_event: Callable[[Event], None] | None = None,
             new: bool = False, no_history: bool = False, cache: bool | None = None, fallback: bool = True,
-            content: list | None = None, schema: Any = None, **params: Any) -> Response:
+            content: list | None = None, schema: Any = None, on_response: Callable[[Response], None] | None = None,
+            **params: Any) -> Response:
         """Send one prompt, streaming events to `on_event`; returns the Response (never raises LLMError
         for provider failures: they are on `Response.error`). Bad arguments and the budget raise.
         `content` (text and image parts, media.render) replaces the prompt as the message sent, the text
         staying in the conversation; `schema` (a schema.Schema) asks for structured output and puts the
-        parsed object on `Response.value` (INVALID_OUTPUT when the answer does not match)."""
+        parsed object on `Response.value` (INVALID_OUTPUT when the answer does not match).
+        `on_response` gets the answer (after the conversation) before the history row is written."""
         target = self.active if target is None else self.parse(target)
         if new:
             self.reset()
@@ -388,16 +401,32 @@ class Session:
         if schema is not None:
             from .schema import apply
             apply(schema, response)
-        self._account(target, prompt, response)
+        charged = self._account(target, prompt, response)
         if not no_history and response.text:
             with self._lock:
                 self.conversation += [{"role": "user", "content": prompt},
                                       {"role": "assistant", "content": response.text}]
             self.notify("conversation")
-        if cache_key and not response.cached and response.ok and not response.incomplete:
-            self.store.cache_put(cache_key, response.to_record())
         self.last = response
+        if on_response is not None:
+            on_response(response)  # e.g. `_llm`: the answer is the user's before any disk write
+        self._record(prompt, response, cache_key if response.ok and not response.incomplete else None, charged)
         return response
+
+    def _record(self, prompt: str, response: Response, cache_key: str | None, charged: tuple[str, str]) -> None:
+        """Queue the history row (and cache entry); say on stderr, every time, when a row is not recorded.
+        This request's budget hold is dropped by the same queued write, once its row is in."""
+        from .writequeue import report_write
+        store = self.store
+        if cache_key and not response.cached:
+            record = response.to_record()
+            store.submit("cache entry", lambda: store.cache_put(cache_key, record))
+        ticket = store.submit_response(response, prompt, session_id=self.id, provider=charged[0], model=charged[1],
+                                       release=self.caps.take_own_holds())
+        note = report_write(store, ticket)
+        if note:
+            print(note, file=sys.stderr, flush=True)
+        self.caps.after_spend(self)
 
     def check_budget(self, targets: list[Target], request: Request, *, hold: bool = False) -> None:
         """Refuse before anything is sent when sending `request` to every target (one ask, or a whole
@@ -461,7 +490,8 @@ class Session:
         if response.usage.output_tokens == 0 and response.text:
             response.usage = Usage(response.usage.input_tokens or _approx_tokens(request), _approx_tokens_text(response.text))
 
-    def _account(self, target: Target, prompt: str, response: Response) -> None:
+    def _account(self, target: Target, prompt: str, response: Response) -> tuple[str, str]:
+        """Cost and usage of `response`; returns (provider, model) charged (the history row is `_record`'s)."""
         from . import pricing
         answered = parse_target(response.answered_by, self.config) if response.answered_by else target
         model = answered.model or self._spec(answered).default_model or ""
@@ -478,16 +508,13 @@ class Session:
         if response.fallback_reason and response.answered_by != response.target:
             self._record_event("fallback", {"from": response.target, "to": response.answered_by,
                                             "reason": response.fallback_reason})
-        try:
-            self.store.record_response(response, prompt, session_id=self.id, provider=answered.provider, model=model)
-        except Exception as exc:  # the store handles its own errors; this is the last guard, no traceback
-            log.warning("jupyter-llm: could not write the history database: %s", exc)
-        self.caps.after_spend(self)
         self.notify("usage")
+        return answered.provider, model
 
     def _record_event(self, kind: str, detail: dict) -> None:
-        try:
-            self.store.record_event(kind, detail, session_id=self.id)
+        try:  # queued: a locked history database never holds up a switch or a login
+            store = self.store
+            store.submit("event", lambda: store.record_event(kind, detail, session_id=self.id))
         except Exception:
             log.debug("could not record event", exc_info=True)
 

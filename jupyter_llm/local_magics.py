@@ -53,6 +53,11 @@ def cmd_serve(magics, rest: list[str]) -> None:
     p.add_argument("--gpu-layers", type=int)
     p.add_argument("--timeout", type=float, default=serve.START_TIMEOUT)
     args = p.parse_args(rest)
+    from .config import check_number  # nan, inf, negative and absurd numbers are one BAD_ARGUMENT line
+    for key, name in (("port", "port"), ("ctx", "serve.ctx"), ("gpu_layers", "serve.gpu_layers"),
+                      ("timeout", "serve.timeout")):
+        if getattr(args, key) is not None:
+            setattr(args, key, check_number(name, getattr(args, key), label="--" + key.replace("_", "-")))
     progress = _Progress()
     try:
         s = serve.start(magics.session, args.model, port=args.port, ctx=args.ctx, alias=args.alias,
@@ -89,10 +94,19 @@ def cmd_servers(magics, rest: list[str]) -> None:
         else:
             state, mem, slots = f"exited ({s.proc.returncode if s.proc else '?'})", "", ""
         rows.append((s.port, s.target, s.model, s.model_path.name, s.pid, mem, slots, state, s.backend))
-    if not rows:
+    pool = magics.session.config.local_pool
+    if not rows and not pool:
         print("no servers started by this kernel (start one with %llm serve MODEL.gguf; %llm discover finds others)")
         return
-    show_table(["port", "target", "model", "file", "pid", "memory", "slots", "state", "backend"], rows)
+    if rows:
+        show_table(["port", "target", "model", "file", "pid", "memory", "slots", "state", "backend"], rows)
+    if pool:  # [local] pool: each server's health and slots (target local:pool)
+        from .pool import Pool
+        p = Pool.from_config(magics.session.config)
+        p.refresh()
+        show_table(["server", "state", "model", "slots", "detail"], p.health_rows(),
+                   caption=f"local:pool: {len(p.healthy())} of {len(p.members)} healthy, "
+                           f"{sum(m.slots for m in p.healthy())} slots")
 
 
 def cmd_stop(magics, rest: list[str]) -> None:
@@ -110,12 +124,20 @@ def cmd_stop(magics, rest: list[str]) -> None:
 
 
 def _port_range(text: str | None) -> tuple[int, int] | None:
+    """FIRST-LAST in ASCII digits, each 1-65535 (config.NUMBERS), at most 1025 ports."""
     if not text:
         return None
-    a, _, b = text.partition("-")
-    if not (a.isdigit() and (b or a).isdigit()) or not 0 < int(a) <= int(b or a) < 65536:
-        raise LLMError("BAD_ARGUMENT", f"--ports wants FIRST-LAST, e.g. 8080-8092, got {text!r}")
-    return int(a), int(b or a)
+    import re
+    from .config import check_number
+    m = re.fullmatch(r"\s*([0-9]{1,5})\s*(?:-\s*([0-9]{1,5})\s*)?", text)
+    if not m:
+        raise LLMError("BAD_ARGUMENT", f"--ports wants FIRST-LAST (1-65535), e.g. 8080-8092, got {text!r}")
+    a, b = (check_number("discover.port", int(g), label="--ports") for g in (m.group(1), m.group(2) or m.group(1)))
+    if a > b:
+        raise LLMError("BAD_ARGUMENT", f"--ports wants FIRST-LAST with FIRST <= LAST, got {text!r}")
+    if b - a > 1024:
+        raise LLMError("BAD_ARGUMENT", f"--ports {text} spans {b - a + 1} ports; scan at most 1025 at a time")
+    return a, b
 
 
 def discover_rows(session, ports: tuple[int, int] | None, host: str | None) -> list[tuple[Any, ...]]:
@@ -153,6 +175,9 @@ def cmd_discover(magics, rest: list[str]) -> None:
     p.add_argument("--host")
     args = p.parse_args(rest)
     ports = _port_range(args.ports)
+    if args.host is not None:
+        from .config import check_host
+        args.host = check_host(args.host)
     rows = discover_rows(magics.session, ports, args.host)
     if not rows:
         lo, hi = ports or magics.session.config.local_scan

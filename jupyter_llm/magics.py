@@ -3,6 +3,7 @@ coded line (IPython UsageError, no traceback)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import shlex
 from typing import Any
@@ -26,6 +27,9 @@ COMMANDS: dict[str, str] = {
     "serve": ".local_magics:cmd_serve",
     "servers": ".local_magics:cmd_servers",
     "stop": ".local_magics:cmd_stop",
+    "jobs": ".batch_face:cmd_jobs",
+    "collect": ".batch_face:cmd_collect",
+    "cancel": ".batch_face:cmd_cancel",
     "offline": ".control_magics:cmd_offline",
     "alias": ".control_magics:cmd_alias",
     "config": ".control_magics:cmd_config",
@@ -43,7 +47,7 @@ HELP = """\
 %llm providers            every provider: configured?, auth, credential source, health
 %llm discover [--ports 8080-8092] [--host 127.0.0.1]   find llama.cpp servers and Ollama (remembered)
 %llm serve PATH.gguf [--port N] [--ctx N] [--alias NAME] [--gpu-layers N]   start llama.cpp in this kernel
-%llm servers              servers this kernel started: port, model, pid, memory, slots
+%llm servers              servers this kernel started (port, model, pid, memory, slots) and the [local] pool
 %llm stop PORT|all        stop servers this kernel started (they also stop with the kernel)
 %llm login PROVIDER [--method api_key|gateway|command] [--no-check]  check a secret live, then store it in the OS keyring
 %llm logout PROVIDER      delete the stored secret
@@ -60,6 +64,9 @@ HELP = """\
 %llm usage [--today|--month] [--notebook [PATH]]   tokens and cost: this session, or from the history
 %llm budget [PROVIDER] [session|daily|monthly] USD|off   spend caps (no arguments: caps and what is spent)
 %llm fallback T1 T2 ...|off   targets tried in order when the active one fails
+%llm jobs [-n N]          provider batch jobs: id, target, rows, state, submitted, cost estimate
+%llm collect JOB [-o NAME]   wait for a batch job, then its rows as a DataFrame (cached for re-runs)
+%llm cancel JOB           cancel a batch job (finished rows are kept)
 %llm continue [--max-tokens N]  carry the last (truncated) answer on; _llm holds the joined text
 %llm explain [N] [--target T]   explain the last error (or cell N's) with its traceback and source
 %llm fix [N] [--target T]       ask for the corrected cell and insert it below
@@ -70,7 +77,7 @@ HELP = """\
       [--schema NAME] [--attach PATH] [--dry-run [--show]]
 PROMPT with {variables} from the namespace ({{ }} for literal braces; {Err[n]}: cell n's error)
 %%llm --map DATA [TARGET | --compare T1 T2 ...] [--schema NAME] [--workers N] [--stop-on-error]
-      [--attach PATH] [--dry-run [--show]] [-o NAME]
+      [--attach PATH] [--dry-run [--show]] [-o NAME] [--batch [TARGET]]
 TEMPLATE per row: {row.col} {row["col"]} {item} {index}; result DataFrame in _llm_map"""
 
 
@@ -101,6 +108,7 @@ def _cell_parser() -> _Parser:
     cache = p.add_mutually_exclusive_group()
     cache.add_argument("--no-cache", dest="cache", action="store_false", default=None)
     cache.add_argument("--cache", dest="cache", action="store_true", default=None)
+    p.add_argument("--batch", nargs="?", const=True, default=None, metavar="TARGET")  # batch.py: one provider batch job
     p.add_argument("--map", metavar="DATA")              # mapping.py: the body is a template per row
     p.add_argument("--schema", metavar="NAME")           # schema.py: structured output
     p.add_argument("--workers", type=int)
@@ -113,9 +121,49 @@ def _cell_parser() -> _Parser:
 
 def _split(line: str) -> list[str]:
     try:
-        return shlex.split(line)
+        words = shlex.split(line)
     except ValueError as exc:
         raise LLMError("BAD_ARGUMENT", f"cannot parse options: {exc}") from None
+    for word in words:
+        _text_ok(word, "an option")
+    return words
+
+
+def _text_ok(text: str, what: str, *, nul_ok: bool = False) -> str:
+    """Refuse text that cannot be sent (lone surrogates; NUL in an option) with one BAD_ARGUMENT naming `what`."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise LLMError("BAD_ARGUMENT", f"{what} holds a lone surrogate character ({exc.object[exc.start]!r} "
+                       f"at position {exc.start}); nothing was sent", hint="it cannot be encoded as UTF-8") from None
+    if "\x00" in text and not nul_ok:
+        raise LLMError("BAD_ARGUMENT", f"{what} holds a NUL character; nothing was sent")
+    return text
+
+
+INTERNAL = "internal error"   # the fuzz guard asserts this never shows: each case gets its own code
+
+
+@contextlib.contextmanager
+def _one_line(what: str):
+    """Whatever goes wrong becomes one UsageError line (no traceback), scrubbed of known secrets:
+    an LLMError shows its code; an interrupt says nothing was lost; any other exception is a bug,
+    shown as one line naming it (the traceback goes to the debug log)."""
+    from .redact import scrub
+    try:
+        yield
+    except UsageError as exc:
+        raise UsageError(scrub(str(exc))) from None
+    except LLMError as exc:
+        raise UsageError(scrub(exc.line())) from None
+    except KeyboardInterrupt:
+        raise UsageError(f"interrupted: {what} stopped") from None
+    except Exception as exc:
+        import logging
+        logging.getLogger("jupyter_llm").debug("%s failed", what, exc_info=True)
+        detail = scrub(f"{type(exc).__name__}: {exc}")[:300]
+        raise UsageError(f"PROVIDER_ERROR: {INTERNAL} in jupyter-llm ({detail}); "
+                         "please report it with the line you ran") from None
 
 
 @magics_class
@@ -130,29 +178,30 @@ class LLMMagics(Magics):
     @cell_magic("llm")
     def llm_cell(self, line: str, cell: str):
         """Send the cell as a prompt to the active target (or TARGET) and stream the answer. See %llm help."""
-        try:
+        with _one_line("%%llm"):
             return self._cell(line, cell)
-        except LLMError as exc:
-            raise UsageError(exc.line()) from None
 
     def _cell(self, line: str, cell: str):
         args = _cell_parser().parse_args(_split(line))
-        if args.output is not None and not args.output.isidentifier():
+        import keyword
+        if args.output is not None and (not args.output.isidentifier() or keyword.iskeyword(args.output)):
             raise LLMError("BAD_ARGUMENT", f"-o needs a variable name, got {args.output!r}")
         fmt = args.format or ("code" if args.insert else self.session.settings.get("format") or "markdown")
         if args.insert and fmt != "code":
             raise LLMError("BAD_ARGUMENT", "--insert works with -f code only")
-        if args.temperature is not None or args.max_tokens is not None:
-            from .config import coerce_setting
-            if args.temperature is not None:
-                coerce_setting("temperature", args.temperature)
-            if args.max_tokens is not None:
-                coerce_setting("max_tokens", args.max_tokens)
+        from .config import check_number
+        if args.temperature is not None:
+            args.temperature = check_number("temperature", args.temperature, label="-t/--temperature")
+        if args.max_tokens is not None:
+            args.max_tokens = check_number("max_tokens", args.max_tokens, label="--max-tokens")
         if not cell.strip():
             raise LLMError("BAD_ARGUMENT", "the cell is empty: write the prompt below %%llm")
+        _text_ok(cell, "the cell", nul_ok=True)
         if args.map is not None:
             from .mapcell import map_cell
             return map_cell(self, args, cell)
+        if args.batch is not None:
+            raise LLMError("BAD_ARGUMENT", "--batch works with --map DATA (one provider batch job for the rows)")
         if args.workers is not None or args.stop_on_error:
             raise LLMError("BAD_ARGUMENT", "--workers and --stop-on-error work with --map DATA")
         if args.dry_run and args.show:
@@ -168,24 +217,48 @@ class LLMMagics(Magics):
         prompt, extra = mark_content(prompt, extra, cell, self.shell.user_ns)  # protected values: local targets only
         params = dict(system=args.system, temperature=args.temperature, max_tokens=args.max_tokens)
         if args.compare:
-            if args.target:
-                raise LLMError("BAD_ARGUMENT", "give targets after --compare only, not before it")
-            from .compare import run_compare
-            return run_compare(self.session, prompt, args.compare, fmt=fmt, new=args.new, cache=args.cache,
-                               shell=self.shell, **params, **extra)
+            return self._compare(args, prompt, fmt, params, extra)
         from .answer import answer
         return answer(self, prompt, target=args.target, fmt=fmt, stream=not args.no_stream, output=args.output,
-                      insert=args.insert, new=args.new, no_history=args.no_history, cache=args.cache, **params, **extra)
+                      insert=args.insert, new=args.new, no_history=args.no_history, cache=args.cache,
+                      on_response=self._keep, **params, **extra)
+
+    def _keep(self, response) -> None:
+        """`_llm` gets the answer as soon as it has arrived, before the history row is written."""
+        self.shell.user_ns["_llm"] = response
+
+    def _compare(self, args, prompt: str, fmt: str, params: dict, extra: dict):
+        """`--compare`: every %%llm option is honoured or refused here (SPEC 5)."""
+        if args.target:
+            raise LLMError("BAD_ARGUMENT", "give targets after --compare only, not before it")
+        if args.insert:
+            raise LLMError("BAD_ARGUMENT", "--insert puts one answer into a new cell; --compare has one per target",
+                           hint="drop --insert, or use -o NAME and pick an answer from the list")
+        # --no-history is honoured by construction: a compare never touches the conversation.
+        from .compare import run_compare
+        kwargs = dict(fmt=fmt, new=args.new, cache=args.cache, shell=self.shell, **params, **extra)
+        if args.no_stream:
+            kwargs["stream"] = False
+        results = run_compare(self.session, prompt, args.compare, **kwargs)
+        if fmt in ("json", "code") and extra.get("schema") is None:   # a schema already set .value
+            from .render import extract_code, parse_json
+            for r in results:
+                if r.ok and not r.incomplete and r.text:
+                    try:
+                        r.value = parse_json(r.text) if fmt == "json" else extract_code(r.text)[1]
+                    except (ValueError, RecursionError):
+                        pass
+        if args.output:
+            self.shell.user_ns[args.output] = results
+        return results
 
     # ---- %llm ----
     @line_magic("llm")
     def llm_line(self, line: str):
         """Control jupyter-llm: status, use, models, providers, discover, login, logout, set, reset,
         history, usage, budget, fallback, help. See %llm help."""
-        try:
+        with _one_line("%llm"):
             return self._line(line)
-        except LLMError as exc:
-            raise UsageError(exc.line()) from None
 
     def _line(self, line: str):
         words = _split(line)
@@ -274,18 +347,25 @@ class LLMMagics(Magics):
                 expiry = input("token lifetime in hours (optional): ").strip()
                 if expiry:
                     import time
+                    import math
                     try:
-                        extra["expiry"] = time.time() + float(expiry) * 3600
+                        hours = float(expiry)
                     except ValueError:
-                        raise LLMError("BAD_ARGUMENT", f"lifetime must be a number of hours, got {expiry!r}") from None
+                        hours = math.nan
+                    if not math.isfinite(hours) or not 0 < hours <= 24 * 366:
+                        raise LLMError("BAD_ARGUMENT", f"lifetime must be a number of hours (0-8784), got {expiry!r}")
+                    extra["expiry"] = time.time() + hours * 3600
                 secret = getpass.getpass("bearer token (hidden): ")
             else:
                 secret = input("command that prints a token (e.g. gcloud auth print-access-token): ").strip()
+        except (KeyboardInterrupt, EOFError):
+            raise LLMError("BAD_ARGUMENT", f"login cancelled: nothing was stored for {args.provider}") from None
         except Exception as exc:  # StdinNotImplementedError outside an interactive front end
             if isinstance(exc, LLMError):
                 raise
             raise LLMError("BAD_ARGUMENT", "login needs an interactive prompt, and this front end has none",
                            hint="set the provider's environment variable instead") from None
+        _text_ok(secret, "the secret")
         verdict = self.session.login(args.provider, secret.strip(), method=args.method, check=not args.no_check, **extra)
         checked = f"{verdict[0]} ({verdict[1]}); " if verdict else ("not checked; " if args.no_check else "")
         print(f"{checked}stored the {args.provider} credential in the OS keyring ({args.method})")

@@ -46,6 +46,8 @@ def map_cell(magics, args, cell: str):
     except ImportError:
         raise LLMError("BAD_ARGUMENT", "--map returns a pandas DataFrame: pip install pandas") from None
     from .mapping import DryRun, map_rows
+    if args.batch is not None:
+        return _batch_cell(magics, args, cell, data, schema)
     result = map_rows(magics.session, cell, data, target=args.target, schema=schema, workers=args.workers,
                       compare=args.compare, namespace=magics.shell.user_ns, system=args.system,
                       temperature=args.temperature, max_tokens=args.max_tokens, attach=args.attach or (),
@@ -59,4 +61,39 @@ def map_cell(magics, args, cell: str):
     if result.attrs.get("interrupted"):
         raise UsageError(f"interrupted: {result.attrs['summary_line']}; the finished rows are kept in _llm_map"
                          + (f" and {args.output}" if args.output else ""))
+    return None
+
+
+def _batch_cell(magics, args, cell: str, data: Any, schema: Any):
+    """`%%llm --map DATA --batch [TARGET]`: the rows as one provider batch job (batch.py), waited for with a
+    progress line; Ctrl-C stops waiting and says how to collect the job later."""
+    from IPython.core.error import UsageError
+    from IPython.display import display
+    from .batch import map_batch
+    from .batch_face import _Progress
+    from .mapping import DryRun
+    target = args.batch if isinstance(args.batch, str) else args.target
+    if isinstance(args.batch, str) and args.target:
+        raise LLMError("BAD_ARGUMENT", f"two targets: {args.target} and --batch {args.batch}; give one")
+    if args.compare or args.workers is not None or args.stop_on_error:
+        raise LLMError("BAD_ARGUMENT", "--batch sends one job to one target: --compare, --workers and "
+                       "--stop-on-error do not apply")
+    progress = _Progress()
+    try:
+        result = map_batch(magics.session, cell, data, target=target, schema=schema, namespace=magics.shell.user_ns,
+                           system=args.system, temperature=args.temperature, max_tokens=args.max_tokens,
+                           attach=args.attach or (), cache=args.cache, dry_run=args.dry_run, on_status=progress)
+    except KeyboardInterrupt:
+        ref = progress.job_id or next((j["id"] for j in magics.session.store.jobs(5)
+                                       if j["session_id"] == magics.session.id), "JOB")
+        raise UsageError(f"stopped waiting: batch job {ref} goes on at the provider; %llm collect {ref}"
+                         + (f" -o {args.output}" if args.output else "") + " gets its rows (or %llm cancel "
+                         f"{ref})") from None
+    if isinstance(result, DryRun):
+        return result
+    print(result.attrs.get("summary_line", ""))
+    magics.shell.user_ns["_llm_map"] = result
+    if args.output:
+        magics.shell.user_ns[args.output] = result
+    display(result.head(HEAD_ROWS))
     return None

@@ -384,6 +384,10 @@ def map_rows(session, template: str, data: Any, target=None, schema: Any = None,
     if dry_run:
         return DryRun(plan, estimates)
     check_budget(session, plan, targets, estimates)
+    from .pool import is_pool
+    if len(targets) == 1 and is_pool(targets[0]):  # [local] pool: rows spread over its servers by slots
+        from .pool import map_plan
+        return map_plan(session, plan, targets[0], use_cache=use_cache, labels=labels, progress=progress)
     try:
         pool = {str(t): workers or default_workers(session, t) for t in targets}
         bar = MapProgress(len(plan) * len(targets), rich=progress) if progress is not False else None

@@ -15,6 +15,7 @@ import threading
 from typing import Any, Callable
 
 import ipywidgets as w
+from traitlets import Unicode
 
 from .errors import LLMError
 from .providers import mask, provider_ids, spec_for
@@ -31,6 +32,17 @@ METHODS = ("api_key", "gateway", "command")
 PLACEHOLDER = {"api_key": "API key", "gateway": "bearer token", "command": "command that prints a token"}
 
 _live: dict[str, "Panel"] = {}   # session id -> the panel on show (a new one closes the old one)
+
+
+class SecretField(w.Password):
+    """A password box whose typed value is never echoed over iopub: ipywidgets 8 sends every value a
+    frontend sets back to all frontends (`echo_update`) unless the trait opts out, as this one does."""
+    value = Unicode("", help="the typed secret (taken out at once; never echoed)").tag(sync=True, echo_update=False)
+
+
+class QuietText(w.Text):
+    """A text box not echoed over iopub either (a gateway URL may carry user:password)."""
+    value = Unicode("", help="the typed text (never echoed)").tag(sync=True, echo_update=False)
 
 
 def show_panel(session) -> None:
@@ -104,9 +116,9 @@ class Panel(LocalRows):
         self.test = w.Button(description="Test connection", icon="plug", tooltip="live health check of this target")
         self.method = w.Dropdown(options=METHODS, value="api_key", description="auth", style=wide,
                                  layout=w.Layout(width="160px"))
-        self.secret = w.Password(placeholder=PLACEHOLDER["api_key"], continuous_update=False,
+        self.secret = SecretField(placeholder=PLACEHOLDER["api_key"], continuous_update=False,
                                  layout=w.Layout(width="260px"))
-        self.gateway_url = w.Text(placeholder="gateway base URL", layout=w.Layout(width="220px", display="none"))
+        self.gateway_url = QuietText(placeholder="gateway base URL", layout=w.Layout(width="220px", display="none"))
         self.save = w.Button(description="Save key", icon="key", tooltip="store in the OS keyring; the field is cleared")
         self.status = w.HTML()
         self.message = w.HTML()
@@ -179,7 +191,8 @@ class Panel(LocalRows):
     def _say(self, text: str, *, error: bool = False, warn: bool = False) -> None:
         color = "var(--jp-error-color1, #d32f2f)" if error else ("var(--jp-warn-color1, #b26a00)" if warn else "inherit")
         mark = "✗ " if error else ""
-        self.message.value = f"<span style='color:{color}'>{html.escape(mark + text)}</span>" if text else ""
+        from .redact import scrub
+        self.message.value = f"<span style='color:{color}'>{html.escape(scrub(mark + text))}</span>" if text else ""
 
     # ---- reading the session (slow parts cached) ----
     def _scan(self, force: bool = False) -> list:
@@ -381,6 +394,8 @@ class Panel(LocalRows):
         value = change["new"]
         if not value:
             return
+        from .redact import register
+        register(value)              # masked by value everywhere from now on
         self._pending = value
         self.secret.value = ""
         self._say(f"key received ({mask(value)}): press Save key to store it in the keyring")
@@ -442,6 +457,7 @@ class Panel(LocalRows):
         extra = {}
         if self.method.value == "gateway" and self.gateway_url.value.strip():
             extra["base_url"] = self.gateway_url.value.strip()
+            self.gateway_url.value = ""   # it may hold user:password; the keyring has it now
         verdict = self.session.login(provider, secret, method=self.method.value, check=True, **extra)
         self._health.pop(provider, None)
         self._models.pop(provider, None)

@@ -2,6 +2,7 @@
 
 Only fields that look like Python format fields are filled (no expressions are evaluated);
 `{{` and `}}` give literal braces; JSON, code and other brace text pass through untouched.
+Text that cannot be sent (a lone surrogate) is refused naming the variable it came from.
 """
 from __future__ import annotations
 
@@ -58,15 +59,40 @@ def interpolate(template: str, namespace: Mapping[str, Any], convert: Callable[[
             raise LLMError("BAD_ARGUMENT", f"{{{field}}}: no key {exc.args[0]!r}; nothing was sent") from None
         except (AttributeError, IndexError, TypeError) as exc:
             raise LLMError("BAD_ARGUMENT", f"{{{field}}}: {exc}; nothing was sent") from None
+        except Exception as exc:  # a property or __getitem__ of the user's object raised
+            raise LLMError("BAD_ARGUMENT", f"{{{field}}}: {type(exc).__name__}: {exc}; nothing was sent") from None
         if convert is not None and not conv and not spec:
-            text = convert(value)
+            try:
+                text = convert(value)
+            except LLMError:
+                raise
+            except Exception as exc:  # e.g. a DataFrame whose rendering fails
+                raise LLMError("BAD_ARGUMENT", f"{{{field}}}: {type(exc).__name__}: {exc}; nothing was sent") from None
             if text is not None:
-                return text
-        if conv:
-            value = _formatter.convert_field(value, conv[1])
+                return _sendable(text, f"{{{field}}}")
         try:
-            return format(value, spec)
+            if conv:
+                value = _formatter.convert_field(value, conv[1])
+            text = format(value, spec)
         except (ValueError, TypeError) as exc:
             raise LLMError("BAD_ARGUMENT", f"{{{field}:{spec}}}: {exc}; nothing was sent") from None
+        except Exception as exc:  # the object's __format__/__str__/__repr__ raised
+            raise LLMError("BAD_ARGUMENT", f"{{{field}}}: formatting it raised {type(exc).__name__}: {exc}; "
+                           "nothing was sent") from None
+        if not isinstance(text, str):
+            raise LLMError("BAD_ARGUMENT", f"{{{field}}}: its __format__ returned {type(text).__name__}, not text")
+        _sendable(text, f"{{{field}}}")
+        return text
 
-    return _FIELD.sub(fill, template)
+    return _sendable(_FIELD.sub(fill, template), "the prompt")
+
+
+def _sendable(text: str, what: str) -> str:
+    """Text that can go on the wire as UTF-8 JSON: no lone surrogates (BAD_ARGUMENT naming `what`)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise LLMError("BAD_ARGUMENT", f"{what} holds a lone surrogate character ({exc.object[exc.start]!r} at "
+                       f"position {exc.start}) that cannot be encoded as UTF-8; nothing was sent",
+                       hint="clean it, e.g. s.encode('utf-8', 'replace').decode()") from None
+    return text

@@ -68,7 +68,8 @@ class TokenBucket:
 
     def __init__(self, rpm: float | None, tpm: float | None, clock: Callable[[], float] = time.monotonic):
         self.rates = {"req": (rpm or 0) / 60.0, "tok": (tpm or 0) / 60.0}
-        self.caps = {"req": rpm or 0, "tok": tpm or 0}
+        # A bucket must hold at least one request, else a rate below 1/min would wait forever.
+        self.caps = {"req": max(rpm, 1.0) if rpm else 0, "tok": tpm or 0}
         self.level = dict(self.caps)
         self.clock = clock
         self.stamp = clock()

@@ -2,7 +2,10 @@
 
 Nothing here may break a user's cell: a store that cannot be opened or written logs one warning and
 then answers with empty results. One connection shared by threads behind a lock; WAL so that
-several kernels can use the same file.
+several kernels can use the same file. Exchanges go through a write queue (`submit`): a locked or
+full database is retried in the background for a bounded time, and the caller learns from the
+returned `Ticket` whether the row was recorded, so it can say so. Every text stored is scrubbed of
+known secrets; a cache row that does not decode to a valid record is a miss (and is removed).
 """
 from __future__ import annotations
 
@@ -19,12 +22,15 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 if TYPE_CHECKING:
     from .events import Response
 
-__all__ = ["Store", "default_store", "EXCHANGE_FIELDS", "FILENAME"]
+from .writequeue import Ticket, report_write  # noqa: E402,F401  (re-exported: the queue of this store)
+
+__all__ = ["Store", "Ticket", "default_store", "report_write", "EXCHANGE_FIELDS", "FILENAME"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 FILENAME = "history.sqlite3"
+STORE_ERRORS = _STORE_ERRORS = (sqlite3.Error, OSError, ValueError, TypeError, OverflowError, RecursionError)
 SCHEMA_VERSION = 2
 EXCHANGE_FIELDS = ("time", "session_id", "target", "answered_by", "prompt", "response", "input_tokens",
                    "output_tokens", "cost", "latency", "ttft", "status", "incomplete", "cached", "finish_reason",
@@ -48,6 +54,29 @@ CREATE TABLE IF NOT EXISTS holds (
 CREATE INDEX IF NOT EXISTS holds_time ON holds(time);
 """
 _BOOL_FIELDS = ("incomplete", "cached", "truncated", "replayed")
+# Provider batch jobs (batch.py): written at submit time so an interrupt or a restart loses nothing.
+_JOBS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    provider_job_id TEXT,
+    provider TEXT,
+    target TEXT,
+    time REAL NOT NULL,
+    state TEXT NOT NULL,
+    n_rows INTEGER,
+    n_sent INTEGER,
+    estimate REAL,
+    detail TEXT,
+    session_id TEXT,
+    notebook TEXT,
+    finished REAL,
+    collected REAL,
+    spec TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_time ON jobs(time);
+"""
+JOB_FIELDS = ("id", "provider_job_id", "provider", "target", "time", "state", "n_rows", "n_sent", "estimate",
+              "detail", "session_id", "notebook", "finished", "collected", "spec")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS exchanges (
@@ -89,7 +118,61 @@ CREATE TABLE IF NOT EXISTS cache (
 
 
 def _json(value: Any) -> str:
-    return json.dumps(value, default=str, ensure_ascii=False)
+    from .redact import scrub
+    return scrub(json.dumps(value, default=str, ensure_ascii=False))
+
+
+_NUMBER_FIELDS = {"time": float, "input_tokens": int, "output_tokens": int, "cost": float, "latency": float,
+                  "ttft": float}
+
+
+def _clean_row(d: dict) -> dict:
+    """A history row with the types readers expect; a value another writer garbled becomes None."""
+    import math
+    for key, kind in _NUMBER_FIELDS.items():
+        v = d.get(key)
+        if v is None:
+            continue
+        try:
+            v = kind(v)
+            if isinstance(v, float) and (not math.isfinite(v) or (key == "time" and not 0 <= v < 32503680000)):
+                v = None
+        except (TypeError, ValueError, OverflowError):
+            v = None
+        d[key] = v
+    for key in _BOOL_FIELDS:
+        d[key] = bool(d.get(key)) if not isinstance(d.get(key), (bytes, str)) else d.get(key) not in ("", b"", "0")
+    for key in ("target", "answered_by", "prompt", "response", "status", "finish_reason", "session_id"):
+        v = d.get(key)
+        if isinstance(v, bytes):
+            d[key] = v.decode("utf-8", "replace")
+        elif v is not None and not isinstance(v, str):
+            d[key] = str(v)
+    d["status"] = d.get("status") or "?"
+    d["target"] = d.get("target") or "?"
+    return d
+
+
+def _valid_cache_record(value: Any) -> bool:
+    """A cache record the session can replay: a dict with text, usage counts and short strings."""
+    if not isinstance(value, dict) or not isinstance(value.get("text"), str):
+        return False
+    usage = value.get("usage")
+    if usage is not None:
+        if not isinstance(usage, dict):
+            return False
+        for key in ("input_tokens", "output_tokens"):
+            n = usage.get(key, 0)
+            if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n < 2 ** 53:
+                return False
+    for key in ("finish_reason", "answered_by", "target"):
+        if value.get(key) is not None and not isinstance(value.get(key), str):
+            return False
+    try:
+        value["text"].encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class Store:
@@ -102,6 +185,9 @@ class Store:
         self._conn: sqlite3.Connection | None = None
         self._disabled: str | None = None   # why the file could not be opened
         self._warned = False
+        self._tls = threading.local()        # .strict: raise database errors instead of degrading
+        from .writequeue import WriteQueue
+        self.writes = WriteQueue(self)
 
     def __repr__(self) -> str:
         state = "disabled" if self._disabled else ("open" if self._conn else "closed")
@@ -128,6 +214,7 @@ class Store:
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.executescript(_SCHEMA)
                 _migrate(conn)
+                conn.executescript(_JOBS_SCHEMA)
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             except Exception:
                 conn.close()
@@ -145,7 +232,9 @@ class Store:
         with self._lock:
             try:
                 return fn(self._connect())
-            except (sqlite3.Error, OSError, ValueError, TypeError) as exc:
+            except _STORE_ERRORS as exc:
+                if getattr(self._tls, "strict", False):
+                    raise
                 if not self._warned:
                     self._warned = True
                     log.warning("jupyter-llm history at %s unavailable (%s: %s); carrying on without it. "
@@ -175,6 +264,10 @@ class Store:
         row = {k: fields.get(k) for k in EXCHANGE_FIELDS}
         row["time"] = float(row["time"]) if row["time"] is not None else time.time()
         row["status"] = row["status"] or "ok"
+        from .redact import scrub
+        for key, value in row.items():
+            if isinstance(value, str):
+                row[key] = scrub(value)
         for key in _BOOL_FIELDS:
             row[key] = 1 if row[key] else 0
         cols = ", ".join(EXCHANGE_FIELDS)
@@ -188,13 +281,14 @@ class Store:
         return self._run("record", insert, 0)
 
     def record_response(self, response: "Response", prompt: str, session_id: str | None = None, *,
-                        provider: str | None = None, model: str | None = None) -> int:
+                        provider: str | None = None, model: str | None = None, cell: Any = None) -> int:
         """Append the exchange that produced `response` (an events.Response); returns its id or 0.
 
         `provider`/`model` say who is charged (default: read from `answered_by`); the notebook path and
         cell id come from `cellinfo.current()` (the cell running now)."""
         from . import cellinfo
-        cell = cellinfo.current()
+        if cell is None:
+            cell = cellinfo.current()
         if provider is None:
             provider, model = split_target(response.answered_by or response.target)
         if response.error is not None:
@@ -333,20 +427,65 @@ class Store:
         """The last `n` exchanges (of one session, if given), oldest first and newest last."""
         if n is None or n <= 0:
             return []
+        n = min(int(n), 2 ** 62)   # SQLite integers are 64-bit; larger means "all of them"
+        if not self.writes.in_writer():
+            self.flush(2.0)        # read your own writes: let queued rows land first (bounded)
 
         def select(conn: sqlite3.Connection) -> list[dict]:
             where, args = ("WHERE session_id = ?", [session_id]) if session_id is not None else ("", [])
             rows = conn.execute(f"SELECT * FROM exchanges {where} ORDER BY id DESC LIMIT ?", [*args, int(n)])
             out = []
             for r in rows.fetchall():
-                d = dict(r)
-                for key in _BOOL_FIELDS:
-                    d[key] = bool(d[key])
-                out.append(d)
+                out.append(_clean_row(dict(r)))
             out.reverse()
             return out
 
         return self._run("history", select, [])
+
+    # ---- write queue (writequeue.py) -------------------------------------------------------
+
+    def submit(self, what: str, write: Callable[[], Any]) -> "Ticket":
+        """Queue `write` (a call of a record method); a background thread retries a locked or full
+        database for up to `retry_for` seconds. Never blocks the caller."""
+        return self.writes.submit(what, write)
+
+    def submit_response(self, response: "Response", prompt: str, session_id: str | None = None, *,
+                        provider: str | None = None, model: str | None = None,
+                        release: list[int] | tuple[int, ...] = ()) -> "Ticket":
+        """Queue the exchange of `response` for the history (see `submit`); the cell is taken now (the
+        write may run when the next cell has started). `release`: budget holds to drop once it is in."""
+        from dataclasses import replace
+
+        from . import cellinfo
+        cell = cellinfo.current()
+        if not cell.notebook:
+            cell = replace(cell, notebook=cellinfo.notebook_path())
+
+        def write() -> int:
+            row = self.record_response(response, prompt, session_id, provider=provider, model=model, cell=cell)
+            if release:
+                try:
+                    self.release(*release)
+                except STORE_ERRORS:   # the row is in; a hold left behind expires on its own
+                    log.debug("could not release budget holds %s", release)
+            return row
+
+        return self.submit("exchange", write)
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait up to `timeout` s for queued writes to land; True if none is left."""
+        return self.writes.flush(timeout)
+
+    def take_lost(self) -> list:
+        return self.writes.take_lost()
+
+    @property
+    def retry_for(self) -> float:
+        return self.writes.retry_for
+
+    @retry_for.setter
+    def retry_for(self, seconds: float) -> None:
+        self.writes.retry_for = seconds
 
     # ---- events ---------------------------------------------------------------------------
 
@@ -363,6 +502,8 @@ class Store:
         """The last `n` events (optionally of one kind / session), newest last, detail decoded."""
         if n is None or n <= 0:
             return []
+        if not self.writes.in_writer():
+            self.flush(2.0)        # read your own writes (bounded)
 
         def select(conn: sqlite3.Connection) -> list[dict]:
             clauses, args = [], []
@@ -396,13 +537,22 @@ class Store:
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
     def cache_get(self, key: str) -> dict | None:
-        """The cached response record for `key`, or None."""
+        """The cached response record for `key`, or None (also for a row that is not a valid record)."""
+        if self.writes.pending() and not self.writes.in_writer():
+            self.flush(1.0)   # an answer queued for the cache a moment ago counts
         def select(conn: sqlite3.Connection) -> dict | None:
             row = conn.execute("SELECT response FROM cache WHERE key = ?", [key]).fetchone()
             if row is None:
                 return None
-            value = json.loads(row[0])
-            return value if isinstance(value, dict) else None
+            try:
+                value = json.loads(row[0])
+            except (ValueError, TypeError, RecursionError):
+                value = None
+            if _valid_cache_record(value):
+                return value
+            log.debug("cache row %s is not a valid record; treated as a miss and removed", key[:12])
+            conn.execute("DELETE FROM cache WHERE key = ?", [key])
+            return None
 
         return self._run("cache read", select, None)
 
@@ -423,6 +573,46 @@ class Store:
             return conn.execute("DELETE FROM cache").rowcount
 
         return self._run("cache clear", delete, 0)
+
+    # ---- batch jobs (batch.py) ----------------------------------------------------------------
+
+    def job_put(self, **fields: Any) -> bool:
+        """Insert or update one job (fields as JOB_FIELDS; `spec` is JSON-encoded here); False if not written."""
+        row = {k: v for k, v in fields.items() if k in JOB_FIELDS}
+        if "spec" in row and not isinstance(row["spec"], str):
+            row["spec"] = _json(row["spec"])
+        cols = ", ".join(row)
+
+        def upsert(conn: sqlite3.Connection) -> bool:
+            updates = ", ".join(f"{k} = ?" for k in row if k != "id")
+            changed = conn.execute(f"UPDATE jobs SET {updates} WHERE id = ?",
+                                   [v for k, v in row.items() if k != "id"] + [row["id"]]).rowcount if updates else 0
+            if not changed:
+                conn.execute(f"INSERT INTO jobs ({cols}) VALUES ({', '.join('?' for _ in row)})", list(row.values()))
+            return True
+
+        return self._run("job write", upsert, False)
+
+    def job_get(self, ref: str) -> dict | None:
+        """One job by our id or the provider's job id, with `spec` decoded; None when unknown."""
+        def select(conn: sqlite3.Connection) -> dict | None:
+            row = conn.execute("SELECT * FROM jobs WHERE id = ? OR provider_job_id = ?", [ref, ref]).fetchone()
+            if row is None:
+                return None
+            d = dict(row)
+            d["spec"] = json.loads(d["spec"]) if d.get("spec") else {}
+            return d
+
+        return self._run("job read", select, None)
+
+    def jobs(self, n: int = 50) -> list[dict]:
+        """The last `n` jobs, newest first, without their row specs."""
+        cols = ", ".join(f for f in JOB_FIELDS if f != "spec")
+
+        def select(conn: sqlite3.Connection) -> list[dict]:
+            return [dict(r) for r in conn.execute(f"SELECT {cols} FROM jobs ORDER BY time DESC LIMIT ?", [int(n)])]
+
+        return self._run("jobs", select, [])
 
 
 def split_target(text: str | None) -> tuple[str | None, str | None]:

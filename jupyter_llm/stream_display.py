@@ -71,10 +71,14 @@ class StreamRenderer:
     # ---- display primitives ----
     def _display(self, data: dict[str, Any]):
         from IPython.display import display
+        from .redact import scrub_deep   # a known secret echoed by a model is masked (redact.py)
+        data = scrub_deep(data)
         self._count(data)
         return display(data, raw=True, display_id=True)
 
     def _update(self, handle, data: dict[str, Any]) -> None:
+        from .redact import scrub_deep
+        data = scrub_deep(data)
         self._count(data)
         handle.update(data, raw=True)
 
@@ -115,7 +119,8 @@ class StreamRenderer:
 
     def _text(self, text: str) -> None:
         if not self.rich:
-            sys.stdout.write(text)
+            from .redact import scrub
+            sys.stdout.write(scrub(text))
             sys.stdout.flush()
             self.printed += len(text)
             return
@@ -241,7 +246,8 @@ class StreamRenderer:
         if self.printed and not text.endswith("\n"):
             sys.stdout.write("\n")
         elif not self.printed and text:
-            print(text)
+            from .redact import scrub
+            print(scrub(text))
         end = foot.end_bundle(response, footer=self.footer)
         if end is not None:
             print(end["text/plain"])

@@ -24,6 +24,8 @@ def html_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], caption: s
 def show_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], caption: str = "") -> None:
     """Display a table: rich HTML where the front end renders it, text otherwise."""
     from IPython.display import display
+    from .redact import scrub_deep
+    rows, caption = scrub_deep([list(r) for r in rows]), scrub_deep(caption)  # no known secret is shown
     text = text_table(headers, rows)
     if caption:
         text = caption + "\n" + text

@@ -73,6 +73,11 @@ def _parse_local(raw: str, rest: str, config: "Config | None") -> Target:
         named = config.local_name(port) if config is not None else None
         return Target("local", alias or named, port)
     names = config.local_names() if config is not None else {}
+    if head == "pool" and not slash and head not in names:  # [local] pool: see pool.py
+        if config is not None and not config.local_pool:
+            raise LLMError("BAD_ARGUMENT", f"{raw!r} needs a [local] pool in the config",
+                           hint='add [local] pool = ["127.0.0.1:8080", "other-host:8080"]')
+        return Target("local", "pool")
     if head in names and not slash:
         return Target("local", head, names[head])
     known = ", ".join(f"local:{n}" for n in names) or "none yet"

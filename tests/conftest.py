@@ -25,6 +25,8 @@ def isolated_env(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))  # no user keyringrc.cfg
     import keyring.core
     monkeypatch.setattr(keyring.core, "_keyring_backend", None)  # keyring caches its backend process-wide
+    from jupyter_llm import redact
+    redact.forget_all()  # the secret registry is process-wide: each test starts with none known
     for var in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GOOGLE_API_KEY", "GEMINI_API_KEY", "DEEPSEEK_API_KEY",
                 "GROQ_API_KEY", "TOGETHER_API_KEY", "OPENROUTER_API_KEY"):
         monkeypatch.delenv(var, raising=False)

@@ -297,14 +297,20 @@ def test_local_llama_server_side_by_side_with_a_cloud_target(emulator, llama_ser
 # ---- in a real JupyterLab ------------------------------------------------------------------------
 
 def column_texts(page) -> list[str]:
-    return page.locator(".jupyter-llm-compare table").first.locator("tbody td").all_inner_texts()
+    """Each column's answer text, in column order."""
+    return page.locator(".jupyter-llm-compare .jupyter-llm-column-body").all_inner_texts()
+
+
+def column_heads(page) -> list[str]:
+    """Each column's head: target and state (streaming…, ok, or the error code)."""
+    return page.locator(".jupyter-llm-compare .jupyter-llm-column-head").all_inner_texts()
 
 
 RECORD = """() => {
   window.__compare = [];
   new MutationObserver(() => {
-    const t = document.querySelector('.jupyter-llm-compare table');
-    if (t) { window.__compare.push(Array.from(t.querySelectorAll('tbody td')).map(td => td.innerText.length)); }
+    const t = document.querySelector('.jupyter-llm-compare');
+    if (t) { window.__compare.push(Array.from(t.querySelectorAll('.jupyter-llm-column-body')).map(b => b.innerText.length)); }
   }).observe(document.body, {childList: true, subtree: true, characterData: true});
 }"""
 
@@ -334,7 +340,7 @@ def test_compare_columns_fill_progressively_in_jupyterlab(lab, open_notebook, em
     assert "w10" in partial[0] and "w48" not in partial[0]  # shown while still arriving ...
     assert final[0].rstrip().endswith("w48") and final[0].startswith(partial[0].rstrip())  # ... and complete at the end
     assert len(final[1].split()) > 500  # the real llama.cpp server's answer
-    assert "✗ PROVIDER_ERROR" in final[2]
+    assert "PROVIDER_ERROR" in column_heads(page)[2] + final[2]
     assert "Tell me a <long> story." in final[0]  # escaped model text shows as text
     seen = page.evaluate("window.__compare")
     for col in (0, 1):  # both the emulator and llama.cpp columns were shown part-filled before the end

@@ -110,6 +110,28 @@ def test_interrupt_keeps_the_partial_text(kernel, emulator):
     assert len(emulator.calls("openai")) == 1
 
 
+def test_interrupt_stops_the_cells_queued_behind_it(kernel, emulator):
+    """Calm is not "carry on": like any interrupted cell, the cells queued after it (Run All) do not run."""
+    emulator.script(tokens=400, delay=0.02)
+    first = kernel.kc.execute("%%llm\nlong answer please")
+    queued = kernel.kc.execute("ran_after = True")
+    seen = 0
+    deadline = time.monotonic() + 30
+    while seen < 3 and time.monotonic() < deadline:
+        msg = kernel.kc.get_iopub_msg(timeout=10)
+        if msg["parent_header"].get("msg_id") == first and msg["msg_type"] == "update_display_data":
+            seen += 1
+    kernel.interrupt()
+    replies = {}
+    while len(replies) < 2:
+        reply = kernel.kc.get_shell_msg(timeout=30)
+        if reply["parent_header"].get("msg_id") in (first, queued):
+            replies[reply["parent_header"]["msg_id"]] = reply["content"]["status"]
+    assert replies == {first: "ok", queued: "aborted"}
+    check = kernel.run("print('ran_after' in globals(), _llm.finish_reason)")
+    assert check.stdout.split() == ["False", "interrupted"]
+
+
 def test_canary_key_appears_nowhere(kernel, emulator, isolated_env, tmp_path):
     import nbformat
     emulator.expect_key(CANARY)

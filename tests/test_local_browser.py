@@ -62,7 +62,7 @@ def test_server_on_another_port_from_the_panel_and_the_picker(lab, open_notebook
     box = dialog.locator("input")
     box.wait_for(state="visible")
     options = dialog.locator("datalist option").evaluate_all("os => os.map(o => o.value)")
-    assert f"local:{port}" in options and "local" in options and "anthropic:claude-3-5-haiku-latest" in options
+    assert f"local:{port}" in options and "local" in options and "anthropic:claude-haiku-5-5" in options
     page.screenshot(path=str(screenshot_dir() / "jupyter-llm-picker-local.png"))
     box.fill(f"local:{port}")
     dialog.locator(".jp-mod-accept").click()

@@ -318,6 +318,10 @@ class LlamaCppProvider(SDKAdapter):
 
     def stream(self, target: Target, request: Request, auth: Auth | None) -> Iterator[Event]:
         """Chat with the target's server through the OpenAI-compatible adapter, naming host:port on failure."""
+        if target.port is None and target.model == "pool" and self.config.local_pool:  # [local] pool
+            from ..pool import stream
+            yield from stream(self.config, request, auth)
+            return
         from ._guard import Limits, deadline_error
         limits = Limits.of(request, self.spec.settings)
         try:
@@ -364,6 +368,12 @@ class LlamaCppProvider(SDKAdapter):
     def health(self, target: Target, auth: Auth | None) -> Health:
         """/health plus /props: ok with model and context, 'loading' on 503, the reason otherwise."""
         t0 = time.perf_counter()
+        if target.port is None and target.model == "pool" and self.config.local_pool:
+            from ..pool import Pool
+            pool = Pool.from_config(self.config)
+            live = pool.refresh()
+            return Health(bool(live), f"{len(live)} of {len(pool.members)} pool servers healthy, "
+                          f"{sum(m.slots for m in live)} slots", time.perf_counter() - t0)
         try:
             info = self._server(target, auth)
         except LLMError as exc:

@@ -5,6 +5,8 @@ Routes (PREFIX is any name but `anthropic`, `gemini`, `_emulator`; all of them s
   POST /anthropic/v1/messages           GET /anthropic/v1/models
   POST /gemini/v1beta/models/M:generateContent | :streamGenerateContent?alt=sse    GET /gemini/v1beta/models
   POST /_emulator/{reset,script,fault,expect_key}  GET /_emulator/requests   (control from another process)
+  Batch APIs (batches.py): /PREFIX/v1/files, /PREFIX/v1/batches, /anthropic/v1/messages/batches,
+  /gemini/v1beta/models/M:batchGenerateContent, /gemini/v1beta/batches/ID; POST /_emulator/{batch_config,finish_batches}
 
 Model-name triggers (work from any process; combine with `+`, e.g. `gpt-4o+slow-1+drop-after-3`):
   fault-401 fault-403 fault-404 fault-500 fault-503 fault-529 fault-context fault-leak fault-hangup
@@ -35,6 +37,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from . import batches as _batches
 from .protocols import GATEWAY_MODEL_ERRORS, STATUS_FAULTS, WIRES, Wire, instance
 
 GATEWAY_KINDS = set(GATEWAY_MODEL_ERRORS) | {"context-llama"}
@@ -132,6 +135,8 @@ class Emulator:
             self._keys: dict[str, str] = {}
             self._models = {k: list(v) for k, v in DEFAULT_MODELS.items()}
             self._seen: dict[str, int] = {}
+            self.batches = _batches.Batches()
+            self.batch_rows = 0             # rows received inside batch jobs since the reset
             self._no_models: dict[str, int] = {}
             self._reply_headers: dict[str, dict[str, str]] = {}
 
@@ -194,6 +199,18 @@ class Emulator:
     def set_models(self, wire: str, ids: list[str]) -> None:
         with self._lock:
             self._models[wire] = list(ids)
+
+    def batch_config(self, seconds: float | None = None) -> None:
+        """How long a batch job takes from submit to ended (rows finish in order over that time)."""
+        self.batches.config(seconds)
+
+    def finish_batches(self) -> None:
+        """Every running batch job ends now."""
+        self.batches.finish_all()
+
+    def _note_batch(self, rows: list) -> None:
+        with self._lock:
+            self.batch_rows += len(rows)
 
     @property
     def requests(self) -> list[Recorded]:
@@ -344,10 +361,30 @@ class _Handler(BaseHTTPRequestHandler):
         query = dict(parse_qsl(url.query))
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
+        prefix, _, rest = url.path.lstrip("/").partition("/")
+        if prefix == "v1":
+            prefix, rest = "openai", url.path.lstrip("/")
+        batch_wire = prefix if prefix in ("anthropic", "gemini") else "openai"
+        batch_route = _batches.route(batch_wire, method, rest) if prefix != "_emulator" else None
+        if batch_route is not None:
+            rec = Recorded(method, url.path, query, {k.lower(): v for k, v in self.headers.items()},
+                           {"bytes": len(raw)}, prefix, batch_wire, "batch")
+            self.emu._record(rec)
+            self._rec = rec
+            key = self.emu._expected_key(prefix)
+            if key is not None and not WIRES[batch_wire].key_ok(rec.headers, query, key):
+                status, error = WIRES[batch_wire].bad_key(self._sent_key(rec))
+                rec.outcome = f"status:{status}"
+                return self._json(status, error)
+            rec.outcome = "complete"
+            return _batches.handle(self, batch_route, batch_wire, prefix, rest, raw)
         try:
             body = json.loads(raw) if raw else {}
         except ValueError:
-            return self._json(400, {"error": {"message": "invalid JSON body"}})
+            if prefix == "_emulator" or self._route("anthropic" if prefix == "anthropic" else
+                                                    "gemini" if prefix == "gemini" else "openai", method, rest)[0] != "other":
+                return self._json(400, {"error": {"message": "invalid JSON body"}})
+            body = {"bytes": len(raw)}  # no such route: answered 404 below, as a real server would
         prefix, _, rest = url.path.lstrip("/").partition("/")
         if prefix == "_emulator":
             return self._control(method, rest, body)
@@ -463,8 +500,8 @@ class _Handler(BaseHTTPRequestHandler):
         extra = {"index": index} if wire.kind == "anthropic" else {}
         for frame in wire.tail(rec.model, inp, out, finish, rec.body, len(thoughts), end, **extra):
             self._chunk(frame)
+        rec.outcome = "complete" if end == "full" else end  # before the last byte: the client may look at once
         self.wfile.write(b"0\r\n\r\n")
-        rec.outcome = "complete" if end == "full" else end
 
     def _interrupt(self, wire: Wire, faults: dict[str, Fault], i: int) -> bool:
         """Apply a mid-stream fault due before token `i`; True when the reply ends here."""
@@ -535,7 +572,7 @@ class _Handler(BaseHTTPRequestHandler):
         emu = self.emu
         if method == "GET" and action == "requests":
             return self._json(200, [asdict(r) for r in emu.requests])
-        if method == "POST" and action in ("reset", "script", "fault", "expect_key"):
+        if method == "POST" and action in ("reset", "script", "fault", "expect_key", "batch_config", "finish_batches"):
             try:
                 getattr(emu, action)(**body)
             except (TypeError, ValueError) as exc:
