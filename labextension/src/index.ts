@@ -124,8 +124,14 @@ export class KernelLink {
     if (!this._cellIds || this._isDisposed) {
       return;
     }
-    window.clearTimeout(this._cellsTimer);
+    if (this._cellsTimer) {
+      // A report is already due: it reads the cell list when it fires, so this change goes with it.
+      // (Restarting the timer on every change would starve the kernel of reports while cells keep
+      // changing, e.g. during Run All.)
+      return;
+    }
     this._cellsTimer = window.setTimeout(() => {
+      this._cellsTimer = 0;
       const cells = this._cellIds ? this._cellIds() : null;
       if (!cells) {
         return;
