@@ -29,7 +29,8 @@ RECORD = """() => {
 # adds rel="noopener" to heading anchors on some renders and not others: that attribute is ignored).
 ANSWER_DOM = """(cell) => Array.from(cell.querySelectorAll('.jp-OutputArea-output'))
   .filter(o => !o.querySelector('.jupyter-llm-footer'))
-  .map(o => o.innerHTML).join('').replace(/ rel="noopener"/g, '')"""
+  .map(o => o.innerHTML).join('').replace(/ rel="noopener"/g, '')
+  .replace(/<span class="numbering-entry"><\/span>/g, '')"""  # JupyterLab's table of contents numbers headings later, on its own
 
 # WCAG contrast of an element's text against the first opaque background behind it.
 CONTRAST = """(el) => {
