@@ -11,6 +11,7 @@ medians), printed as a table and written to .cache/bench/results.json.
 3 iopub    display traffic of a streamed answer in a real kernel, 500..4000 tokens        goal: bytes/char flat
 4 compare  run_compare wall vs the slowest target alone (emulated clouds)                goal: <= 1.1x
 5 map      --map throughput vs rows x per-row latency / workers (fixed-latency emulator)  goal: >= 0.9 at 8
+7 context  time per %%llm cell at exchange 10 / 100 vs 1,000, 2,048-token llama.cpp      goal: flat, 0 failures
 
 Everything binds 127.0.0.1; config, history and keyring live in a temp dir; no network, no real keys.
 See benchmarks/README.md for what each figure means.
@@ -30,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402  (sets up sys.path for the package and the test rig)
 
-SECTIONS = ("load", "stream", "iopub", "compare", "map")
+SECTIONS = ("load", "stream", "iopub", "compare", "map", "context")
 
 
 def log(msg: str) -> None:
@@ -113,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
             import bench_map
             sections["map"] = _guard("map", lambda: bench_map.run(
                 emulator, Path(os.environ["JUPYTER_LLM_CONFIG"]), args.quick, log))
+        if "context" in todo:
+            import bench_context
+            sections["context"] = _guard("context", lambda: bench_context.run(args.quick, log))
     finally:
         if kernel is not None:
             kernel.shutdown()
@@ -282,6 +286,16 @@ def table(results: dict) -> str:
             rows.append(("  map without vs with the progress line", _ms(P["map_wall_without_s"]["median"]),
                          _ms(P["map_wall_with_terminal_line_s"]["median"]), _x(P["ratio"]),
                          f"{P['per_row_terminal_s'] * 1e6:.1f} us/row line, {P['per_row_widget_s'] * 1e6:.1f} us/row bar", ""))
+    if "context" in s:
+        X = s["context"]
+        if "error" in X:
+            rows.append(("7 context", "", "", "", X["error"], "FAILED"))
+        else:
+            rows.append((f"7 context: cell at exchange 100 vs {X['exchanges']}", _ms(X["cell_s_at_100"]),
+                         _ms(X["cell_s_at_end"]), _x(X["ratio_end_vs_100"]), "<= 1.250x (flat)", _ok(X["pass"])))
+            rows.append((f"  exchange 10 vs {X['exchanges']} (window filling)", _ms(X["cell_s_at_10"]),
+                         _ms(X["cell_s_at_end"]), _x(X["ratio_end_vs_10"]),
+                         f"{X['failures']} failures, fit {X['fit_ms_median']:.1f} ms/cell", ""))
     head = ("measurement", "baseline", "subject", "ratio", "goal / detail", "")
     widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(6)]
     fmt = lambda r: "  ".join(str(c).ljust(w) if i in (0, 4, 5) else str(c).rjust(w)

@@ -42,7 +42,11 @@ def answer(magics, prompt: str, *, target: str | None = None, fmt: str = "markdo
     renderer = StreamRenderer(fmt, target=str(parsed), footer=bool(session.settings.get("footer", True)))
     if stream:
         renderer.start()
-    response = session.ask(prompt, target=parsed, on_event=renderer if stream else None, **ask)
+    try:
+        response = session.ask(prompt, target=parsed, on_event=renderer if stream else None, **ask)
+    except LLMError:  # refused before sending (context, budget): no "waiting" line left behind
+        renderer.finish(Response(target=str(parsed)))
+        raise
     _mark_truncation(response, ask.get("max_tokens") or session.settings.get("max_tokens"))
     shown = response
     if joined is not None:
@@ -62,6 +66,8 @@ def answer(magics, prompt: str, *, target: str | None = None, fmt: str = "markdo
     if shown is not response:
         shown.value = response.value if fmt == "json" else None
     renderer.finish(shown)
+    if shown.context:  # context.py: "context: 12 of 40 exchanges (7.9k tokens of 8,192)"
+        print(shown.context)
     shell.user_ns["_llm"] = response
     _LAST[id(session)] = _Last(response, joined_prompt(joined, prompt), fmt, str(parsed),
                                {k: v for k, v in ask.items() if k in ("system", "temperature", "max_tokens")})

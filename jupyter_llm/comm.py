@@ -12,6 +12,11 @@
 #   - comm_close with ``{"type": "closed"}`` at `%unload_ext`.
 # - frontend -> kernel: ``{"action": "state" | "targets" | "use", "target"?, "id"?}`` as comm_msg or as
 #   the data of a frontend-opened comm_open.
+# - frontend -> kernel: ``{"action": "cells", "cells": [cell ids in notebook order], "removed": [ids]}``
+#   whenever the notebook's cell list changes (debounced): the exchanges of the `removed` cells are
+#   dropped and the rest follow the notebook's order (context.Conversation.keep_cells). Without
+#   ``removed``, every exchange whose cell is not in ``cells`` is dropped. Reply ``{"type": "cells",
+#   "dropped": n}``.
 #
 # At load the kernel registers the target and opens a comm, so an open page learns at once; a page
 # that connects later asks with comm_info_request and adopts the kernel's comm by id. Session
@@ -162,6 +167,13 @@ class Bridge:
             elif action == "targets":
                 reply = {"type": "targets", "targets": list(self.session.known_targets()),
                          "active": str(self.session.active)}
+            elif action == "cells":
+                cells, removed = data.get("cells"), data.get("removed")
+                if not isinstance(cells, list) or not all(isinstance(c, str) for c in cells):
+                    raise ValueError("cells must be a list of cell ids")
+                if removed is not None and (not isinstance(removed, list) or not all(isinstance(c, str) for c in removed)):
+                    raise ValueError("removed must be a list of cell ids")
+                reply = {"type": "cells", "dropped": self.session.keep_cells(cells, removed)}
             elif action == "use":
                 target = str(data.get("target") or "").strip()
                 if not target:

@@ -265,7 +265,7 @@ _PROVIDER_KEYS = {"kind": str, "base_url": str, "model": str, "auth": str, "env"
                   "organization": str, "project": str, "command": str, "models": list,
                   "api_version": str, "ttl": float, "timeout": float, "connect_timeout": float,
                   "stream_usage": bool, "max_tokens_param": str, "price": dict, "free": bool, "enabled": bool,
-                  "capabilities": dict}
+                  "capabilities": dict, "context": int}
 BUDGET_KEYS = {"session_usd": "session", "daily_usd": "daily", "monthly_usd": "monthly"}
 
 

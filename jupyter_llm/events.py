@@ -121,6 +121,7 @@ class Response:
     truncated: bool = False      # the answer stopped at max_tokens (finish reason "length")
     max_tokens: int | None = None  # the output limit that applied, when one was sent
     reasoning: str = ""          # reasoning/thinking text, never part of `text`
+    context: str | None = None   # "context: 12 of 40 exchanges (7.9k tokens)" when older ones were left out
     notes: list[str] = field(default_factory=list)  # one-line notes (e.g. a parameter not sent)
     error: LLMError | None = None
     fallback_reason: str | None = None  # why the asked-for target did not answer (its error line)

@@ -30,12 +30,14 @@ class Session:
     def __init__(self, config: Config | None = None):
         self.config = config if config is not None else load_config()
         self.id = os.urandom(6).hex()  # not uuid: it imports `platform`, 1.5-5 ms of %load_ext
-        self.conversation: list[dict[str, str]] = []
+        from .context import Conversation
+        self.chat = Conversation()  # exchanges keyed by cell (context.py); `conversation` is its messages
         self.settings: dict[str, Any] = {"temperature": None, "max_tokens": None, "top_p": None, "system": None,
                                          "timeout": self.config.reliability.timeout,
                                          "stall_timeout": self.config.reliability.stall_timeout,
                                          "deadline": self.config.reliability.deadline, "format": "markdown",
-                                         "cache": False, "footer": True, "table_rows": 20}
+                                         "cache": False, "footer": True, "table_rows": 20,
+                                         "context": "auto"}
         self.settings.update(self.config.defaults)
         self.usage = UsageLedger()
         from .budget import SpendCaps
@@ -162,9 +164,37 @@ class Session:
         self.notify("settings")
         return clean
 
+    @property
+    def conversation(self) -> list[dict[str, str]]:
+        """Every exchange as user/assistant messages, in conversation order (a copy)."""
+        return self.chat.messages()
+
     def reset(self) -> None:
-        self.conversation.clear()
+        self.chat.clear()
         self.notify("conversation")
+
+    # ---- context (context.py, dryrun.py) ----
+    def context(self, target: str | Target | None = None):
+        """What the next request would carry to `target` (default: active): a ContextReport."""
+        from .dryrun import context_report
+        return context_report(self, self.active if target is None else self.parse(target))
+
+    def dry_run(self, prompt: str, targets: Iterable[str | Target] | None = None, **params: Any):
+        """Measure `prompt` (with the conversation) for each target without sending: a DryRun table."""
+        from .dryrun import dry_run
+        return dry_run(self, prompt, targets, **params)
+
+    def forget(self, n: int):
+        """Drop exchange `n` (1-based as `%llm context` numbers them; -1 the last); returns it."""
+        dropped = self.chat.forget(n)
+        self.notify("conversation")
+        return dropped
+
+    def keep_cells(self, cell_ids: Iterable[str], removed: Iterable[str] | None = None) -> int:
+        """The frontend's cells in notebook order: exchanges of deleted cells go (see Conversation.keep_cells)."""
+        gone = self.chat.keep_cells(cell_ids, removed)
+        self.notify("conversation")
+        return gone
 
     @property
     def mode(self) -> str:
@@ -349,13 +379,15 @@ class Session:
     # ---- asking ----
     def build_request(self, prompt: str, *, system: str | None = None, temperature: float | None = None,
                       max_tokens: int | None = None, top_p: float | None = None, new: bool = False,
-                      context: bool = True) -> Request:
+                      context: bool = True, history: list[dict[str, str]] | None = None) -> Request:
+        """The request for `prompt`: `history` (fitted messages) when given, else the whole conversation."""
         s = self.settings
         from .config import check_number
         temperature, max_tokens, top_p = (None if v is None else check_number(k, v) for k, v in
                                           (("temperature", temperature), ("max_tokens", max_tokens), ("top_p", top_p)))
-        history = [] if (new or not context) else list(self.conversation)
-        return Request(messages=history + [{"role": "user", "content": prompt}],
+        if history is None:
+            history = [] if (new or not context) else self.conversation
+        return Request(messages=list(history) + [{"role": "user", "content": prompt}],
                        system=system if system is not None else s.get("system"),
                        temperature=temperature if temperature is not None else s.get("temperature"),
                        max_tokens=max_tokens if max_tokens is not None else s.get("max_tokens"),
@@ -377,7 +409,11 @@ class Session:
         target = self.active if target is None else self.parse(target)
         if new:
             self.reset()
-        request = self.build_request(prompt, **params)
+        from .context import fit_for
+        from .cellinfo import current
+        cell = current()
+        fitted = fit_for(self, target, prompt, cell, remember=True, **params)
+        request = self.build_request(prompt, **params, history=fitted.messages(prompt)[:-1])
         if content is not None:
             request.messages[-1] = {"role": "user", "content": content}
         if schema is not None:
@@ -387,6 +423,7 @@ class Session:
             warm()  # the price table loads while the request is under way
         use_cache = self.settings.get("cache") if cache is None else cache
         response = Response(target=str(target), answered_by=str(target))
+        response.context = fitted.note()
         cache_key = hit = None
         if use_cache:
             from .store import Store
@@ -403,9 +440,7 @@ class Session:
             apply(schema, response)
         charged = self._account(target, prompt, response)
         if not no_history and response.text:
-            with self._lock:
-                self.conversation += [{"role": "user", "content": prompt},
-                                      {"role": "assistant", "content": response.text}]
+            self.chat.record(prompt, response.text, response.answered_by or str(target), cell)
             self.notify("conversation")
         self.last = response
         if on_response is not None:

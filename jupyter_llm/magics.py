@@ -19,6 +19,8 @@ from .tables import money, seconds, show_table
 # first use so %load_ext stays fast). Each function takes (magics, rest_words) and returns the
 # cell's value. Keep this file a thin face: a new capability adds one line here and its own module.
 COMMANDS: dict[str, str] = {
+    "context": ".context_face:context_command",
+    "forget": ".context_face:forget_command",
     "continue": ".answer:cmd_continue",
     "explain": ".explain:cmd_explain",
     "fix": ".explain:cmd_fix",
@@ -51,8 +53,10 @@ HELP = """\
 %llm stop PORT|all        stop servers this kernel started (they also stop with the kernel)
 %llm login PROVIDER [--method api_key|gateway|command] [--no-check]  check a secret live, then store it in the OS keyring
 %llm logout PROVIDER      delete the stored secret
-%llm set KEY=VALUE ...    temperature, max_tokens, top_p, system, timeout, stall_timeout, deadline, format, cache, footer
+%llm set KEY=VALUE ...    temperature, max_tokens, top_p, system, timeout, stall_timeout, deadline, format, cache, footer, context=auto|all|N
 %llm reset                clear the conversation
+%llm context [TARGET]     what the next request carries: exchanges by cell, tokens, trimmed ones, window
+%llm forget N             drop exchange N (as numbered by %llm context; -1 the last)
 %llm history [-n N] [--json [PATH]]   last N exchanges (fallback reasons, replays); rows in _llm_history
 %llm history --events [KIND]  audit: switches, logins/logouts (masked), budget, mode, aliases, fallbacks
 %llm record PATH|off      append every exchange (request minus secrets, answer, usage, model identity) to JSONL
@@ -75,6 +79,8 @@ HELP = """\
 %%llm [TARGET] [-f markdown|text|code|json|html] [--insert] [-o NAME] [--compare T1 T2 ...]
       [--system TEXT] [-t X] [--max-tokens N] [--new] [--no-history] [--no-stream] [--no-cache|--cache]
       [--schema NAME] [--attach PATH] [--dry-run [--show]]
+      (--dry-run: send nothing; per target messages, tokens, max output, cost range, window, fits;
+       --show: exactly what each target would receive)
 PROMPT with {variables} from the namespace ({{ }} for literal braces; {Err[n]}: cell n's error)
 %%llm --map DATA [TARGET | --compare T1 T2 ...] [--schema NAME] [--workers N] [--stop-on-error]
       [--attach PATH] [--dry-run [--show]] [-o NAME] [--batch [TARGET]]
@@ -207,8 +213,6 @@ class LLMMagics(Magics):
         if args.dry_run and args.show:
             from .dryshow import show_cell  # exactly what each target would receive; nothing is sent
             return show_cell(self, args, cell)
-        if args.dry_run:
-            raise LLMError("BAD_ARGUMENT", "--dry-run works with --map DATA, or with --show")
         from .mapcell import cell_extras
         prompt, extra = cell_extras(self, args, cell)
         if extra.get("schema") is not None:
@@ -216,6 +220,9 @@ class LLMMagics(Magics):
         from .sensitive import mark_content
         prompt, extra = mark_content(prompt, extra, cell, self.shell.user_ns)  # protected values: local targets only
         params = dict(system=args.system, temperature=args.temperature, max_tokens=args.max_tokens)
+        if args.dry_run:
+            from .context_face import dry_run_cell
+            return dry_run_cell(self, args, prompt, params)
         if args.compare:
             return self._compare(args, prompt, fmt, params, extra)
         from .answer import answer

@@ -8,7 +8,7 @@ from .validation import _unencodable, check_number, numeric_spec
 
 _SETTINGS = {"temperature": float, "max_tokens": int, "top_p": float, "system": str,
              "timeout": float, "stall_timeout": float, "deadline": float, "format": str, "cache": bool,
-             "footer": bool, "table_rows": int}
+             "footer": bool, "table_rows": int, "context": str}
 FORMATS = ("markdown", "text", "code", "json", "html")
 MAX_SECONDS = 86400.0  # the longest timeout, stall_timeout or deadline accepted
 
@@ -20,6 +20,12 @@ def coerce_setting(key: str, value: Any, *, where: str = "") -> Any:
     if key not in _SETTINGS:
         raise LLMError(code, f"{prefix}unknown setting {key!r}", hint=f"known: {', '.join(_SETTINGS)}")
     kind = _SETTINGS[key]
+    if key == "context":  # auto | all | N (context.py)
+        from .context import parse_mode
+        try:
+            return parse_mode(value)
+        except ValueError:
+            raise LLMError(code, f"{prefix}context must be auto, all or a number of exchanges, got {value!r}") from None
     try:
         if kind is bool:
             if isinstance(value, str):

@@ -59,10 +59,21 @@ class Kernel:
         self.kc.start_channels()
         self.kc.wait_for_ready(timeout=60)
 
-    def run(self, code: str, timeout: float = 60, *, stdin=None) -> CellRun:
-        """Execute `code`; collect iopub until the kernel is idle again. `stdin` answers input requests."""
+    def execute(self, code: str, *, cell_id: str | None = None, allow_stdin: bool = False) -> str:
+        """Send an execute_request; `cell_id` goes in its metadata as JupyterLab sends it (`cellId`)."""
+        if cell_id is None:
+            return self.kc.execute(code, allow_stdin=allow_stdin)
+        content = {"code": code, "silent": False, "store_history": True, "user_expressions": {},
+                   "allow_stdin": allow_stdin, "stop_on_error": True}
+        msg = self.kc.session.msg("execute_request", content, metadata={"cellId": cell_id})
+        self.kc.shell_channel.send(msg)
+        return msg["header"]["msg_id"]
+
+    def run(self, code: str, timeout: float = 60, *, stdin=None, cell_id: str | None = None) -> CellRun:
+        """Execute `code`; collect iopub until the kernel is idle again. `stdin` answers input requests;
+        `cell_id` is sent as the frontend's cell id (execute_request metadata.cellId)."""
         import time
-        msg_id = self.kc.execute(code, allow_stdin=stdin is not None)
+        msg_id = self.execute(code, cell_id=cell_id, allow_stdin=stdin is not None)
         run = CellRun()
         deadline = time.monotonic() + timeout
         while True:

@@ -148,5 +148,6 @@ def test_dry_run_show_prints_each_targets_request_and_sends_nothing(ip, capsys, 
     assert a["system"] == "be brief" and a["messages"][-1]["content"] == "Read acct 4455" and a["max_tokens"] > 0
     assert shown["farcloud:m1"]["status"].startswith("BLOCKED") and "{key}" in shown["farcloud:m1"]["status"]
     assert "nothing was sent" in out and emulator.requests == [] and CANARY not in out
-    res, _, err = run(ip, capsys, "%%llm --dry-run\nhi")
-    assert not res.success and "BAD_ARGUMENT" in err
+    # without --show, --dry-run is the context measurement (dryrun.py): a table, still nothing sent
+    res, out, err = run(ip, capsys, "%%llm --dry-run\nhi")
+    assert res.success and emulator.requests == [] and CANARY not in out + err

@@ -14,7 +14,7 @@ import {
   showErrorMessage
 } from '@jupyterlab/apputils';
 import { IConsoleTracker } from '@jupyterlab/console';
-import { INotebookTracker, NotebookActions } from '@jupyterlab/notebook';
+import { INotebookTracker, NotebookActions, NotebookPanel } from '@jupyterlab/notebook';
 import { Kernel, KernelMessage } from '@jupyterlab/services';
 import { IStatusBar } from '@jupyterlab/statusbar';
 import { ISignal, Signal } from '@lumino/signaling';
@@ -25,6 +25,9 @@ const COMM_TARGET = 'jupyter_llm';
 // kernel answers late: the target list is worth waiting for briefly, a switch until it happens.
 const TARGETS_TIMEOUT_MS = 20000;
 const USE_TIMEOUT_MS = 30 * 60 * 1000;
+// The notebook's cell list is reported to the kernel this long after its last change, so that
+// deleting a cell drops its exchange from the kernel's context (jupyter_llm/context.py).
+const CELLS_DEBOUNCE_MS = 250;
 
 namespace CommandIDs {
   export const switchModel = 'jupyter-llm:switch-model';
@@ -50,8 +53,9 @@ type Reply = { type: string; id?: string; [key: string]: any };
  * restarts and reconnects; `state` is null whenever the kernel has not loaded jupyter_llm.
  */
 export class KernelLink {
-  constructor(sessionContext: ISessionContext) {
+  constructor(sessionContext: ISessionContext, cellIds?: () => string[] | null) {
     this._sessionContext = sessionContext;
+    this._cellIds = cellIds ?? null;
     sessionContext.kernelChanged.connect(this._onKernelChanged, this);
     sessionContext.statusChanged.connect(this._onStatusChanged, this);
     sessionContext.connectionStatusChanged.connect(
@@ -110,11 +114,57 @@ export class KernelLink {
     });
   }
 
+  /**
+   * Tell the kernel the notebook's cell order and which cells were deleted since the last report
+   * (debounced). Deletions are found by comparing with the ids this page saw before, so a page
+   * reload that gives an old (nbformat 4.4) notebook fresh cell ids deletes nothing; without a live
+   * comm they are kept and sent once the kernel loads jupyter_llm.
+   */
+  syncCells(): void {
+    if (!this._cellIds || this._isDisposed) {
+      return;
+    }
+    window.clearTimeout(this._cellsTimer);
+    this._cellsTimer = window.setTimeout(() => {
+      const cells = this._cellIds ? this._cellIds() : null;
+      if (!cells) {
+        return;
+      }
+      const now = new Set(cells);
+      this._known?.forEach(id => {
+        if (!now.has(id)) {
+          this._removed.add(id);
+        }
+      });
+      this._known = now;
+      const comm = this._comm;
+      if (!comm || comm.isDisposed) {
+        return;
+      }
+      const removed = Array.from(this._removed).filter(id => !now.has(id));
+      this._removed.clear();
+      try {
+        comm.send({ action: 'cells', cells, removed });
+      } catch (err) {
+        // A closing kernel: the next attach sends the list again.
+      }
+    }, CELLS_DEBOUNCE_MS);
+  }
+
+  /** Remember the cells the notebook has now (when its model is ready), to tell deletions later. */
+  snapshotCells(): void {
+    const cells = this._cellIds ? this._cellIds() : null;
+    if (cells && !this._known) {
+      this._known = new Set(cells);
+    }
+  }
+
   dispose(): void {
     if (this._isDisposed) {
       return;
     }
     this._isDisposed = true;
+    window.clearTimeout(this._cellsTimer);
     this._setKernel(null);
     Signal.clearData(this);
   }
@@ -227,6 +277,7 @@ export class KernelLink {
         this._rejectPending('jupyter_llm was unloaded from the kernel');
       }
     };
+    this.syncCells();
   }
 
   private _handle(data: Reply | undefined): void {
@@ -303,6 +354,10 @@ export class KernelLink {
     { resolve: (r: Reply) => void; reject: (e: Error) => void; timer: number }
   >();
   private _counter = 0;
+  private _cellIds: (() => string[] | null) | null = null;
+  private _cellsTimer = 0;
+  private _removed = new Set<string>();
+  private _known: Set<string> | null = null;
   private _needProbe = true;
   private _probing = false;
   private _isDisposed = false;
@@ -386,12 +441,41 @@ const plugin: JupyterFrontEndPlugin<void> = {
       activeChanged.emit();
       app.commands.notifyCommandChanged(CommandIDs.switchModel);
     };
-    const track = (panel: Widget, sessionContext: ISessionContext): void => {
+    const track = (
+      panel: Widget,
+      sessionContext: ISessionContext,
+      notebook?: NotebookPanel
+    ): void => {
       if (links.has(panel)) {
         return;
       }
-      const link = new KernelLink(sessionContext);
+      // A notebook reports its cell ids (in order) so the kernel forgets the exchanges of deleted cells.
+      const cellIds = notebook
+        ? (): string[] | null => {
+            const model = notebook.content.model;
+            if (!model) {
+              return null;
+            }
+            const ids: string[] = [];
+            for (let i = 0; i < model.cells.length; i++) {
+              ids.push(model.cells.get(i).id);
+            }
+            return ids;
+          }
+        : undefined;
+      const link = new KernelLink(sessionContext, cellIds);
       links.set(panel, link);
+      if (notebook) {
+        const follow = (): void => {
+          link.snapshotCells();
+          notebook.content.model?.cells.changed.connect(() => link.syncCells());
+        };
+        if (notebook.content.model) {
+          follow();
+        } else {
+          notebook.context.ready.then(follow).catch(() => undefined);
+        }
+      }
       link.changed.connect(refresh);
       panel.disposed.connect(() => {
         links.delete(panel);
@@ -399,8 +483,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
         refresh();
       });
     };
-    tracker.forEach(panel => track(panel, panel.sessionContext));
-    tracker.widgetAdded.connect((_, panel) => track(panel, panel.sessionContext));
+    tracker.forEach(panel => track(panel, panel.sessionContext, panel));
+    tracker.widgetAdded.connect((_, panel) => track(panel, panel.sessionContext, panel));
     if (consoles) {
       consoles.forEach(panel => track(panel, panel.sessionContext));
       consoles.widgetAdded.connect((_, panel) => track(panel, panel.sessionContext));

@@ -4,6 +4,8 @@ Routes (PREFIX is any name but `anthropic`, `gemini`, `_emulator`; all of them s
   POST /PREFIX/v1/chat/completions      GET /PREFIX/v1/models
   POST /anthropic/v1/messages           GET /anthropic/v1/models
   POST /gemini/v1beta/models/M:generateContent | :streamGenerateContent?alt=sse    GET /gemini/v1beta/models
+  POST /anthropic/v1/messages/count_tokens  POST /gemini/v1beta/models/M:countTokens   (token counts:
+       one per whitespace-separated word plus 3 per message, so tests can tell them from estimates)
   POST /_emulator/{reset,script,fault,expect_key}  GET /_emulator/requests   (control from another process)
   Batch APIs (batches.py): /PREFIX/v1/files, /PREFIX/v1/batches, /anthropic/v1/messages/batches,
   /gemini/v1beta/models/M:batchGenerateContent, /gemini/v1beta/batches/ID; POST /_emulator/{batch_config,finish_batches}
@@ -93,7 +95,7 @@ class Recorded:
     body: Any
     provider: str                    # URL prefix: openai, groq, anthropic, gemini, ...
     wire: str                        # openai | anthropic | gemini
-    route: str                       # chat | models | other
+    route: str                       # chat | models | count | other
     model: str = ""
     stream: bool = False
     outcome: str = "pending"         # complete | status:CODE | dropped | error-event | hangup | client-gone
@@ -407,6 +409,12 @@ class _Handler(BaseHTTPRequestHandler):
             status, error = wire.bad_key(self._sent_key(rec))
             rec.outcome = f"status:{status}"
             return self._json(status, error)
+        if route == "count":
+            messages = body.get("messages") if wire_name == "anthropic" else body.get("contents")
+            _, text = wire.prompt(body)
+            n = len(text.split()) + 3 * len(messages or [])
+            rec.outcome = "complete"
+            return self._json(200, {"input_tokens": n} if wire_name == "anthropic" else {"totalTokens": n})
         if route == "models":
             gone = self.emu._no_models.get(prefix)
             if gone:
@@ -427,9 +435,13 @@ class _Handler(BaseHTTPRequestHandler):
                 return "models", api
             if method == "POST" and re.fullmatch(r"models/[^/]+:(generateContent|streamGenerateContent)", api):
                 return "chat", api
+            if method == "POST" and re.fullmatch(r"models/[^/]+:countTokens", api):
+                return "count", api
             return "other", api
         if method == "GET" and rest == "v1/models":
             return "models", rest
+        if wire == "anthropic" and method == "POST" and rest == "v1/messages/count_tokens":
+            return "count", rest
         if method == "POST" and rest == ("v1/messages" if wire == "anthropic" else "v1/chat/completions"):
             return "chat", rest
         return "other", rest
