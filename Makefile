@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 PORT   ?= 8080
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lab install browser model server stop bench clean
+.PHONY: demo test lab install browser model server stop bench dist clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ lab: $(STAMP)
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest
+
+# sdist + wheel in dist/ (the wheel carries the prebuilt labextension, rebuilt first if labextension/ changed).
+dist: $(STAMP)
+	$(BIN)/python scripts/build_dist.py --out dist
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py

@@ -1,19 +1,17 @@
-"""The kernel-resident Session: active target, conversation, settings, usage, budget and observers.
+"""The kernel-resident Session: the coordinator every face calls (active target, conversation, settings, usage, budget, observers), none talking to a provider.
 
-Every face (magics, panel, labextension comm) calls this object; none talks to a provider.
+Features live in modules beside it (exchange.py, status_report.py, login.py, context.py, budget.py, policy.py, ...).
 """
 from __future__ import annotations
 
 import logging
 import os
-import sys
 import threading
-import time
 from typing import Any, Callable, Iterable
 
 from .config import Config, coerce_setting, load_config
 from .errors import LLMError
-from .events import Attempt, Event, Finish, Notice, ReasoningDelta, Request, Response, StreamError, TextDelta, Usage
+from .events import Event, Request, Response
 from .targets import Target, parse_target
 from .usage import UsageLedger
 
@@ -231,147 +229,48 @@ class Session:
     def budget_left(self) -> float | None:
         return None if self.budget is None else max(0.0, self.budget - self.usage.cost)
 
-    # ---- credentials ----
+    # ---- credentials (login.py) ----
     def login(self, provider: str, secret: str, method: str = "api_key", *, check: bool = False,
               **extra: Any) -> tuple[str, str] | None:
-        """Store a credential for a known provider (the store checks method and secret). With `check`,
-        one cheap live call validates it first: an invalid one raises INVALID_CREDENTIALS and is not
-        stored; returns (verdict, detail) with verdict valid | unchecked (see credential_check.py)."""
-        spec = self._spec(Target(provider.lower()))
-        verdict = None
-        if check and isinstance(secret, str) and secret.strip():
-            from .credential_check import INVALID, check as check_credential
-            verdict = check_credential(self, spec.id, secret.strip(), method, **extra)
-            if verdict[0] == INVALID:
-                self._record_event("login rejected", {"provider": spec.id, "method": method})
-                raise LLMError("INVALID_CREDENTIALS", f"the {spec.id} provider refused this credential; nothing was stored",
-                               hint="check it and try again, or store it anyway with --no-check")
-        self.credentials.store(spec.id, secret, method=method, **extra)
-        from .providers import mask
-        self._record_event("login", {"provider": spec.id, "method": method, "key": mask(secret),
-                                     "checked": verdict[0] if verdict else "no"})
-        self.notify("credentials")
-        return verdict
+        """Store a credential for a known provider; `check` validates it live first (see login.py)."""
+        from .login import login
+        return login(self, provider, secret, method, check=check, **extra)
 
     def logout(self, provider: str) -> bool:
-        spec = self._spec(Target(provider.lower()))
-        removed = self.credentials.delete(spec.id)
-        self._record_event("logout", {"provider": spec.id, "removed": removed})
-        self.notify("credentials")
-        return removed
+        from .login import logout
+        return logout(self, provider)
 
     def auth_for(self, target: Target):
         return self.credentials.lookup(self._spec(target))
 
-    # ---- information ----
+    # ---- information (status_report.py, local_servers.py) ----
     def check(self, target: str | Target | None = None):
         """Live health check of a target (default: the active one)."""
-        from .providers import Health
-        target = self.active if target is None else self.parse(target)
-        spec = self._spec(target)
-        try:
-            from .policy import enforce
-            enforce(target.provider, self.config, target=target, what="health check")
-            auth = self.credentials.resolve(spec)
-            if auth is not None and getattr(auth, "base_url", None):
-                enforce(target.provider, self.config, auth.base_url, target=target, what="health check")
-            return self.provider(target).health(target, auth)
-        except LLMError as exc:
-            return Health(False, exc.line())
+        from .status_report import check
+        return check(self, self.active if target is None else self.parse(target))
 
     def discover(self, ports: tuple[int, int] | None = None, host: str | None = None, timeout: float = 0.5,
                  notify: bool = True):
-        """llama.cpp servers on the scan range (or `ports`); those on the local host are remembered for the session
-        (a change is announced as "servers" unless `notify` is False: the panel's own scans)."""
-        if host is not None:
-            from .config import check_host
-            host = check_host(host)
-        provider = self.provider(Target("local"))
-        from .policy import enforce
-        enforce("local", self.config, f"http://{host}" if host else None, what="scan")  # local-only: no foreign hosts
-        port_list = provider.scan_ports() if ports is None else list(range(ports[0], ports[1] + 1))
-        found = provider.discover(host=host, ports=port_list, timeout=timeout)
-        if (host or provider.host) == provider.host:
-            from .local_servers import record_scan
-            if record_scan(self.config.known, port_list, found) and notify:
-                self.notify("servers")  # the panel refills its local list
-            for s in found:
-                s.name = self.config.local_name(s.port)
-        return found
+        """llama.cpp servers on the scan range (or `ports`); local ones are remembered (see local_servers.py)."""
+        from .local_servers import discover
+        return discover(self, ports, host, timeout, notify)
 
     def models(self, provider: str | None = None):
-        target = Target(provider.lower()) if provider else Target(self.active.provider)
-        spec = self._spec(target)
-        from .budget import with_prices
-        from .policy import enforce, offline
-        auth = self.credentials.lookup(spec)
-        try:
-            enforce(target.provider, self.config, getattr(auth, "base_url", None), what="model list")
-        except LLMError:
-            if not (offline(self.config) and spec.needs_key):
-                raise
-            auth = None  # local-only mode: the built-in catalogue, nothing sent
-        return with_prices(self, target, self.provider(target).list_models(auth))
+        from .status_report import models
+        return models(self, provider)
 
     def providers(self, *, probe: bool = True) -> list[dict[str, Any]]:
         """One row per provider: configured?, auth method, credential source, masked key, health."""
-        from concurrent.futures import ThreadPoolExecutor
-        from .providers import provider_ids
-        from .policy import enabled, is_local, offline
-        rows = []
-        for pid in provider_ids(self.config):
-            spec = self._spec(Target(pid))
-            on, here = enabled(pid, self.config), is_local(pid, self.config)
-            auth = self.credentials.lookup(spec, run_command=False) if spec.needs_key else None
-            rows.append({"provider": pid, "kind": spec.kind, "configured": (not spec.needs_key) or auth is not None,
-                         "auth": auth.method if auth else spec.auth, "source": auth.source if auth else ("-" if spec.needs_key else "none needed"),
-                         "key": auth.masked if auth and auth.secret else "", "enabled": on, "local": here,
-                         "health": "" if on and (here or not offline(self.config)) else
-                         ("disabled in config" if not on else "blocked (local-only mode)")})
-        if probe:
-            for r in rows:
-                if not r["configured"] and not r["health"]:
-                    r["health"] = "no key"
-            todo = [r for r in rows if r["configured"] and not r["health"]]
-            for r in todo:  # import SDKs one at a time: concurrent imports see half-imported modules
-                adapter = self.provider(Target(r["provider"]))
-                if hasattr(adapter, "preload"):
-                    adapter.preload()
-            with ThreadPoolExecutor(max_workers=8) as pool:
-                for row, health in zip(todo, pool.map(lambda r: self.check(Target(r["provider"])), todo)):
-                    row["health"] = health_word(health)
-        return rows
+        from .status_report import providers
+        return providers(self, probe=probe)
 
     def status(self, *, probe: bool = True) -> dict[str, Any]:
-        from .redact import safe_url
-        target = self.active
-        spec = self._spec(target)
-        auth = self.credentials.lookup(spec, run_command=False) if spec.needs_key else None
-        total = self.usage.summary()
-        info = {"target": str(target), "provider": target.provider,
-                "model": target.model or spec.default_model or "",
-                "auth": auth.method if auth else ("none" if not spec.needs_key else "missing"),
-                "source": auth.source if auth else ("-" if spec.needs_key else "none needed"),
-                "key": auth.masked if auth and auth.secret else "",
-                "base_url": safe_url((auth.base_url if auth and auth.base_url else None) or self._base_url(target, spec)),
-                "conversation": len(self.conversation) // 2, "requests": total["requests"],
-                "input_tokens": total["input_tokens"], "output_tokens": total["output_tokens"],
-                "cost": total["cost"], "budget": self.budget, "budget_left": self.budget_left,
-                "fallback": [str(t) for t in self.fallback], "settings": dict(self.settings),
-                "last_latency": self.last.latency if self.last else None, "health": "",
-                "mode": self.mode, "quota": _quota(target.provider),
-                "recording": self._tap.describe() if getattr(self, "_tap", None) is not None and self._tap.active else ""}
-        if probe:
-            info["health"] = "no key" if spec.needs_key and auth is None else health_word(self.check(target))
-        return info
+        from .status_report import status
+        return status(self, probe=probe)
 
     def _base_url(self, target: Target, spec) -> str:
-        if target.is_local:
-            if target.port is None:
-                lo, hi = self.config.local_scan
-                return f"http://{self.config.local_host}:{{first server on ports {lo}-{hi}}}/v1"
-            return f"http://{self.config.local_host}:{target.port}/v1"
-        return spec.base_url or ""
+        from .status_report import base_url
+        return base_url(self, target, spec)
 
     def history(self, n: int = 10) -> list[dict[str, Any]]:
         return self.store.history(n)
@@ -449,19 +348,9 @@ class Session:
         return response
 
     def _record(self, prompt: str, response: Response, cache_key: str | None, charged: tuple[str, str]) -> None:
-        """Queue the history row (and cache entry); say on stderr, every time, when a row is not recorded.
-        This request's budget hold is dropped by the same queued write, once its row is in."""
-        from .writequeue import report_write
-        store = self.store
-        if cache_key and not response.cached:
-            record = response.to_record()
-            store.submit("cache entry", lambda: store.cache_put(cache_key, record))
-        ticket = store.submit_response(response, prompt, session_id=self.id, provider=charged[0], model=charged[1],
-                                       release=self.caps.take_own_holds())
-        note = report_write(store, ticket)
-        if note:
-            print(note, file=sys.stderr, flush=True)
-        self.caps.after_spend(self)
+        """Queue the history row (and cache entry), releasing this request's budget hold (exchange.py)."""
+        from .exchange import record
+        record(self, prompt, response, cache_key, charged)
 
     def check_budget(self, targets: list[Target], request: Request, *, hold: bool = False) -> None:
         """Refuse before anything is sent when sending `request` to every target (one ask, or a whole
@@ -469,82 +358,19 @@ class Session:
         `hold` keeps the estimate counted until the exchange is recorded."""
         self.caps.check(self, targets, request, hold=hold)
 
+    # ---- one exchange's internals (exchange.py; mapping.py, pool.py and batch.py use them too) ----
     def _from_cache(self, response: Response, hit: dict, on_event) -> None:
-        response.text = hit.get("text", "")
-        response.chunks = [response.text]
-        usage = hit.get("usage") or {}
-        response.usage = Usage(usage.get("input_tokens", 0), usage.get("output_tokens", 0))
-        response.finish_reason = hit.get("finish_reason")
-        response.reasoning = hit.get("reasoning") or ""
-        response.truncated, response.max_tokens = bool(hit.get("truncated")), hit.get("max_tokens")
-        response.answered_by = hit.get("answered_by") or response.target
-        response.cached = True
-        response.latency = response.ttft = 0.0
-        if on_event:
-            on_event(TextDelta(response.text))
-            on_event(Finish(response.finish_reason or "stop"))
+        from .exchange import from_cache
+        from_cache(response, hit, on_event)
 
     def _stream(self, target: Target, request: Request, response: Response, on_event, fallback) -> None:
-        start = time.perf_counter()
-        events = self.router.stream(target, request, fallback)
-        try:
-            for ev in events:
-                if isinstance(ev, TextDelta):
-                    if response.ttft is None:
-                        response.ttft = time.perf_counter() - start
-                    response.chunks.append(ev.text)
-                elif isinstance(ev, ReasoningDelta):
-                    response.reasoning += ev.text
-                elif isinstance(ev, Notice):
-                    response.notes.append(ev.text)
-                elif isinstance(ev, Attempt):
-                    response.answered_by = ev.target
-                    response.fallback_reason = ev.fallback_reason or response.fallback_reason
-                    response.replayed = ev.replayed
-                elif isinstance(ev, Usage):
-                    response.usage = ev
-                elif isinstance(ev, Finish):
-                    response.finish_reason = ev.reason
-                elif isinstance(ev, StreamError):
-                    response.error = ev.error
-                    response.finish_reason = "error"
-                if on_event:
-                    on_event(ev)
-        except KeyboardInterrupt:
-            response.finish_reason = "interrupted"
-            response.incomplete = True
-        finally:
-            events.close()
-            response.latency = time.perf_counter() - start
-            response.text = "".join(response.chunks)
-        if response.error is not None and response.text:
-            response.incomplete = True
-        if response.finish_reason == "length":  # stopped at the output limit: say so, record it
-            response.truncated = True
-            response.max_tokens = request.max_tokens or response.usage.output_tokens or None
-        if response.usage.output_tokens == 0 and response.text:
-            response.usage = Usage(response.usage.input_tokens or _approx_tokens(request), _approx_tokens_text(response.text))
+        from .exchange import stream
+        stream(self, target, request, response, on_event, fallback)
 
     def _account(self, target: Target, prompt: str, response: Response) -> tuple[str, str]:
         """Cost and usage of `response`; returns (provider, model) charged (the history row is `_record`'s)."""
-        from . import pricing
-        answered = parse_target(response.answered_by, self.config) if response.answered_by else target
-        model = answered.model or self._spec(answered).default_model or ""
-        if answered.is_local:
-            model = answered.model or str(answered.port or "")
-        if response.replayed:
-            response.cost = 0.0  # nothing was sent
-        elif not response.cached and (response.usage.input_tokens or response.usage.output_tokens):
-            from .budget import price_args
-            response.cost = pricing.cost(answered.provider, model, response.usage, **price_args(self, answered))
-            self.usage.add(answered.provider, model, response.usage.input_tokens, response.usage.output_tokens, response.cost)
-        elif response.cached:
-            response.cost = 0.0
-        if response.fallback_reason and response.answered_by != response.target:
-            self._record_event("fallback", {"from": response.target, "to": response.answered_by,
-                                            "reason": response.fallback_reason})
-        self.notify("usage")
-        return answered.provider, model
+        from .exchange import account
+        return account(self, target, prompt, response)
 
     def _record_event(self, kind: str, detail: dict) -> None:
         try:  # queued: a locked history database never holds up a switch or a login
@@ -554,21 +380,14 @@ class Session:
             log.debug("could not record event", exc_info=True)
 
 
-def health_word(health) -> str:
-    """`ok (...)`, `no key (...)` when the only problem is a missing credential, else `down (...)`."""
-    word = "ok" if health.ok else ("no key" if str(health.detail).startswith("MISSING_CREDENTIALS") else "down")
-    return word + (f" ({health.detail})" if health.detail else "")
+_MOVED = {"health_word": ("status_report", "health_word"), "_quota": ("status_report", "quota"),
+          "_approx_tokens": ("exchange", "approx_tokens"), "_approx_tokens_text": ("exchange", "approx_tokens_text")}
 
 
-def _quota(provider: str) -> str:
-    from .quota import describe
-    return describe(provider)
-
-
-def _approx_tokens_text(text: str) -> int:
-    return max(1, (len(text) + 3) // 4)
-
-
-def _approx_tokens(request: Request) -> int:
-    from .events import text_of
-    return _approx_tokens_text("".join(text_of(m.get("content", "")) for m in request.messages) + (request.system or ""))
+def __getattr__(name: str):
+    """`from jupyter_llm.kernel_session import health_word` (and the other moved helpers) still works, lazily."""
+    if name in _MOVED:
+        from importlib import import_module
+        module, attr = _MOVED[name]
+        return getattr(import_module(f".{module}", __package__), attr)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

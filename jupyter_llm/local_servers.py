@@ -75,6 +75,27 @@ def record_scan(known: KnownServers, scanned: list[int], found: list) -> bool:
     return set(known.ports()) != before
 
 
+def discover(session, ports: tuple[int, int] | None = None, host: str | None = None, timeout: float = 0.5,
+             notify: bool = True):
+    """llama.cpp servers on the scan range (or `ports`); those on the local host are remembered for the session
+    (a change is announced as "servers" unless `notify` is False: the panel's own scans)."""
+    from .targets import Target
+    if host is not None:
+        from .config import check_host
+        host = check_host(host)
+    provider = session.provider(Target("local"))
+    from .policy import enforce
+    enforce("local", session.config, f"http://{host}" if host else None, what="scan")  # local-only: no foreign hosts
+    port_list = provider.scan_ports() if ports is None else list(range(ports[0], ports[1] + 1))
+    found = provider.discover(host=host, ports=port_list, timeout=timeout)
+    if (host or provider.host) == provider.host:
+        if record_scan(session.config.known, port_list, found) and notify:
+            session.notify("servers")  # the panel refills its local list
+        for s in found:
+            s.name = session.config.local_name(s.port)
+    return found
+
+
 def ollama_models(session, timeout: float = 0.3) -> list[str]:
     """`ollama:MODEL` for each model of a running Ollama (configured base URL), [] when none answers."""
     from .policy import enabled, is_local, offline

@@ -264,6 +264,8 @@ def meter_for(session: Any, target: "Target") -> Meter:
     window = pricing.context_window(target.provider, model) or _CONTEXT.get(model)
     if window is None and model:
         window = _config_window(session, target.provider)
+    if spec.kind == "ollama":  # its /v1 API runs every model at the server's num_ctx, not the model's own size
+        window = _config_window(session, target.provider) or OLLAMA_CONTEXT
     if spec.kind in ("anthropic", "gemini") and model:
         try:
             auth = session.credentials.lookup(spec, run_command=False)
@@ -273,6 +275,10 @@ def meter_for(session: Any, target: "Target") -> Meter:
         except Exception:
             pass
     return EstimateMeter(window)
+
+
+# Ollama's default context length (OLLAMA_CONTEXT_LENGTH) since 0.6: what an OpenAI-compatible request gets.
+OLLAMA_CONTEXT = 4096
 
 
 def _config_window(session: Any, provider_id: str) -> int | None:

@@ -48,13 +48,29 @@ class CellRun:
 class Kernel:
     """Start a kernel with a given environment and run cells in it."""
 
-    def __init__(self, env: dict[str, str]):
+    def __init__(self, env: dict[str, str], *, python: str | None = None, cwd: str | None = None):
+        """`python`: another interpreter (e.g. a fresh venv's) runs the kernel with its own ipykernel and
+        site-packages, without this source tree on its path (`cwd` should then be outside the tree)."""
         from jupyter_client import KernelManager
-        self.km = KernelManager(kernel_name="python3")
         full = dict(os.environ)
         full.update(env)
-        full["PYTHONPATH"] = str(ROOT) + os.pathsep + full.get("PYTHONPATH", "")
-        self.km.start_kernel(env=full, cwd=str(ROOT))
+        if python is None:
+            self.km = KernelManager(kernel_name="python3")
+            full["PYTHONPATH"] = str(ROOT) + os.pathsep + full.get("PYTHONPATH", "")
+        else:
+            import json
+            import tempfile
+            from jupyter_client.kernelspec import KernelSpecManager
+            self._specs = tempfile.TemporaryDirectory(prefix="kernelspec-")
+            spec = Path(self._specs.name) / "other-python"
+            spec.mkdir()
+            (spec / "kernel.json").write_text(json.dumps({
+                "argv": [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "other python", "language": "python"}))
+            self.km = KernelManager(kernel_name="other-python",
+                                    kernel_spec_manager=KernelSpecManager(kernel_dirs=[self._specs.name]))
+            full.pop("PYTHONPATH", None)
+        self.km.start_kernel(env=full, cwd=cwd or str(ROOT))
         self.kc = self.km.client()
         self.kc.start_channels()
         self.kc.wait_for_ready(timeout=60)
@@ -115,8 +131,8 @@ def kernel_factory():
     """Build kernels with a custom environment; all are shut down after the test."""
     kernels: list[Kernel] = []
 
-    def make(**env: str) -> Kernel:
-        k = Kernel({key: str(v) for key, v in env.items()})
+    def make(*, python: str | None = None, cwd: str | None = None, **env: str) -> Kernel:
+        k = Kernel({key: str(v) for key, v in env.items()}, python=python, cwd=cwd)
         kernels.append(k)
         return k
 

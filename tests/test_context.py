@@ -224,3 +224,17 @@ def test_llama_counts_are_what_the_server_counts(llama_server, isolated_env):
     # the exchange just made is in the next plan: more tokens than before, counted exactly again
     assert rows[0]["counted"] == "exact" and rows[0]["input_tokens"] > planned.input_tokens
     assert rows[0]["messages"] == 2 * 5 + 1 + 1 and rows[0]["cost_high_usd"] == 0.0 and rows[0]["fits"] is True
+
+
+def test_ollama_is_fitted_to_its_servers_context_not_left_unbounded(isolated_env):
+    """Ollama's /v1 API runs every model at the server's num_ctx (4096 by default), whatever the model's own size."""
+    from jupyter_llm.config import load_config
+    from jupyter_llm.kernel_session import Session
+    from jupyter_llm.tokencount import OLLAMA_CONTEXT, meter_for
+    path = isolated_env / "config.toml"
+    path.write_text('default = "ollama:llama3.2"\n')
+    s = Session(load_config(path, strict=True))
+    assert meter_for(s, Target("ollama", "llama3.2")).window == OLLAMA_CONTEXT == 4096
+    path.write_text('default = "ollama:llama3.2"\n[providers.ollama]\ncontext = 16384\n')
+    s = Session(load_config(path, strict=True))
+    assert meter_for(s, Target("ollama", "llama3.2")).window == 16384

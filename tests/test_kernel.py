@@ -163,8 +163,10 @@ def test_canary_key_appears_nowhere(kernel, emulator, isolated_env, tmp_path):
         assert CANARY not in json.dumps([m["content"] for m in run.messages], default=str), source
     path = tmp_path / "saved.ipynb"
     nbformat.write(nb, path)
-    assert "anthropic:header:authorization" in emulator.secret_locations(CANARY)
-    assert set(emulator.secret_locations(CANARY)) <= {"openai:header:authorization", "anthropic:header:authorization"}
+    # older anthropic SDKs send the key as x-api-key, current ones as Authorization: Bearer
+    assert {"anthropic:header:authorization", "anthropic:header:x-api-key"} & set(emulator.secret_locations(CANARY))
+    assert set(emulator.secret_locations(CANARY)) <= {"openai:header:authorization", "anthropic:header:authorization",
+                                                      "anthropic:header:x-api-key"}  # older anthropic SDKs
     assert CANARY not in path.read_text()
     data = isolated_env / "data"
     for f in data.rglob("*"):

@@ -191,7 +191,7 @@ class OpenAIWire(Wire):
         etype, code, msg = _OPENAI_ERRORS[status]
         return status, {"error": {"message": msg.format(model=model, masked=_masked(sent_key)), "type": etype, "param": None, "code": code}}
 
-    def models(self, ids):
+    def models(self, ids, query=None):
         return {"object": "list", "data": [{"id": i, "object": "model", "created": 1721172741, "owned_by": "system"} for i in ids]}
 
     def _chunk(self, model, delta, finish=None, usage=None, choices=True):
@@ -269,9 +269,20 @@ class AnthropicWire(Wire):
             etype, msg = _ANTHROPIC_ERRORS[status]
         return status, {"type": "error", "error": {"type": etype, "message": msg.format(model=model)}, "request_id": "req_emu"}
 
-    def models(self, ids):
-        data = [{"type": "model", "id": i, "display_name": i, "created_at": "2025-01-01T00:00:00Z"} for i in ids]
-        return {"data": data, "has_more": False, "first_id": ids[0] if ids else None, "last_id": ids[-1] if ids else None}
+    def models(self, ids, query=None):
+        """GET /v1/models: cursor pages as the API documents them (`limit` default 20, `after_id`, `before_id`)."""
+        query = query or {}
+        limit = max(1, min(int(query.get("limit") or 20), 1000))
+        if query.get("after_id") in ids:
+            ids = ids[ids.index(query["after_id"]) + 1:]
+            page, more = ids[:limit], len(ids) > limit
+        elif query.get("before_id") in ids:
+            ids = ids[:ids.index(query["before_id"])]
+            page, more = ids[-limit:], len(ids) > limit
+        else:
+            page, more = ids[:limit], len(ids) > limit
+        data = [{"type": "model", "id": i, "display_name": i, "created_at": "2025-01-01T00:00:00Z"} for i in page]
+        return {"data": data, "has_more": more, "first_id": page[0] if page else None, "last_id": page[-1] if page else None}
 
     def _message(self, model, content, inp, out, stop):
         return {"id": "msg_emu", "type": "message", "role": "assistant", "model": model, "content": content,
@@ -363,7 +374,7 @@ class GeminiWire(Wire):
                                "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID",
                                             "domain": "googleapis.com", "metadata": {"service": "generativelanguage.googleapis.com"}}]}}
 
-    def models(self, ids):
+    def models(self, ids, query=None):
         return {"models": [{"name": f"models/{i}", "version": "001", "displayName": i, "inputTokenLimit": 1048576,
                             "outputTokenLimit": 8192, "supportedGenerationMethods": ["generateContent", "countTokens"]} for i in ids]}
 

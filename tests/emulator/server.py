@@ -424,7 +424,7 @@ class _Handler(BaseHTTPRequestHandler):
             if fault and fault.kind in STATUS_FAULTS:
                 return self._status_fault(wire, fault, rec)
             rec.outcome = "complete"
-            return self._json(200, wire.models(self.emu._models.get(wire_name, [])))
+            return self._json(200, wire.models(self.emu._models.get(wire_name, []), rec.query))
         return self._chat(wire, rec)
 
     @staticmethod
