@@ -28,6 +28,12 @@ if TYPE_CHECKING:
 CHARS_PER_TOKEN = 3.0         # estimate: deliberately fewer characters per token than real tokenizers
 TOKENS_PER_MESSAGE = 4        # estimate: role markers and separators around a chat message
 LLAMA_MESSAGE_OVERHEAD = 8    # when /apply-template is missing: ChatML spends 5 tokens around a message
+# Measuring must never hold a cell up: each call waits at most this long (less when the cell's own
+# timeout is shorter), a timeout is not retried, and a server that just failed is not asked again for
+# DOWN_TTL seconds (the request is then fitted by the estimate, and the send itself reports the server).
+MEASURE_TIMEOUT = 2.0
+DOWN_TTL = 10.0
+_down: dict[tuple[str, int], float] = {}
 PROPS_TTL = 5.0               # seconds a llama.cpp /props answer (n_ctx) is trusted
 _CACHE_SIZE = 20_000
 
@@ -107,9 +113,9 @@ class LlamaMeter(Meter):
     label = "llama.cpp /tokenize"
     _TAIL = ({"role": "user", "content": "x"},)
 
-    def __init__(self, host: str, port: int, api_key: str | None = None):
-        self.host, self.port, self.api_key = host, port, api_key
-        props = llama_props(host, port, api_key)
+    def __init__(self, host: str, port: int, api_key: str | None = None, timeout: float = MEASURE_TIMEOUT):
+        self.host, self.port, self.api_key, self.timeout = host, port, api_key, timeout
+        props = llama_props(host, port, api_key, timeout)
         gen = props.get("default_generation_settings") or {}
         self.window = gen.get("n_ctx") or props.get("n_ctx") or None
         model = props.get("model_path") or props.get("model_alias") or ""
@@ -127,7 +133,7 @@ class LlamaMeter(Meter):
                 _overhead[self.key + ":templated"] = self.templated
 
     def _post(self, path: str, body: dict) -> Any:
-        return _http_json(self.host, self.port, "POST", path, body, self.api_key)
+        return _http_json(self.host, self.port, "POST", path, body, self.api_key, self.timeout)
 
     def text(self, text: str) -> int:
         if not text:
@@ -257,7 +263,8 @@ def meter_for(session: Any, target: "Target") -> Meter:
                 port = provider._server_for_chat(target, auth).port
             else:
                 port = target.port
-            return LlamaMeter(provider.host, port, auth.secret if auth else None)
+            limit = session.settings.get("timeout") or MEASURE_TIMEOUT
+            return LlamaMeter(provider.host, port, auth.secret if auth else None, min(MEASURE_TIMEOUT, limit))
         except Exception:
             return EstimateMeter(label="estimate (server not reachable)")
     model = target.model or spec.default_model or ""
@@ -286,14 +293,14 @@ def _config_window(session: Any, provider_id: str) -> int | None:
     return int(value) if isinstance(value, (int, float)) and value > 0 else None
 
 
-def llama_props(host: str, port: int, api_key: str | None = None) -> dict:
+def llama_props(host: str, port: int, api_key: str | None = None, timeout: float = MEASURE_TIMEOUT) -> dict:
     """GET /props of a llama.cpp server, cached for PROPS_TTL seconds."""
     now = time.monotonic()
     with _lock:
         hit = _props.get((host, port))
     if hit is not None and now - hit[0] < PROPS_TTL:
         return hit[1]
-    props = _http_json(host, port, "GET", "/props", None, api_key)
+    props = _http_json(host, port, "GET", "/props", None, api_key, timeout)
     with _lock:
         _props[(host, port)] = (now, props)
     return props
@@ -302,9 +309,14 @@ def llama_props(host: str, port: int, api_key: str | None = None) -> dict:
 _conns = threading.local()
 
 
-def _http_json(host: str, port: int, method: str, path: str, body: dict | None, api_key: str | None) -> dict:
+def _http_json(host: str, port: int, method: str, path: str, body: dict | None, api_key: str | None,
+               timeout: float = MEASURE_TIMEOUT) -> dict:
     """One JSON request on a kept-alive connection of this thread; raises on anything but 200."""
     import http.client
+    with _lock:
+        failed = _down.get((host, port))
+    if failed is not None and time.monotonic() - failed < DOWN_TTL:
+        raise OSError(f"{host}:{port} did not answer a moment ago")
     conns = getattr(_conns, "map", None)
     if conns is None:
         conns = _conns.map = {}
@@ -315,15 +327,21 @@ def _http_json(host: str, port: int, method: str, path: str, body: dict | None, 
     for attempt in (0, 1):  # a kept-alive connection the server closed: reconnect once
         conn = conns.get((host, port))
         if conn is None:
-            conn = conns[(host, port)] = http.client.HTTPConnection(host, port, timeout=10)
+            conn = conns[(host, port)] = http.client.HTTPConnection(host, port, timeout=timeout)
+        conn.timeout = timeout
+        if conn.sock is not None:
+            conn.sock.settimeout(timeout)
         try:
             conn.request(method, path, body=data, headers=headers)
             resp = conn.getresponse()
             raw = resp.read()
-        except (OSError, http.client.HTTPException):
+        except (OSError, http.client.HTTPException) as exc:
             conn.close()
             conns.pop((host, port), None)
-            if attempt:
+            stale = isinstance(exc, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError))
+            if attempt or not stale:  # only a kept-alive connection the server closed is worth a second try
+                with _lock:
+                    _down[(host, port)] = time.monotonic()
                 raise
             continue
         if resp.status != 200:

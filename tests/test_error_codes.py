@@ -26,8 +26,12 @@ def test_real_llama_cpp_context_overflow_is_context_too_long(llama_server, cloud
     assert err.code == "CONTEXT_TOO_LONG" and "%llm reset" in err.hint and "--new" in err.hint
     assert "\n" not in str(err)
     s = cloud()
+    with pytest.raises(LLMError) as refused:  # context=auto (the default) measures first and sends nothing
+        s.ask(long_prompt, target=f"local:{llama_server.port}", max_tokens=4)
+    assert refused.value.code == "CONTEXT_TOO_LONG" and "nothing was sent" in refused.value.message
+    s.set(context="all")  # send everything and let the server refuse: its own words map to the same code
     r = s.ask(long_prompt, target=f"local:{llama_server.port}", max_tokens=4)
-    assert r.error.code == "CONTEXT_TOO_LONG"
+    assert r.error.code == "CONTEXT_TOO_LONG" and "%llm reset" in r.error.hint
 
 
 @pytest.mark.parametrize("name", PROVIDERS)
