@@ -31,7 +31,7 @@ log = logging.getLogger("jupyter_llm")
 PERIODS = ("session", "daily", "monthly")
 WARN_AT = 0.8                    # one warning line when a cap first passes this share
 HOLD_TTL = 900.0                 # seconds a request in flight holds its estimate (a killed kernel's expire)
-MAX_USD = 10_000_000.0           # keep in step with config.MAX_USD
+MAX_USD = 10_000_000.0           # keep in step with config_checks.MAX_USD
 _EPS = 1e-12
 _PERIOD_WORDS = {"session": "this session", "daily": "today", "monthly": "this month"}
 

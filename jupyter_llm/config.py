@@ -1,7 +1,6 @@
 """The TOML config file (SPEC 8): where it lives, what it may hold, and errors that name file:line:key."""
 from __future__ import annotations
 
-import math
 import os
 import re
 import stat
@@ -11,6 +10,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import LLMError
+# Re-exported so `from jupyter_llm.config import X` keeps working for every name that lived here.
+from .config_checks import (MAX_PRICE, MAX_USD, _Checker, _check_url, _finite, _is_number,  # noqa: F401
+                            _price, _seconds, _usd)
+from .settings import _SETTINGS, FORMATS, MAX_SECONDS, coerce_setting  # noqa: F401
+from .validation import (_DAY, _HOST, _NONZERO_MIN, FALLBACK, NUMBERS, Num, _pattern,  # noqa: F401
+                         _unencodable, check_host, check_number, numeric_spec)
 
 if TYPE_CHECKING:
     from .local_servers import KnownServers
@@ -89,141 +94,6 @@ class Config:
 def _known():
     from .local_servers import KnownServers
     return KnownServers()
-
-
-@dataclass(frozen=True)
-class Num:
-    """One numeric key: its type, allowed range and unit; nan and inf are never allowed."""
-    kind: type                 # int or float
-    low: float
-    high: float
-    low_open: bool = False     # True: `low` itself is not allowed (strictly greater)
-    unit: str = ""
-    note: str = ""             # extra words for the error (e.g. what 0 means)
-
-
-_DAY = 86400.0
-# Every numeric setting, config key and option, in one table: a new numeric key is one line here.
-# `*` matches one name (a provider). Keys read by `check_number`; config keys by the loader.
-NUMBERS: dict[str, Num] = {
-    "reliability.retries": Num(int, 0, 20),
-    "reliability.circuit_failures": Num(int, 0, 1000, note="0 turns the breaker off"),
-    "reliability.timeout": Num(float, 0, _DAY, low_open=True, unit="s"),
-    "reliability.connect_timeout": Num(float, 0, 3600, low_open=True, unit="s"),
-    "reliability.stall_timeout": Num(float, 0, _DAY, low_open=True, unit="s"),
-    "reliability.deadline": Num(float, 0, _DAY, low_open=True, unit="s"),
-    "reliability.backoff": Num(float, 0, 600, unit="s"),
-    "reliability.max_backoff": Num(float, 0, 3600, unit="s"),
-    "reliability.circuit_cooldown": Num(float, 0, _DAY, unit="s"),
-    "limits.*.rpm": Num(float, 0, 1e7, note="0 means no limit; below 1 per minute is refused"),
-    "limits.*.tpm": Num(float, 0, 1e12, note="0 means no limit"),
-    "budget.session_usd": Num(float, 0, 1e7, unit="USD"),
-    "budget.daily_usd": Num(float, 0, 1e7, unit="USD"),
-    "budget.monthly_usd": Num(float, 0, 1e7, unit="USD"),
-    "budget.providers.*.session_usd": Num(float, 0, 1e7, unit="USD"),
-    "budget.providers.*.daily_usd": Num(float, 0, 1e7, unit="USD"),
-    "budget.providers.*.monthly_usd": Num(float, 0, 1e7, unit="USD"),
-    "providers.*.timeout": Num(float, 0, _DAY, low_open=True, unit="s"),
-    "providers.*.connect_timeout": Num(float, 0, _DAY, low_open=True, unit="s"),
-    "providers.*.price.input": Num(float, 0, 1e6, unit="USD per million tokens"),
-    "providers.*.price.output": Num(float, 0, 1e6, unit="USD per million tokens"),
-    "providers.*.ttl": Num(float, 0, 30 * _DAY, low_open=True, unit="s"),
-    "local.ports.*": Num(int, 1, 65535),
-    "local.scan.*": Num(int, 1, 65535),
-    # session settings (`%llm set`, `[defaults]`, per-cell options)
-    "temperature": Num(float, 0, 2),
-    "top_p": Num(float, 0, 1, low_open=True),
-    "max_tokens": Num(int, 1, 10_000_000),
-    "timeout": Num(float, 0, _DAY, low_open=True, unit="s"),
-    "stall_timeout": Num(float, 0, _DAY, low_open=True, unit="s"),
-    "deadline": Num(float, 0, _DAY, low_open=True, unit="s"),
-    "table_rows": Num(int, 1, 1_000_000),
-    # magic arguments
-    "budget": Num(float, 0, 1e7, unit="USD"),
-    "history.n": Num(int, 1, 1_000_000),
-    "discover.port": Num(int, 1, 65535),
-    "port": Num(int, 1, 65535),            # any other port option (e.g. a server to start)
-    "serve.ctx": Num(int, 0, 10_000_000, note="0 takes the model's own context size"),
-    "serve.gpu_layers": Num(int, -1, 100_000, note="-1 offloads every layer"),
-    "serve.timeout": Num(float, 0, 3600, low_open=True, unit="s"),
-}
-# Below 1 request per minute a bucket would wait minutes per request: refused rather than hanging.
-_NONZERO_MIN = {"limits.*.rpm": 1.0}
-
-
-def numeric_spec(key: str) -> Num | None:
-    """The NUMBERS entry for a dotted key (a provider name matches `*`)."""
-    if key in NUMBERS:
-        return NUMBERS[key]
-    parts = key.split(".")
-    for pattern, spec in NUMBERS.items():
-        pat = pattern.split(".")
-        if len(pat) == len(parts) and all(a == "*" or a == b for a, b in zip(pat, parts)):
-            return spec
-    return None
-
-
-def _pattern(key: str) -> str:
-    parts = key.split(".")
-    for pattern in NUMBERS:
-        pat = pattern.split(".")
-        if len(pat) == len(parts) and all(a == "*" or a == b for a, b in zip(pat, parts)):
-            return pattern
-    return key
-
-
-# A numeric key someone forgot to put in NUMBERS still gets the basics: finite, >= 0, not absurd.
-FALLBACK = {int: Num(int, 0, 10 ** 9), float: Num(float, 0, 1e9)}
-
-
-def check_number(key: str, value, *, where: str = "", label: str | None = None, kind: type | None = None):
-    """Validate `value` for numeric key `key` (see NUMBERS): a finite number of the right type within
-    range, strings parsed. Raises BAD_ARGUMENT (or CONFIG_ERROR naming `where` = file:line: key).
-    A key missing from the table is checked with FALLBACK[kind] when `kind` is given."""
-    spec = numeric_spec(key) or (FALLBACK.get(kind) if kind is not None else None)
-    if spec is None:
-        raise KeyError(key)
-    code = "CONFIG_ERROR" if where else "BAD_ARGUMENT"
-    name = where or (label or key)
-    kind = "an integer" if spec.kind is int else "a number"
-    original = value
-    if isinstance(value, str):
-        text = value.strip().replace("_", "")
-        try:
-            value = int(text) if spec.kind is int and re.fullmatch(r"[+-]?\d+", text) else float(text)
-        except (ValueError, OverflowError):
-            raise LLMError(code, f"{name} must be {kind}, got {original!r}") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise LLMError(code, f"{name} must be {kind}, got {original!r}")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise LLMError(code, f"{name} must be a finite number, got {original!r}")
-    if spec.kind is int:
-        if isinstance(value, float):
-            if value != int(value):
-                raise LLMError(code, f"{name} must be a whole number, got {original!r}")
-            value = int(value)
-    else:
-        value = float(value)
-    unit = f" {spec.unit}" if spec.unit else ""
-    low_ok = value > spec.low if spec.low_open else value >= spec.low
-    if not low_ok or value > spec.high:
-        span = (f"> {spec.low:g} and <= {spec.high:g}{unit}" if spec.low_open
-                else f"between {spec.low:g} and {spec.high:g}{unit}")
-        extra = f"; {spec.note}" if spec.note else ""
-        shown = original if isinstance(original, str) and len(original) <= 40 else f"{value:g}"
-        raise LLMError(code, f"{name} must be {span}, got {shown}{extra}")
-    floor = _NONZERO_MIN.get(_pattern(key))
-    if floor is not None and 0 < value < floor:
-        raise LLMError(code, f"{name} must be 0 (no limit) or at least {floor:g}, got {value:g}",
-                       hint="a rate below one request per minute is not supported")
-    return value
-
-
-_SETTINGS = {"temperature": float, "max_tokens": int, "top_p": float, "system": str,
-             "timeout": float, "stall_timeout": float, "deadline": float, "format": str, "cache": bool,
-             "footer": bool, "table_rows": int, "context": str}
-FORMATS = ("markdown", "text", "code", "json", "html")
-MAX_SECONDS = 86400.0  # the longest timeout, stall_timeout or deadline accepted
 
 
 def load_config(path: Path | None = None, *, strict: bool = False) -> Config:
@@ -397,188 +267,8 @@ _PROVIDER_KEYS = {"kind": str, "base_url": str, "model": str, "auth": str, "env"
                   "stream_usage": bool, "max_tokens_param": str, "price": dict, "free": bool, "enabled": bool,
                   "capabilities": dict, "context": int}
 BUDGET_KEYS = {"session_usd": "session", "daily_usd": "daily", "monthly_usd": "monthly"}
-MAX_USD = 10_000_000.0          # a cap or price above this is a typo, not a budget
-MAX_PRICE = 1_000_000.0         # USD per million tokens ($1 a token)
-
-
-def _finite(check: "_Checker", dotted: str, value: Any, minimum: float, maximum: float) -> float:
-    check.number(dotted, value, float, minimum=minimum)
-    if not math.isfinite(value) or value > maximum:
-        check.fail(dotted, f"must be a finite number between {minimum:g} and {maximum:g}, got {value!r}")
-    return float(value)
-
-
-def _usd(check: "_Checker", dotted: str, value: Any) -> float:
-    return _finite(check, dotted, value, 0, MAX_USD)
-
-
-def _seconds(check: "_Checker", dotted: str, value: Any) -> float:
-    seconds = _finite(check, dotted, value, 0, 86_400)
-    if seconds <= 0:
-        check.fail(dotted, f"must be more than 0 seconds, got {value!r}")
-    return seconds
-
-
-def _price(check: "_Checker", dotted: str, value: Any) -> None:
-    table = check.table(dotted, value)
-    for key in table:
-        if key not in ("input", "output"):
-            check.fail(f"{dotted}.{key}", f"unknown key {key!r} (known: input, output, USD per million tokens)")
-    for key in ("input", "output"):
-        if key not in table:
-            check.fail(dotted, f"needs {key} (USD per million {key} tokens), e.g. price = {{ input = 0.15, output = 0.6 }}")
-        _finite(check, f"{dotted}.{key}", table[key], 0, MAX_PRICE)
 
 
 def _builtin_providers() -> tuple[str, ...]:
     from .providers import BUILTIN
     return tuple(BUILTIN)
-
-
-def coerce_setting(key: str, value: Any, *, where: str = "") -> Any:
-    """Validate one session setting (`%llm set`, `[defaults]`); raise BAD_ARGUMENT/CONFIG_ERROR."""
-    code = "CONFIG_ERROR" if where else "BAD_ARGUMENT"
-    prefix = f"{where}: " if where else ""
-    if key not in _SETTINGS:
-        raise LLMError(code, f"{prefix}unknown setting {key!r}", hint=f"known: {', '.join(_SETTINGS)}")
-    kind = _SETTINGS[key]
-    if key == "context":  # auto | all | N (context.py)
-        from .context import parse_mode
-        try:
-            return parse_mode(value)
-        except ValueError:
-            raise LLMError(code, f"{prefix}context must be auto, all or a number of exchanges, got {value!r}") from None
-    try:
-        if kind is bool:
-            if isinstance(value, str):
-                low = value.strip().lower()
-                if low not in ("true", "false", "on", "off", "1", "0", "yes", "no"):
-                    raise ValueError
-                value = low in ("true", "on", "1", "yes")
-            elif not isinstance(value, bool):
-                raise ValueError
-        elif kind is str:
-            value = str(value)
-        elif numeric_spec(key) is not None or kind in (int, float):
-            return check_number(key, value, where=where, kind=kind)
-        else:
-            value = kind(value)
-    except (TypeError, ValueError):
-        raise LLMError(code, f"{prefix}{key} must be {kind.__name__}, got {value!r}") from None
-    if kind is str and ("\x00" in value or _unencodable(value)):
-        raise LLMError(code, f"{prefix}{key} holds a NUL or a lone surrogate character")
-    if key == "format" and value not in FORMATS:
-        raise LLMError(code, f"{prefix}format must be one of {', '.join(FORMATS)}, got {value!r}")
-    return value
-
-
-def _check_url(check: "_Checker", dotted: str, url: str) -> None:
-    """A base URL must be http(s)://HOST[:PORT][/path] with no spaces (the error never shows its secrets)."""
-    from urllib.parse import urlsplit
-    from .redact import register_url, safe_url
-    register_url(url)
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-        host = parts.hostname
-    except ValueError as exc:
-        check.fail(dotted, f"{safe_url(url)!r} is not a URL ({exc})")
-    if parts.scheme not in ("http", "https") or not host or any(c.isspace() for c in url) or _unencodable(url):
-        check.fail(dotted, f"{safe_url(url)!r} is not an http(s):// URL with a host")
-    if port is not None and not 0 < port < 65536:
-        check.fail(dotted, f"port {port} is not 1-65535")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _unencodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
-_HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
-
-
-def check_host(host: str, *, what: str = "--host") -> str:
-    """A host name, IPv4 or IPv6 address (no scheme, port, path or spaces); BAD_ARGUMENT otherwise."""
-    import ipaddress
-    text = host.strip() if isinstance(host, str) else ""
-    bare = text[1:-1] if text.startswith("[") and text.endswith("]") else text
-    try:
-        ipaddress.ip_address(bare)
-        return bare
-    except ValueError:
-        pass
-    if text and len(text) <= 253 and _HOST.fullmatch(text):
-        return text
-    raise LLMError("BAD_ARGUMENT", f"{what}: {host!r} is not a host name or IP address",
-                   hint="e.g. 127.0.0.1, localhost or ::1; no scheme, port or spaces")
-
-
-class _Checker:
-    """Type checks that point at the offending line of the file."""
-
-    def __init__(self, path: Path, text: str):
-        self.path = path
-        self.lines = text.splitlines()
-
-    def line_of(self, dotted: str) -> int | None:
-        """The line that defines `dotted` (a table header, a key, or a key inside an inline table)."""
-        parts = dotted.split(".")
-        header: list[str] = []
-        for no, line in enumerate(self.lines, 1):
-            s = line.strip()
-            m = re.match(r"^\[\[?\s*([^\]]+?)\s*\]\]?", s)
-            if m:
-                header = [h.strip().strip("\"'") for h in m.group(1).split(".")]
-                if header == parts:
-                    return no
-                continue
-            if parts[:len(header)] != header or len(parts) == len(header):
-                continue
-            rest = parts[len(header):]
-            if re.match(rf"^[\"']?{re.escape(rest[0])}[\"']?\s*[=.]", s) and all(
-                    re.search(rf"(^|[{{,\s.\"']){re.escape(r)}[\"']?\s*[=.]", s) for r in rest):
-                return no
-        return None
-
-    def where(self, dotted: str) -> str:
-        line = self.line_of(dotted)
-        return f"{self.path}:{line}: {dotted}" if line else f"{self.path}: {dotted}"
-
-    def fail(self, dotted: str, message: str):
-        raise LLMError("CONFIG_ERROR", f"{self.where(dotted)}: {message}")
-
-    def typed(self, dotted: str, value: Any, kind: type) -> Any:
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            self.fail(dotted, f"must be {kind.__name__}, got {value!r}")
-        return value
-
-    def table(self, dotted: str, value: Any) -> dict:
-        return self.typed(dotted, value, dict)
-
-    def num(self, dotted: str, value: Any, kind: type | None = None):
-        """A numeric key checked against NUMBERS (strings are not numbers in a TOML file)."""
-        if isinstance(value, str):
-            self.fail(dotted, f"must be a number, got {value!r}")
-        return check_number(dotted, value, where=self.where(dotted), kind=kind)
-
-    def number(self, dotted: str, value: Any, kind: type, minimum: float | None = None):
-        """Older form of `num`: a key in NUMBERS is checked by the table; any other still must be a
-        finite number (never nan or inf), at least `minimum`, and not absurd (FALLBACK)."""
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
-            self.fail(dotted, f"must be a number, got {value!r}")
-        if numeric_spec(dotted) is not None:
-            return check_number(dotted, value, where=self.where(dotted))
-        if isinstance(value, float) and not math.isfinite(value):
-            self.fail(dotted, f"must be a finite number, got {value!r}")
-        if minimum is not None and value < minimum:
-            self.fail(dotted, f"must be >= {minimum}, got {value!r}")
-        if abs(value) > 1e12:
-            self.fail(dotted, f"must be at most 1e12, got {value!r}")
-        return value

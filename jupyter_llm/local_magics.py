@@ -124,7 +124,7 @@ def cmd_stop(magics, rest: list[str]) -> None:
 
 
 def _port_range(text: str | None) -> tuple[int, int] | None:
-    """FIRST-LAST in ASCII digits, each 1-65535 (config.NUMBERS), at most 1025 ports."""
+    """FIRST-LAST in ASCII digits, each 1-65535 (validation.NUMBERS), at most 1025 ports."""
     if not text:
         return None
     import re

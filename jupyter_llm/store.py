@@ -6,6 +6,8 @@ several kernels can use the same file. Exchanges go through a write queue (`subm
 full database is retried in the background for a bounded time, and the caller learns from the
 returned `Ticket` whether the row was recorded, so it can say so. Every text stored is scrubbed of
 known secrets; a cache row that does not decode to a valid record is a miss (and is removed).
+The other tables' methods live in mixins `Store` inherits: events_store, spend_store (spend, usage,
+budget holds) and jobs_store (batch jobs); they share this file's connection, lock and `_run`.
 """
 from __future__ import annotations
 
@@ -15,13 +17,15 @@ import logging
 import sqlite3
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 if TYPE_CHECKING:
     from .events import Response
 
+from .events_store import EventsStore  # noqa: E402
+from .jobs_store import JOB_FIELDS, JOBS_SCHEMA, JobsStore  # noqa: E402,F401  (JOB_FIELDS re-exported)
+from .spend_store import HOLDS_SCHEMA, SpendStore  # noqa: E402
 from .writequeue import Ticket, report_write  # noqa: E402,F401  (re-exported: the queue of this store)
 
 __all__ = ["Store", "Ticket", "default_store", "report_write", "EXCHANGE_FIELDS", "FILENAME"]
@@ -44,39 +48,8 @@ CREATE INDEX IF NOT EXISTS exchanges_spend ON exchanges(time, provider, cost);
 CREATE INDEX IF NOT EXISTS exchanges_provider_time ON exchanges(provider, time);
 CREATE INDEX IF NOT EXISTS exchanges_notebook ON exchanges(notebook, time);
 CREATE INDEX IF NOT EXISTS events_kind ON events(kind, id);
-CREATE TABLE IF NOT EXISTS holds (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    time REAL NOT NULL,
-    session_id TEXT,
-    provider TEXT,
-    usd REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS holds_time ON holds(time);
-"""
+""" + HOLDS_SCHEMA
 _BOOL_FIELDS = ("incomplete", "cached", "truncated", "replayed")
-# Provider batch jobs (batch.py): written at submit time so an interrupt or a restart loses nothing.
-_JOBS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    provider_job_id TEXT,
-    provider TEXT,
-    target TEXT,
-    time REAL NOT NULL,
-    state TEXT NOT NULL,
-    n_rows INTEGER,
-    n_sent INTEGER,
-    estimate REAL,
-    detail TEXT,
-    session_id TEXT,
-    notebook TEXT,
-    finished REAL,
-    collected REAL,
-    spec TEXT
-);
-CREATE INDEX IF NOT EXISTS jobs_time ON jobs(time);
-"""
-JOB_FIELDS = ("id", "provider_job_id", "provider", "target", "time", "state", "n_rows", "n_sent", "estimate",
-              "detail", "session_id", "notebook", "finished", "collected", "spec")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS exchanges (
@@ -175,7 +148,7 @@ def _valid_cache_record(value: Any) -> bool:
     return True
 
 
-class Store:
+class Store(EventsStore, SpendStore, JobsStore):
     """History, events and response cache in one SQLite file, opened on first use."""
 
     def __init__(self, path: Path | str, *, timeout: float = 2.0):
@@ -214,7 +187,7 @@ class Store:
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.executescript(_SCHEMA)
                 _migrate(conn)
-                conn.executescript(_JOBS_SCHEMA)
+                conn.executescript(JOBS_SCHEMA)
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             except Exception:
                 conn.close()
@@ -305,123 +278,6 @@ class Store:
             truncated=getattr(response, "truncated", False),
             fallback_reason=getattr(response, "fallback_reason", None), replayed=getattr(response, "replayed", False))
 
-    # ---- spend (budgets and usage breakdowns) ----------------------------------------------
-
-    @staticmethod
-    def _where(since: float | None, until: float | None, provider: str | None, session_id: str | None,
-               notebook: str | None) -> tuple[str, list]:
-        clauses, args = [], []
-        for clause, value in (("time >= ?", since), ("time < ?", until), ("provider = ?", provider),
-                              ("session_id = ?", session_id), ("notebook = ?", notebook)):
-            if value is not None:
-                clauses.append(clause)
-                args.append(value)
-        return ("WHERE " + " AND ".join(clauses)) if clauses else "", args
-
-    def spend(self, *, since: float | None = None, until: float | None = None, provider: str | None = None,
-              session_id: str | None = None, notebook: str | None = None) -> dict[str, float]:
-        """USD spent per provider in [since, until) (unix times), optionally of one provider, session
-        or notebook: every kernel that shares this file counts. Unpriced exchanges count $0."""
-        where, args = self._where(since, until, provider, session_id, notebook)
-
-        def select(conn: sqlite3.Connection) -> dict[str, float]:
-            rows = conn.execute(f"SELECT provider, SUM(cost) FROM exchanges {where} GROUP BY provider", args)
-            return {(p or ""): float(c or 0.0) for p, c in rows.fetchall()}
-
-        return self._run("spend", select, {})
-
-    def usage(self, *, since: float | None = None, until: float | None = None, provider: str | None = None,
-              session_id: str | None = None, notebook: str | None = None) -> list[dict]:
-        """Per provider and model: requests (something was exchanged), cached, errors, input/output tokens,
-        cost (USD) and unpriced (requests with no known price), in [since, until)."""
-        where, args = self._where(since, until, provider, session_id, notebook)
-        sql = ("SELECT provider, model, "
-               "SUM(cached = 0 AND (COALESCE(input_tokens, 0) + COALESCE(output_tokens, 0)) > 0) AS requests, "
-               "SUM(cached) AS cached, SUM(status != 'ok') AS errors, "
-               "SUM(COALESCE(input_tokens, 0)) AS input_tokens, SUM(COALESCE(output_tokens, 0)) AS output_tokens, "
-               "SUM(COALESCE(cost, 0)) AS cost, "
-               "SUM(cost IS NULL AND (COALESCE(input_tokens, 0) + COALESCE(output_tokens, 0)) > 0) AS unpriced "
-               f"FROM exchanges {where} GROUP BY provider, model ORDER BY provider, model")
-
-        def select(conn: sqlite3.Connection) -> list[dict]:
-            out = []
-            for r in conn.execute(sql, args).fetchall():
-                d = dict(r)
-                for key in ("requests", "cached", "errors", "input_tokens", "output_tokens", "unpriced"):
-                    d[key] = int(d[key] or 0)
-                d["cost"] = float(d["cost"] or 0.0)
-                d["provider"], d["model"] = d["provider"] or "", d["model"] or ""
-                out.append(d)
-            return out
-
-        return self._run("usage", select, [])
-
-    # ---- holds: spend a request in flight may still add (so concurrent kernels cannot both pass a cap) ----
-
-    @contextmanager
-    def transaction(self) -> Iterator[bool]:
-        """Hold the file's write lock (BEGIN IMMEDIATE) for a check and what it records, so two kernels
-        cannot interleave; yields False (and nothing is atomic) when the lock or the file is unavailable."""
-        with self._lock:
-            try:
-                conn = self._connect()
-                conn.execute("BEGIN IMMEDIATE")
-            except (sqlite3.Error, OSError) as exc:
-                log.debug("history transaction unavailable: %s", exc)
-                yield False
-                return
-            try:
-                yield True
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            try:
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                log.debug("history commit failed: %s", exc)
-                try:
-                    conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
-
-    def hold(self, usd: float, provider: str | None, session_id: str | None) -> int:
-        """Record what a request about to be sent could cost; returns the hold's id (0: not recorded)."""
-        def insert(conn: sqlite3.Connection) -> int:
-            now = time.time()
-            conn.execute("DELETE FROM holds WHERE time < ?", [now - 86400])   # crashed kernels' leftovers
-            cur = conn.execute("INSERT INTO holds (time, session_id, provider, usd) VALUES (?, ?, ?, ?)",
-                               [now, session_id, provider, float(usd)])
-            return int(cur.lastrowid or 0)
-
-        return self._run("hold", insert, 0)
-
-    def release(self, *hold_ids: int) -> None:
-        """Drop holds once their exchange is recorded (or never happened)."""
-        ids = [int(i) for i in hold_ids if i]
-        if ids:
-            self._run("release", lambda conn: conn.execute(
-                f"DELETE FROM holds WHERE id IN ({', '.join('?' for _ in ids)})", ids), None)
-
-    def held(self, *, since: float, session_id: str | None = None) -> dict[str, float]:
-        """USD held per provider by requests in flight that started at or after `since` (older holds are
-        a crashed kernel's and no longer count)."""
-        where, args = self._where(since, None, None, session_id, None)
-
-        def select(conn: sqlite3.Connection) -> dict[str, float]:
-            rows = conn.execute(f"SELECT provider, SUM(usd) FROM holds {where} GROUP BY provider", args)
-            return {(p or ""): float(c or 0.0) for p, c in rows.fetchall()}
-
-        return self._run("holds", select, {})
-
-    def has_event(self, kind: str, detail: Any) -> bool:
-        """Whether an event of `kind` with exactly this detail was recorded (by any kernel)."""
-        payload = _json(detail)
-
-        def select(conn: sqlite3.Connection) -> bool:
-            return conn.execute("SELECT 1 FROM events WHERE kind = ? AND detail = ? LIMIT 1",
-                                [str(kind), payload]).fetchone() is not None
-
-        return self._run("events", select, False)
 
     def history(self, n: int = 10, session_id: str | None = None) -> list[dict]:
         """The last `n` exchanges (of one session, if given), oldest first and newest last."""
@@ -487,46 +343,6 @@ class Store:
     def retry_for(self, seconds: float) -> None:
         self.writes.retry_for = seconds
 
-    # ---- events ---------------------------------------------------------------------------
-
-    def record_event(self, kind: str, detail: Any = None, session_id: str | None = None) -> int:
-        """Append a session event (switch, login, logout, budget...) with a JSON detail; returns id or 0."""
-        def insert(conn: sqlite3.Connection) -> int:
-            cur = conn.execute("INSERT INTO events (time, session_id, kind, detail) VALUES (?, ?, ?, ?)",
-                               [time.time(), session_id, str(kind), _json(detail)])
-            return int(cur.lastrowid or 0)
-
-        return self._run("event", insert, 0)
-
-    def events(self, n: int = 20, kind: str | None = None, session_id: str | None = None) -> list[dict]:
-        """The last `n` events (optionally of one kind / session), newest last, detail decoded."""
-        if n is None or n <= 0:
-            return []
-        if not self.writes.in_writer():
-            self.flush(2.0)        # read your own writes (bounded)
-
-        def select(conn: sqlite3.Connection) -> list[dict]:
-            clauses, args = [], []
-            if kind is not None:
-                clauses.append("kind = ?")
-                args.append(kind)
-            if session_id is not None:
-                clauses.append("session_id = ?")
-                args.append(session_id)
-            where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-            rows = conn.execute(f"SELECT * FROM events {where} ORDER BY id DESC LIMIT ?", [*args, int(n)]).fetchall()
-            out = []
-            for r in reversed(rows):
-                d = dict(r)
-                try:
-                    d["detail"] = json.loads(d["detail"]) if d["detail"] is not None else None
-                except ValueError:
-                    pass
-                out.append(d)
-            return out
-
-        return self._run("events", select, [])
-
     # ---- response cache -------------------------------------------------------------------
 
     @staticmethod
@@ -573,46 +389,6 @@ class Store:
             return conn.execute("DELETE FROM cache").rowcount
 
         return self._run("cache clear", delete, 0)
-
-    # ---- batch jobs (batch.py) ----------------------------------------------------------------
-
-    def job_put(self, **fields: Any) -> bool:
-        """Insert or update one job (fields as JOB_FIELDS; `spec` is JSON-encoded here); False if not written."""
-        row = {k: v for k, v in fields.items() if k in JOB_FIELDS}
-        if "spec" in row and not isinstance(row["spec"], str):
-            row["spec"] = _json(row["spec"])
-        cols = ", ".join(row)
-
-        def upsert(conn: sqlite3.Connection) -> bool:
-            updates = ", ".join(f"{k} = ?" for k in row if k != "id")
-            changed = conn.execute(f"UPDATE jobs SET {updates} WHERE id = ?",
-                                   [v for k, v in row.items() if k != "id"] + [row["id"]]).rowcount if updates else 0
-            if not changed:
-                conn.execute(f"INSERT INTO jobs ({cols}) VALUES ({', '.join('?' for _ in row)})", list(row.values()))
-            return True
-
-        return self._run("job write", upsert, False)
-
-    def job_get(self, ref: str) -> dict | None:
-        """One job by our id or the provider's job id, with `spec` decoded; None when unknown."""
-        def select(conn: sqlite3.Connection) -> dict | None:
-            row = conn.execute("SELECT * FROM jobs WHERE id = ? OR provider_job_id = ?", [ref, ref]).fetchone()
-            if row is None:
-                return None
-            d = dict(row)
-            d["spec"] = json.loads(d["spec"]) if d.get("spec") else {}
-            return d
-
-        return self._run("job read", select, None)
-
-    def jobs(self, n: int = 50) -> list[dict]:
-        """The last `n` jobs, newest first, without their row specs."""
-        cols = ", ".join(f for f in JOB_FIELDS if f != "spec")
-
-        def select(conn: sqlite3.Connection) -> list[dict]:
-            return [dict(r) for r in conn.execute(f"SELECT {cols} FROM jobs ORDER BY time DESC LIMIT ?", [int(n)])]
-
-        return self._run("jobs", select, [])
 
 
 def split_target(text: str | None) -> tuple[str | None, str | None]:
