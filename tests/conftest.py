@@ -33,6 +33,38 @@ def isolated_env(tmp_path, monkeypatch):
     yield tmp_path
 
 
+@pytest.fixture
+def magic_shell():
+    """The test IPython shell with the extension loaded on a given session: `magic_shell(session)`; the
+    extension is unloaded and the `_llm*` results (plus any `clear` names) are removed afterwards."""
+    import jupyter_llm
+    from IPython import get_ipython
+    from IPython.testing.globalipapp import start_ipython
+    start_ipython()  # once per process; later calls return None
+    shell = get_ipython()
+    names = {"_llm", "_llm_history", "_llm_compare"}
+
+    def load(session, clear=()):
+        jupyter_llm._session = session
+        jupyter_llm.load_ipython_extension(shell)
+        shell.session = session
+        names.update(clear)
+        return shell
+    yield load
+    jupyter_llm.unload_ipython_extension(shell)
+    jupyter_llm._session = None
+    for name in names:
+        shell.user_ns.pop(name, None)
+
+
+def run_cell(shell, capsys, source: str):
+    """Run one cell in the test shell; return (result, stdout, stderr)."""
+    capsys.readouterr()
+    result = shell.run_cell(source)
+    out = capsys.readouterr()
+    return result, out.out, out.err
+
+
 def emulator_config(emulator, extra: str = "", default: str = "openai:gpt-4o-mini") -> str:
     """A config text pointing every cloud provider (and a configured gateway) at the emulator."""
     # `free = false`: the emulator stands in for the paid clouds, so it is priced like them even though

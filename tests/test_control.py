@@ -15,7 +15,7 @@ import pytest
 import jupyter_llm
 from jupyter_llm.errors import CODES, LLMError
 from jupyter_llm.policy import is_local, is_loopback_host
-from tests.conftest import CANARY
+from tests.conftest import CANARY, run_cell as run
 
 FAR = '[providers.farcloud]\nkind = "openai-compatible"\nbase_url = "https://llm.example.com/v1"\n'
 
@@ -45,29 +45,10 @@ def no_egress(monkeypatch):
 
 
 @pytest.fixture
-def ip(cloud, monkeypatch):
-    from IPython import get_ipython
-    from IPython.testing.globalipapp import start_ipython
-    start_ipython()
-    shell = get_ipython()
+def ip(cloud, monkeypatch, magic_shell):
     monkeypatch.setenv("FARCLOUD_API_KEY", CANARY)
     monkeypatch.setenv("DEEPSEEK_API_KEY", CANARY)
-    session = cloud(FAR)
-    jupyter_llm._session = session
-    jupyter_llm.load_ipython_extension(shell)
-    shell.session = session
-    yield shell
-    jupyter_llm.unload_ipython_extension(shell)
-    jupyter_llm._session = None
-    for name in ("_llm", "_llm_history", "_llm_compare"):
-        shell.user_ns.pop(name, None)
-
-
-def run(shell, capsys, source: str):
-    capsys.readouterr()
-    result = shell.run_cell(source)
-    out = capsys.readouterr()
-    return result, out.out, out.err
+    return magic_shell(cloud(FAR))
 
 
 def one_line(result, err: str, code: str) -> str:

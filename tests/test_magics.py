@@ -4,33 +4,13 @@ from __future__ import annotations
 import pytest
 
 import jupyter_llm
-from tests.conftest import CANARY
+from tests.conftest import CANARY, run_cell as run
 
 
 @pytest.fixture
-def ip(cloud):
+def ip(cloud, magic_shell):
     """The test IPython shell with the extension loaded on a fresh emulator-backed session."""
-    from IPython import get_ipython
-    from IPython.testing.globalipapp import start_ipython
-    start_ipython()  # once per process; later calls return None
-    shell = get_ipython()
-    session = cloud()
-    jupyter_llm._session = session
-    jupyter_llm.load_ipython_extension(shell)
-    shell.session = session
-    yield shell
-    jupyter_llm.unload_ipython_extension(shell)
-    jupyter_llm._session = None
-    for name in ("_llm", "answer", "data"):
-        shell.user_ns.pop(name, None)
-
-
-def run(shell, capsys, source: str):
-    """Run one cell; return (result, stdout, stderr)."""
-    capsys.readouterr()
-    result = shell.run_cell(source)
-    out = capsys.readouterr()
-    return result, out.out, out.err
+    return magic_shell(cloud(), clear=("answer", "data"))
 
 
 def assert_one_line_error(result, err: str, code: str):

@@ -6,31 +6,12 @@ import json
 import pytest
 
 import jupyter_llm
-from tests.conftest import CANARY
+from tests.conftest import CANARY, run_cell as run
 
 
 @pytest.fixture
-def ip(cloud):
-    from IPython import get_ipython
-    from IPython.testing.globalipapp import start_ipython
-    start_ipython()
-    shell = get_ipython()
-    session = cloud()
-    jupyter_llm._session = session
-    jupyter_llm.load_ipython_extension(shell)
-    shell.session = session
-    yield shell
-    jupyter_llm.unload_ipython_extension(shell)
-    jupyter_llm._session = None
-    for name in ("_llm", "_llm_history", "_llm_compare"):
-        shell.user_ns.pop(name, None)
-
-
-def run(shell, capsys, source: str):
-    capsys.readouterr()
-    result = shell.run_cell(source)
-    out = capsys.readouterr()
-    return result, out.out, out.err
+def ip(cloud, magic_shell):
+    return magic_shell(cloud())
 
 
 def test_record_then_replay_without_network_or_key(ip, capsys, emulator, tmp_path, monkeypatch, cloud):

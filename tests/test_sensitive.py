@@ -6,36 +6,17 @@ import pytest
 
 import jupyter_llm
 from jupyter_llm import sensitive
-from tests.conftest import CANARY
+from tests.conftest import CANARY, run_cell as run
 
 FAR = '[providers.farcloud]\nkind = "openai-compatible"\nbase_url = "https://llm.example.com/v1"\n'
 
 
 @pytest.fixture
-def ip(cloud, monkeypatch):
-    from IPython import get_ipython
-    from IPython.testing.globalipapp import start_ipython
-    start_ipython()
-    shell = get_ipython()
+def ip(cloud, monkeypatch, magic_shell):
     monkeypatch.setenv("FARCLOUD_API_KEY", CANARY)
-    session = cloud(FAR)
-    jupyter_llm._session = session
-    jupyter_llm.load_ipython_extension(shell)
-    shell.session = session
-    yield shell
-    jupyter_llm.unload_ipython_extension(shell)
-    jupyter_llm._session = None
+    yield magic_shell(cloud(FAR), clear=("df", "key", "city"))
     sensitive._by_id.clear()
     sensitive._by_name.clear()
-    for name in ("_llm", "_llm_compare", "df", "key", "city"):
-        shell.user_ns.pop(name, None)
-
-
-def run(shell, capsys, source: str):
-    capsys.readouterr()
-    result = shell.run_cell(source)
-    out = capsys.readouterr()
-    return result, out.out, out.err
 
 
 def blocked(result, err) -> str:
