@@ -38,6 +38,13 @@ print(json.dumps({"answers": [list(answers.columns), answers.index.tolist(), sor
                             bool((again.sentiment == labels.sentiment).all())],
                   "conversation": len(s.conversation), "servers": len(jupyter_llm.serve.servers())}))
 """,
+    "context.ipynb": """
+import json, jupyter_llm
+s = jupyter_llm.session()
+print(json.dumps({"exchanges": len(s.chat), "plan": [list(plan.target), list(plan.counted), list(plan.fits)],
+                  "last": [r.ok, r.usage.input_tokens + 8 <= 2048, r.context or ""],
+                  "servers": len(jupyter_llm.serve.servers())}))
+""",
 }
 
 
@@ -98,3 +105,18 @@ def test_data_runs_as_it_is(tmp_path):
     assert state["conversation"] == 2       # the single --schema cell is a chat turn; map rows never are
     dry = next(c for c in nb.cells if c.cell_type == "code" and "--dry-run" in c.source)
     assert "nothing was sent" in outputs(dry) and "openai:gpt-4o-mini" in outputs(dry)
+
+
+def test_context_runs_as_it_is(tmp_path):
+    nb, state = run_notebook("context.ipynb", tmp_path)
+    by_source = {c.source.splitlines()[0] if c.source else "": c for c in nb.cells if c.cell_type == "code"}
+    assert "2 exchanges; 2 sent; exact tokens; window 2048 ; fits: True" in outputs(by_source["import jupyter_llm"])
+    assert state["plan"] == [["local:tiny-a", "local:tiny-b"], ["exact", "exact"], [True, True]]
+    # sixty exchanges on a 2,048-token model: every one answered, the oldest left out, the request within the window
+    assert state["last"][:2] == [True, True] and state["last"][2].startswith("context: ")
+    assert "some left out: True ; fits: True" in outputs(by_source["f = s.context().fit"])
+    assert "2 exchanges will be sent" in outputs(by_source["print(s.context().fit.kept, 'exchanges will be sent')"])
+    assert state["exchanges"] == 61      # 62, then `%llm forget 1`
+    refused = next(c for c in nb.cells if c.cell_type == "code" and "{long_text}" in c.source)
+    assert "CONTEXT_TOO_LONG" in outputs(refused) and "nothing was sent" in outputs(refused)
+    assert state["servers"] == 0
