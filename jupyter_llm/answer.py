@@ -47,7 +47,6 @@ def answer(magics, prompt: str, *, target: str | None = None, fmt: str = "markdo
     except LLMError:  # refused before sending (context, budget): no "waiting" line left behind
         renderer.finish(Response(target=str(parsed)))
         raise
-    _mark_truncation(response, ask.get("max_tokens") or session.settings.get("max_tokens"))
     shown = response
     if joined is not None:
         response = _join(joined, response)
@@ -92,14 +91,6 @@ def joined_prompt(joined: Response | None, prompt: str) -> str:
         if last.response is joined:
             return last.prompt
     return prompt
-
-
-def _mark_truncation(response: Response, max_tokens: int | None) -> None:
-    """An answer stopped by the output limit says so (finish reason "length"), with the limit when known."""
-    if response.finish_reason == "length" and response.error is None:
-        response.truncated = True
-        if response.max_tokens is None and max_tokens:
-            response.max_tokens = int(max_tokens)
 
 
 def _join(first: Response, second: Response) -> Response:

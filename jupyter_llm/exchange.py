@@ -16,7 +16,9 @@ def from_cache(response: Response, hit: dict, on_event) -> None:
     response.usage = Usage(usage.get("input_tokens", 0), usage.get("output_tokens", 0))
     response.finish_reason = hit.get("finish_reason")
     response.reasoning = hit.get("reasoning") or ""
-    response.truncated, response.max_tokens = bool(hit.get("truncated")), hit.get("max_tokens")
+    # rows cached before 0.2 carry only the finish reason: stopped at the limit all the same
+    response.truncated = bool(hit.get("truncated")) or response.finish_reason == "length"
+    response.max_tokens = hit.get("max_tokens") or (response.usage.output_tokens or None if response.truncated else None)
     response.answered_by = hit.get("answered_by") or response.target
     response.cached = True
     response.latency = response.ttft = 0.0
