@@ -19,7 +19,6 @@ def _name(magics, name: str, what: str) -> Any:
 def cell_extras(magics, args, cell: str) -> tuple[str, dict[str, Any]]:
     """A single cell's prompt text and the `content` (images) and `schema` to send with it."""
     from . import media
-    from .schema import resolve
     attachments = [media.attach(p) for p in args.attach or []]
     table_rows = int(magics.session.settings.get("table_rows") or 20)
     content, prompt = media.render(cell.strip("\n"), magics.shell.user_ns, table_rows=table_rows,
@@ -28,6 +27,7 @@ def cell_extras(magics, args, cell: str) -> tuple[str, dict[str, Any]]:
     if isinstance(content, list):
         extra["content"] = content
     if args.schema:
+        from .schema import resolve
         extra["schema"] = resolve(_name(magics, args.schema, "--schema"), None)
     return prompt, extra
 
