@@ -89,3 +89,11 @@ def adapt(config, target, request) -> tuple[Any, str | None]:
         return request, None
     return by_prompt(request), (f"{target} has no structured output: the schema went as instructions in the "
                                 "system prompt and the answer was validated against it")
+
+
+def schema_note(config, targets, schema) -> str:
+    """` (the schema went as instructions to T: no structured output)` for a map's summary line, or ""."""
+    if schema is None:
+        return ""
+    names = [str(t) for t in targets if structured_output(config, t) is False]
+    return f" (the schema went as instructions to {', '.join(names)}: no structured output)" if names else ""

@@ -61,12 +61,16 @@ def payload(session, target, request, *, batch: bool = False) -> dict[str, Any]:
     return _shorten(json.loads(json.dumps({k: v for k, v in body.items() if v is not None}, default=str)))
 
 
-def refusal(session, target, images: bool = False) -> str | None:
+def refusal(session, target, images: bool = False, batch: bool = False) -> str | None:
     """The line that refuses a whole target before anything is sent (local-only mode, a disabled provider,
-    images it cannot take), or None. One /props call at most for a llama.cpp target with images."""
+    images it cannot take, no batch API for --batch), or None. One /props call at most for a llama.cpp
+    target with images."""
     from .policy import enforce
     try:
         enforce(target.provider, session.config, target=target)
+        if batch:
+            from .batch_wire import backend
+            backend(session, target)   # a provider without a batch API, or no credential: as --batch says
     except LLMError as exc:
         return exc.line()
     if images:
@@ -144,6 +148,12 @@ def show_map(magics, args, cell: str, data: Any, schema: Any):
     from collections import Counter
     from .rows import build_rows
     session = magics.session
+    batch = args.batch is not None
+    if args.compare and (args.target or batch):   # the same refusals as the map itself
+        raise LLMError("BAD_ARGUMENT", "--compare takes every target after it, and --batch sends to one target: "
+                       "give targets after --compare only, without --batch")
+    if isinstance(args.batch, str) and args.target:
+        raise LLMError("BAD_ARGUMENT", f"two targets: {args.target} and --batch {args.batch}; give one")
     if args.compare:
         from .compare import _parse_all
         targets = _parse_all(session, list(args.compare))
@@ -152,11 +162,10 @@ def show_map(magics, args, cell: str, data: Any, schema: Any):
         targets = [session.parse(name) if name else session.active]
     plan = build_rows(session, cell, data, namespace=magics.shell.user_ns, schema=schema, system=args.system,
                       temperature=args.temperature, max_tokens=args.max_tokens, attach=args.attach or ())
-    batch = args.batch is not None
     head = plan.rows[:SHOW_ROWS]
     shown: dict[str, dict[str, Any]] = {}
     for t in targets:
-        refused = refusal(session, t, plan.images)   # once per target: policy, and images (one /props call)
+        refused = refusal(session, t, plan.images, batch)   # once per target: policy, images, a batch API
         counts: Counter = Counter()
         for row in plan.rows:
             line = row.error.line() if row.request is None else (refused or _blocked(session, t, row.request))

@@ -214,6 +214,8 @@ def test_compare_and_map_choose_per_target(make, emulator, magic_shell, capsys):
                  compare=["openai:gpt-4o-mini", "deepseek:deepseek-chat"], progress=False)
     assert (f.xs("status", axis=1, level=1) == "ok").all().all()
     assert list(f[("deepseek:deepseek-chat", "label")]) == ["pos"] * 3
+    assert f.attrs["summary_line"].endswith("(the schema went as instructions to deepseek:deepseek-chat: "
+                                            "no structured output)")
     rows = emulator.calls("deepseek")[n_before:]
     assert len(rows) == 3 and all("response_format" not in r.body for r in rows)
     assert all(capcheck.INSTRUCTION in r.body["messages"][0]["content"] for r in rows)

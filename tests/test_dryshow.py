@@ -108,6 +108,13 @@ def test_map_show_for_a_batch_job_and_template_errors(ip, capsys, emulator):
     assert "stream" not in body and "stream_options" not in body   # a batch row is not streamed
     assert shown["shown"][2]["request"] is None and shown["shown"][2]["status"].startswith("BAD_ARGUMENT")
     assert shown["verdicts"] == {"would send": 2, "BAD_ARGUMENT": 1}
+    # as the batch map itself would: a target with no batch API is refused, two targets are one too many
+    res, out, err = run(ip, capsys, "%%llm --map people --batch local:8081 --dry-run --show\nHi {row[name]}")
+    local = ip.user_ns["_llm_dry_run"]["local:8081"]
+    assert res.success and local["verdicts"] == {"BAD_ARGUMENT": 3} and "no provider batch API" in local["shown"][0]["status"]
+    for cell in ("--map people --batch openai --compare openai deepseek", "--map people openai --batch anthropic"):
+        res, out, err = run(ip, capsys, f"%%llm {cell} --dry-run --show\nHi {{row[name]}}")
+        assert not res.success and "BAD_ARGUMENT" in err
     assert emulator.requests == [] and not emulator.batches.jobs
 
 
