@@ -247,3 +247,22 @@ def test_batch_rows_get_the_same_choice(make, emulator):
     map_batch(s, "Rate: {item}", ["a"], target="mygateway:house-model", schema=LABEL, wait=False)
     other = [j for j in emulator.batches.jobs.values() if j is not job][0]
     assert other.rows[0][1]["response_format"]["type"] == "json_schema"
+
+
+def test_llama_server_schema_native_or_by_override_as_instructions(llama_server, isolated_env):
+    """llama.cpp constrains decoding to the schema (even random weights answer valid JSON); a server the
+    config says cannot (`structured_output = false`) gets instructions instead, which the tiny model
+    does not follow: its prose is INVALID_OUTPUT, and the note says why."""
+    from jupyter_llm.config import load_config
+    from jupyter_llm.kernel_session import Session
+    path = isolated_env / "config.toml"
+    path.write_text(f'default = "local:{llama_server.port}"\n')
+    s = Session(load_config(path, strict=True))
+    r = s.ask("Rate: great", schema=resolve(LABEL), no_history=True, max_tokens=60, temperature=0)
+    assert r.ok and r.value["label"] in ("pos", "neg") and not r.notes, (r.error, r.text)
+    path.write_text(f'default = "local:{llama_server.port}"\n[providers.local.capabilities]\n'
+                    '"*" = { structured_output = false }\n')
+    s = Session(load_config(path, strict=True))
+    r = s.ask("Rate: great", schema=resolve(LABEL), no_history=True, max_tokens=20, temperature=0)
+    assert r.error is not None and r.error.code == "INVALID_OUTPUT" and r.text
+    assert any("the schema went as instructions" in n for n in r.notes)

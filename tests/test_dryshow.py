@@ -149,3 +149,27 @@ def test_map_show_in_a_real_kernel(kernel_factory, emulator, isolated_env, monke
     check = k.run("assert _llm_dry_run['openai:gpt-4o-mini']['shown'][1]['request']['messages'][-1]['content'] == 'Answer q1'")
     assert check.status == "ok", check.error
     assert emulator.requests == [] and CANARY not in run_.stdout + run_.stderr
+
+
+@pytest.mark.parametrize("cell", [
+    "--map nothere --dry-run --show", "--map empty --dry-run --show", "--map people --dry-run --show --schema nope",
+    "--map people --dry-run --show --attach /nonexistent.png", "--map people nope:x --dry-run --show",
+    "--map people --compare openai nope:x --dry-run --show", "--map people --compare --dry-run --show",
+    "--map text --dry-run --show", "--map people local:99999 --dry-run --show --attach {png}",
+])
+def test_bad_map_show_input_is_one_coded_line(ip, capsys, emulator, tmp_path, cell):
+    (tmp_path / "dot.png").write_bytes(PNG)
+    ip.user_ns.update(people=[{"name": "ann"}], empty=[], text="abc")
+    try:
+        res, out, err = run(ip, capsys, f"%%llm {cell.format(png=tmp_path / 'dot.png')}\nHi {{row[name]}}")
+    finally:
+        for name in ("people", "empty", "text"):
+            ip.user_ns.pop(name, None)
+    if res.success:   # a target that cannot be reached is a verdict, not a crash
+        assert all(v["verdicts"] for v in ip.user_ns["_llm_dry_run"].values())
+    else:
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].split(":")[0] == "UsageError", err
+        assert lines[0].split(": ")[1] in ("BAD_ARGUMENT", "NETWORK_ERROR", "CONFIG_ERROR"), err
+        assert "internal error" not in err and "Traceback" not in err
+    assert emulator.requests == [] and CANARY not in out + err
