@@ -266,3 +266,26 @@ def test_llama_server_schema_native_or_by_override_as_instructions(llama_server,
     r = s.ask("Rate: great", schema=resolve(LABEL), no_history=True, max_tokens=20, temperature=0)
     assert r.error is not None and r.error.code == "INVALID_OUTPUT" and r.text
     assert any("the schema went as instructions" in n for n in r.notes)
+
+
+def test_capability_checks_in_a_real_kernel(kernel_factory, emulator, isolated_env, png):
+    """Through a real kernel: the refusal is one coded line on stderr (no traceback), and a schema to
+    DeepSeek comes back parsed with the footer's note."""
+    from tests.conftest import emulator_config
+    (isolated_env / "config.toml").write_text(emulator_config(
+        emulator, f'[providers.deepseek]\nbase_url = "{emulator.url("deepseek")}"\nfree = false\n'))
+    k = kernel_factory(OPENAI_API_KEY=CANARY, DEEPSEEK_API_KEY=CANARY)
+    assert k.run("%load_ext jupyter_llm").status == "ok"
+    cell = k.run(f"%%llm deepseek:deepseek-chat --attach {png}\nwhat is this?")
+    lines = [line for line in cell.stderr.splitlines() if line.strip()]
+    assert cell.status == "error" and cell.of("error") == []
+    assert len(lines) == 1 and lines[0].startswith("UsageError: BAD_ARGUMENT: deepseek:deepseek-chat cannot take images")
+    assert "Traceback" not in json.dumps([m["content"] for m in cell.messages])
+    emulator.script(ANSWER)
+    k.run(f"Label = {LABEL!r}")
+    cell = k.run("%%llm deepseek:deepseek-chat --schema Label -o lab\nRate: great")
+    assert cell.status == "ok", cell.stderr
+    assert k.run("assert lab == {'label': 'pos', 'score': 3}, lab").status == "ok"
+    assert "the schema went as instructions" in json.dumps([m["content"] for m in cell.messages])
+    assert len(emulator.calls("deepseek")) == 1 and "response_format" not in emulator.calls("deepseek")[0].body
+    assert CANARY not in json.dumps([m["content"] for m in cell.messages])
