@@ -46,6 +46,9 @@ def map_cell(magics, args, cell: str):
     except ImportError:
         raise LLMError("BAD_ARGUMENT", "--map returns a pandas DataFrame: pip install pandas") from None
     from .mapping import DryRun, map_rows
+    if args.dry_run and args.show:   # the exact requests of the first rows, per target; nothing is sent
+        from .dryshow import show_map
+        return show_map(magics, args, cell, data, schema)
     if args.batch is not None:
         return _batch_cell(magics, args, cell, data, schema)
     result = map_rows(magics.session, cell, data, target=args.target, schema=schema, workers=args.workers,
