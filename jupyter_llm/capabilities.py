@@ -56,9 +56,9 @@ _TABLE: list[tuple[str, str, dict[str, Any]]] = [
     ("*", r"^(openai/)?o1-(mini|preview)", dict(vision=_F, structured_output=_F, tools=_F)),
     ("*", r"^(openai/)?o[134](-|$)", dict(max_output=100000, vision=_T, structured_output=_T, reasoning=_T, tools=_T)),
     ("*", r"^(openai/)?gpt-oss", dict(max_output=32768, vision=_F, structured_output=_T, reasoning=_T, tools=_T)),
-    # Anthropic's JSON outputs (output_config.format) exist from the 4.5 models on, not for 3.x, Sonnet 4, Opus 4/4.1.
+    # Anthropic's JSON outputs (output_config.format) launched with Sonnet 4.5 and Opus 4.1: not 3.x, Sonnet 4, Opus 4.
     ("*", r"^(anthropic/)?claude-3", dict(structured_output=_F)),
-    ("*", r"^(anthropic/)?claude-(opus|sonnet)-4([.-][01])?(-\d{8})?$", dict(structured_output=_F)),
+    ("*", r"^(anthropic/)?claude-(opus|sonnet)-4([.-]0)?(-\d{8})?$", dict(structured_output=_F)),
     ("*", r"^(anthropic/)?claude-3[.-]5-haiku", dict(max_output=8192, vision=_T, structured_output=_F, reasoning=_F, tools=_T)),
     ("*", r"^(anthropic/)?claude-3[.-]5-sonnet", dict(max_output=8192, vision=_T, structured_output=_F, reasoning=_F, tools=_T)),
     ("*", r"^(anthropic/)?claude-3-7-sonnet", dict(max_output=64000, vision=_T, structured_output=_F, reasoning=_T, tools=_T)),

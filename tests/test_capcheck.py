@@ -142,7 +142,8 @@ def test_structured_output_by_model(make):
     so = lambda t: capcheck.structured_output(s.config, s.parse(t))  # noqa: E731
     assert so("openai:gpt-4o-mini") is True and so("deepseek:deepseek-chat") is False
     assert so("anthropic:claude-3-5-haiku-latest") is False and so("anthropic:claude-sonnet-4-20250514") is False
-    assert so("anthropic:claude-opus-4-1") is False and so("anthropic:claude-sonnet-4-5") is True
+    assert so("anthropic:claude-opus-4-0") is False and so("anthropic:claude-sonnet-4-5") is True
+    assert so("anthropic:claude-opus-4-1") is True and so("anthropic:claude-opus-4-1-20250805") is True
     assert so("anthropic:claude-haiku-4-5-20251001") is True and so("mygateway:o1-mini") is False
     assert so("mygateway:house-model") is None and so("mygateway:plain-model") is False
     assert so("local:8081") is True                          # llama.cpp: grammar-constrained json_schema
