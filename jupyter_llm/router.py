@@ -152,8 +152,10 @@ class Router:
                 yield StreamError(self._with_chain_note(first_error, first_error, 0))
                 return
             try:
-                from .capcheck import adapt  # a schema goes as instructions to a model without structured output
-                sent, note = adapt(self.config, t, request)
+                sent, note = request, None
+                if request.schema is not None:  # it goes as instructions to a model without structured output
+                    from .capcheck import adapt
+                    sent, note = adapt(self.config, t, request)
                 if note:
                     yield Notice(note)
                 for ev in self._stream_one(t, sent):
