@@ -6,7 +6,9 @@ Each round starts fresh kernels (the first cell pays every import: that is what 
   (b) `%load_ext jupyter_llm` (untimed, its own cell), then the timed cell `%%llm openai:gpt-4o-mini --no-cache`,
       with the compact price table already in the data dir (every kernel after the first use of the model);
   (c) as (b) with the price table removed first: the first kernel after installing or upgrading genai-prices,
-      which imports genai-prices once to fill the table.
+      which imports genai-prices once to fill the table;
+  (d) as (b) with `keyring` and its backend loaded in an untimed cell first: how much of the difference is the
+      keyring-first credential lookup (SPEC 7), which the bare SDK, reading OPENAI_API_KEY, does not do.
 The emulator endpoint is priced like the real cloud (`free = false`), so the footer's cost is computed as
 for api.openai.com. Kernels run with a bytecode cache, as an installed package does (`--no-bytecode`: as
 this dev box, PYTHONDONTWRITEBYTECODE=1, compiling the package on every start). The emulator answers 40
@@ -31,6 +33,7 @@ for _chunk in _c.chat.completions.create(model="gpt-4o-mini", stream=True, strea
     pass
 """
 LLM_CELL = "%%llm openai:gpt-4o-mini --no-cache --no-history\nTell me about lighthouses."
+KEYRING = "import keyring as _kr; _kr.get_keyring()"
 PRICED = "free = false\n"   # the loopback emulator priced from the catalogue, as the real endpoint is
 HOOKS = """import time as _t
 _times = {}
@@ -70,7 +73,7 @@ def run(emulator, rounds: int = 7, ttft: float = 0.3, bytecode: bool = True, log
     from jupyter_llm import price_table
     url = emulator.url("openai")
     table = price_table.path()
-    samples: dict[str, list[float]] = {"sdk": [], "llm": [], "llm_cold_prices": []}
+    samples: dict[str, list[float]] = {"sdk": [], "llm": [], "llm_cold_prices": [], "llm_keyring_loaded": []}
     cpu: dict[str, list[float]] = {a: [] for a in samples}
     arms = list(samples)
     env = _kernel_env(bytecode)
@@ -89,6 +92,8 @@ def run(emulator, rounds: int = 7, ttft: float = 0.3, bytecode: bool = True, log
                 else:
                     if k.run("%load_ext jupyter_llm").status != "ok":
                         raise RuntimeError("%load_ext failed")
+                    if arm == "llm_keyring_loaded" and k.run(KEYRING).status != "ok":
+                        raise RuntimeError("could not load keyring")
                     t, c = _time_cell(k, LLM_CELL)
                     if _llm_cost(k) is None:
                         raise RuntimeError("the answer was not priced")
@@ -108,6 +113,8 @@ def run(emulator, rounds: int = 7, ttft: float = 0.3, bytecode: bool = True, log
             "overhead_cold_prices_ms": (med["llm_cold_prices"] - med["sdk"]) * 1000,
             "cpu_overhead_ms": (med_cpu["llm"] - med_cpu["sdk"]) * 1000,
             "cpu_overhead_cold_prices_ms": (med_cpu["llm_cold_prices"] - med_cpu["sdk"]) * 1000,
+            "overhead_keyring_loaded_ms": (med["llm_keyring_loaded"] - med["sdk"]) * 1000,
+            "cpu_overhead_keyring_loaded_ms": (med_cpu["llm_keyring_loaded"] - med_cpu["sdk"]) * 1000,
             "samples_s": samples, "cpu_s": cpu, "loadavg": os.getloadavg(),
             "goal": "first %%llm cloud cell <= +15 ms over the bare SDK (medians)",
             "pass": (med["llm"] - med["sdk"]) * 1000 <= 15}
@@ -139,9 +146,11 @@ def main(argv=None) -> int:
         m = res["median_s"]
         c = res["median_cpu_s"]
         print(f"wall: bare SDK {m['sdk'] * 1000:.1f} ms | %%llm {m['llm'] * 1000:.1f} ms (+{res['overhead_ms']:.1f} ms) | "
-              f"%%llm, cold price table {m['llm_cold_prices'] * 1000:.1f} ms (+{res['overhead_cold_prices_ms']:.1f} ms)")
+              f"%%llm, cold price table {m['llm_cold_prices'] * 1000:.1f} ms (+{res['overhead_cold_prices_ms']:.1f} ms) | "
+              f"keyring loaded {m['llm_keyring_loaded'] * 1000:.1f} ms (+{res['overhead_keyring_loaded_ms']:.1f} ms)")
         print(f"cpu:  bare SDK {c['sdk'] * 1000:.1f} ms | %%llm {c['llm'] * 1000:.1f} ms (+{res['cpu_overhead_ms']:.1f} ms) | "
-              f"%%llm, cold price table {c['llm_cold_prices'] * 1000:.1f} ms (+{res['cpu_overhead_cold_prices_ms']:.1f} ms)")
+              f"%%llm, cold price table {c['llm_cold_prices'] * 1000:.1f} ms (+{res['cpu_overhead_cold_prices_ms']:.1f} ms) | "
+              f"keyring loaded {c['llm_keyring_loaded'] * 1000:.1f} ms (+{res['cpu_overhead_keyring_loaded_ms']:.1f} ms)")
         print(f"load average {res['loadavg']}")
         print("goal:", res["goal"], "->", "ok" if res["pass"] else "MISSED")
         return 0
