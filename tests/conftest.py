@@ -35,14 +35,17 @@ def isolated_env(tmp_path, monkeypatch):
 
 @pytest.fixture
 def magic_shell():
-    """The test IPython shell with the extension loaded on a given session: `magic_shell(session)`; the
-    extension is unloaded and the `_llm*` results (plus any `clear` names) are removed afterwards."""
+    """The test IPython shell with the extension loaded on a given session: `magic_shell(session)`. Every
+    `_llm*` result is removed before (an earlier test in this process may have left one) and after, with any
+    `clear` names; the extension is unloaded afterwards."""
     import jupyter_llm
     from IPython import get_ipython
     from IPython.testing.globalipapp import start_ipython
     start_ipython()  # once per process; later calls return None
     shell = get_ipython()
-    names = {"_llm", "_llm_history", "_llm_compare"}
+    names = {name for name in shell.user_ns if name.startswith("_llm")}
+    for name in names:
+        shell.user_ns.pop(name, None)
 
     def load(session, clear=()):
         jupyter_llm._session = session
@@ -53,7 +56,7 @@ def magic_shell():
     yield load
     jupyter_llm.unload_ipython_extension(shell)
     jupyter_llm._session = None
-    for name in names:
+    for name in names | {name for name in shell.user_ns if name.startswith("_llm")}:
         shell.user_ns.pop(name, None)
 
 
