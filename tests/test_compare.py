@@ -326,14 +326,18 @@ def test_compare_columns_fill_progressively_in_jupyterlab(lab, open_notebook, em
     page.evaluate(RECORD)  # every version of the columns the page shows, as text lengths
     nb.start(f"%%llm --compare emu:chatty+tokens-60+delay-0.05 local:{llama_server.port} emu:broken+fault-500 "
                    "--max-tokens 1200 -t 0\nTell me a <long> story.")
-    page.wait_for_function("""() => {
+    # the partial columns are read in the same evaluation that sees them partial: the page keeps updating, and
+    # on a busy machine a read a moment later can already be a later (or the final) render
+    partial = page.wait_for_function("""() => {
         const t = document.querySelector('.jupyter-llm-compare');
-        return t && t.innerText.includes('streaming…') && t.innerText.includes('w10');
-    }""", timeout=20_000)
-    partial = column_texts(page)
+        if (!(t && t.innerText.includes('streaming…') && t.innerText.includes('w10'))) { return null; }
+        return Array.from(t.querySelectorAll('.jupyter-llm-column-body')).map(b => b.innerText);
+    }""", timeout=20_000).json_value()
     page.screenshot(path="/tmp/jupyter-llm-compare-partial.png")
-    nb.wait_ready(60)
-    page.wait_for_function("() => !document.querySelector('.jupyter-llm-compare').innerText.includes('streaming…')")
+    nb.wait_ready(120)
+    # the final render is the one where every column has its response (none streaming or still waiting)
+    page.wait_for_function("""() => { const t = document.querySelector('.jupyter-llm-compare').innerText;
+        return !t.includes('streaming…') && !t.includes('waiting…'); }""", timeout=30_000)
     final = column_texts(page)
     page.screenshot(path="/tmp/jupyter-llm-compare-final.png")
     page.locator(".jupyter-llm-compare table.jupyter-llm").screenshot(path="/tmp/jupyter-llm-compare-table.png")
