@@ -263,7 +263,7 @@ def test_slow_model_list_does_not_freeze_the_panel(session, monkeypatch):
     p = Panel(session)
     t0 = time.monotonic()
     p.provider.value = "openai"
-    assert time.monotonic() - t0 < 1.5
+    assert time.monotonic() - t0 < 5  # bounded by LIST_TIMEOUT (0.3 s), not the 10 s the list would take
     assert "TIMEOUT" in p.message.value
     assert p.model.options[0][1] == "openai:gpt-5.4-mini"  # the provider default is still offered
     release.set()
