@@ -245,7 +245,12 @@ def test_live_updates_stay_linear_for_long_answers(session, emulator, shell):
     results, outputs = captured(shell, lambda: run_compare(session, "hi", ["emu:a", "emu:b"], shell=shell, rich=True))
     chars = sum(len(r.text) for r in results)
     live = [o.data for o in outputs[:-1]]
-    assert all(len(d["text/plain"]) < 2 * (WINDOW + 600) for d in live)  # live views show windows, not answers
+    # live views show streaming columns as windows, not answers. A column that is done is shown whole (by design),
+    # and on a loaded machine one of the two finishes first: its text is not counted against the window.
+    def streaming_part(plain: str) -> int:
+        return len(plain) - sum(len(r.text) for r in results if f"── {r.target} (ok" in plain)
+    sizes = [(streaming_part(d["text/plain"]), len(d["text/plain"])) for d in live]
+    assert all(n < 2 * (WINDOW + 600) for n, _ in sizes), sizes
     total = sum(len(d["text/html"]) + len(d["text/plain"]) for d in (o.data for o in outputs))
     assert total / chars < 20, (total / chars, len(outputs))
 
@@ -253,20 +258,32 @@ def test_live_updates_stay_linear_for_long_answers(session, emulator, shell):
 def test_ctrl_c_stops_waiting_and_keeps_partial_text(session, emulator, shell):
     from IPython.core.error import UsageError
     emulator.script(tokens=500, delay=0.02)  # ~10 s per target
-    fired = []
+    fired, running = [], threading.Event()
 
     def interrupt_once_streaming():
-        """Ctrl-C 0.8 s after both requests reached the emulator (a fixed delay from the start is eaten by a
-        first SDK import on a loaded machine: nothing would have streamed yet)."""
+        """Ctrl-C 0.8 s after emu:a's request reached the emulator (a fixed delay from the start is eaten by a
+        first SDK import on a loaded machine: nothing would have streamed yet); never once the compare is over."""
         deadline = time.monotonic() + 30
-        while len(emulator.calls()) < 2 and time.monotonic() < deadline:
+        while not emulator.calls("emu") and time.monotonic() < deadline:
             time.sleep(0.01)
         time.sleep(0.8)
-        fired.append(time.monotonic())
-        _thread.interrupt_main()
+        if emulator.calls("emu") and running.is_set():
+            fired.append(time.monotonic())
+            _thread.interrupt_main()
+
+    def compare():
+        running.set()
+        try:
+            return run_compare(session, "hi", ["emu:a", "openai:gpt-4o-mini+slow-30"], shell=shell, rich=True)
+        finally:
+            running.clear()
     threading.Thread(target=interrupt_once_streaming, daemon=True).start()
-    with pytest.raises(UsageError, match="interrupted"):
-        captured(shell, lambda: run_compare(session, "hi", ["emu:a", "openai:gpt-4o-mini+slow-30"], shell=shell, rich=True))
+    try:
+        captured(shell, compare)
+    except UsageError as exc:
+        assert "interrupted" in str(exc)
+    else:
+        pytest.fail(f"not interrupted (fired {fired}): {[(c.model, c.outcome) for c in emulator.requests]}")
     stopped = time.monotonic() - fired[0]
     assert stopped < 5, stopped  # at once: not after emu:a's ~9 s still to come, nor the 30 s slow target
     df = shell.user_ns["_llm_compare"]
