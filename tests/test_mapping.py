@@ -134,7 +134,7 @@ def test_resume_after_interrupt_sends_exactly_the_missing_rows(cloud, emulator):
     s = cloud()
     run_map(s, "warm {item}", [1, 2])                       # SDK, pricing and pandas imported before timing
     emulator.reset()
-    emulator.script(first_token_delay=0.05)
+    emulator.script(first_token_delay=0.2)                  # ~3 s for all rows: Ctrl-C after 12 lands well before
     items = [f"row {i}" for i in range(60)]
     watcher = _interrupt_after(emulator, 12)
     first = run_map(s, "echo {item}", items, workers=4)
