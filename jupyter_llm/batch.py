@@ -117,6 +117,7 @@ def submit(session, rows: Iterable, target: str | Target | None = None, *, use_c
     from .batch_wire import LIMITS, backend
     from .store import Store
     from .sensitive import check_request
+    from .capcheck import adapt
     items = _items(rows)
     if not items:
         raise LLMError("BAD_ARGUMENT", "a batch job needs at least one row")
@@ -140,7 +141,7 @@ def submit(session, rows: Iterable, target: str | Target | None = None, *, use_c
         hit = use_cache and store.cache_get(ckey) is not None
         cid = None if hit else f"row-{n}"
         if cid:
-            pending.append((cid, request))
+            pending.append((cid, adapt(session.config, target, request)[0]))  # a schema as instructions where needed
             i, o = _row_tokens(request)
             inp, outp = inp + i, outp + o
         prompt = prompts[n] if prompts else _prompt_text(request)

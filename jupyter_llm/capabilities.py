@@ -30,15 +30,21 @@ class Capabilities:
     reasoning: bool | None = None
     tools: bool | None = None
     sources: tuple[str, ...] = field(default=(), compare=False)
+    origin: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)  # (key, source) pairs
 
     def merged(self, source: str, **values: Any) -> "Capabilities":
         clean = {k: v for k, v in values.items() if k in KEYS and v is not None}
         if not clean:
             return self
-        return replace(self, **clean, sources=tuple(dict.fromkeys((*self.sources, source))))
+        origin = tuple((k, s) for k, s in self.origin if k not in clean) + tuple((k, source) for k in clean)
+        return replace(self, **clean, sources=tuple(dict.fromkeys((*self.sources, source))), origin=origin)
+
+    def source_of(self, key: str) -> str | None:
+        """Which source set `key` last ("config", "llama.cpp /props", "built-in table", ...), None if none did."""
+        return next((s for k, s in reversed(self.origin) if k == key), None)
 
     def as_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "origin"}
 
 
 # (provider or "*", model regex) -> capabilities. First match wins; providers' own ids first.
@@ -47,18 +53,23 @@ _TABLE: list[tuple[str, str, dict[str, Any]]] = [
     ("*", r"^(openai/)?gpt-5", dict(max_output=128000, vision=_T, structured_output=_T, reasoning=_T, tools=_T)),
     ("*", r"^(openai/)?gpt-4\.1", dict(max_output=32768, vision=_T, structured_output=_T, reasoning=_F, tools=_T)),
     ("*", r"^(openai/)?gpt-4o", dict(max_output=16384, vision=_T, structured_output=_T, reasoning=_F, tools=_T)),
+    ("*", r"^(openai/)?o1-(mini|preview)", dict(vision=_F, structured_output=_F, tools=_F)),
     ("*", r"^(openai/)?o[134](-|$)", dict(max_output=100000, vision=_T, structured_output=_T, reasoning=_T, tools=_T)),
     ("*", r"^(openai/)?gpt-oss", dict(max_output=32768, vision=_F, structured_output=_T, reasoning=_T, tools=_T)),
-    ("*", r"^(anthropic/)?claude-3[.-]5-haiku", dict(max_output=8192, vision=_T, structured_output=_T, reasoning=_F, tools=_T)),
-    ("*", r"^(anthropic/)?claude-3[.-]5-sonnet", dict(max_output=8192, vision=_T, structured_output=_T, reasoning=_F, tools=_T)),
-    ("*", r"^(anthropic/)?claude-3-7-sonnet", dict(max_output=64000, vision=_T, structured_output=_T, reasoning=_T, tools=_T)),
+    # Anthropic's JSON outputs (output_config.format) launched with Sonnet 4.5 and Opus 4.1: not 3.x, Sonnet 4, Opus 4.
+    ("*", r"^(anthropic/)?claude-3", dict(structured_output=_F)),
+    ("*", r"^(anthropic/)?claude-(opus|sonnet)-4([.-]0)?(-\d{8})?$", dict(structured_output=_F)),
+    ("*", r"^(anthropic/)?claude-3[.-]5-haiku", dict(max_output=8192, vision=_T, structured_output=_F, reasoning=_F, tools=_T)),
+    ("*", r"^(anthropic/)?claude-3[.-]5-sonnet", dict(max_output=8192, vision=_T, structured_output=_F, reasoning=_F, tools=_T)),
+    ("*", r"^(anthropic/)?claude-3-7-sonnet", dict(max_output=64000, vision=_T, structured_output=_F, reasoning=_T, tools=_T)),
     ("*", r"^(anthropic/)?claude-(opus|sonnet|haiku)-4|^claude-4", dict(max_output=64000, vision=_T, structured_output=_T, reasoning=_T, tools=_T)),
     ("*", r"^(anthropic/)?claude-opus-4", dict(max_output=32000)),
     ("*", r"^(google/)?gemini-2\.5", dict(max_output=65536, vision=_T, structured_output=_T, reasoning=_T, tools=_T)),
     ("*", r"^(google/)?gemini-2\.0", dict(max_output=8192, vision=_T, structured_output=_T, reasoning=_F, tools=_T)),
     ("*", r"^(google/)?gemini-1\.5", dict(max_output=8192, vision=_T, structured_output=_T, reasoning=_F, tools=_T)),
-    ("deepseek", r"^deepseek-reasoner", dict(max_output=65536, vision=_F, structured_output=_T, reasoning=_T, tools=_T)),
-    ("deepseek", r"^deepseek-chat", dict(max_output=8192, vision=_F, structured_output=_T, reasoning=_F, tools=_T)),
+    # DeepSeek has JSON mode (json_object) but no json_schema response_format: a schema goes as instructions.
+    ("deepseek", r"^deepseek-reasoner", dict(max_output=65536, vision=_F, structured_output=_F, reasoning=_T, tools=_T)),
+    ("deepseek", r"^deepseek-chat", dict(max_output=8192, vision=_F, structured_output=_F, reasoning=_F, tools=_T)),
     ("*", r"llama-3\.[13].*(8b|70b)", dict(vision=_F, structured_output=_T, reasoning=_F, tools=_T)),
     ("*", r"llama-3\.2-(11|90)b-vision|llama-4", dict(vision=_T, tools=_T)),
 ]
@@ -106,7 +117,9 @@ def llamacpp_caps(props: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"context": gen.get("n_ctx"), "structured_output": True}  # grammar-constrained JSON
     modalities = props.get("modalities")
     if isinstance(modalities, dict) and "vision" in modalities:
-        out["vision"] = bool(modalities["vision"])
+        out["vision"] = bool(modalities["vision"]) or bool(props.get("multimodal"))
+    elif "multimodal" in props:  # servers before `modalities` (2025) said only this
+        out["vision"] = bool(props["multimodal"])
     caps = props.get("chat_template_caps")
     if isinstance(caps, dict):
         tools = caps.get("supports_tool_calls", caps.get("supports_tools"))
@@ -155,21 +168,25 @@ def row(c: Capabilities) -> tuple[str, ...]:
 HEADERS = ["context", "max out", "vision", "schema", "reasoning", "tools"]
 
 
+def local_props(session, target) -> tuple[str, int, dict[str, Any]]:
+    """(host, port, /props body) of a llama.cpp target; the body is {} when the server does not answer.
+    LLMError when no server can be found for it (a name or port nothing listens on)."""
+    provider = session.provider(target)
+    port = target.port if target.port is not None else provider.resolve(target).port
+    from .recording import llamacpp_props_raw
+    host = getattr(provider, "host", None) or session.config.local_host or "127.0.0.1"
+    return host, port, llamacpp_props_raw(host, port)
+
+
 def for_target(session, target) -> Capabilities:
     """Capabilities of a target (`"openai:gpt-4o"`, `"local:8081"`): what a check on images or a schema asks."""
     t = session.parse(target)
     spec = session._spec(t)
     if t.is_local:
-        port = t.port
-        if port is None:
-            try:
-                port = session.provider(t).resolve(t).port
-            except LLMError:
-                port = None
-        if port is None:
+        try:
+            props = local_props(session, t)[2]
+        except LLMError:
             return for_model(session, "local", t.model)
-        from .recording import llamacpp_props_raw
-        props = llamacpp_props_raw(session.config.local_host or "127.0.0.1", port)
         alias = t.model or props.get("model_alias") or ""
         return for_model(session, "local", alias, props=props)
     return for_model(session, t.provider, t.model or spec.default_model)

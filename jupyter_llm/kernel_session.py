@@ -317,9 +317,6 @@ class Session:
             request.messages[-1] = {"role": "user", "content": content}
         if schema is not None:
             request.schema = schema.request
-        if not target.is_local:
-            from .pricing import warm
-            warm()  # the price table loads while the request is under way
         use_cache = self.settings.get("cache") if cache is None else cache
         response = Response(target=str(target), answered_by=str(target))
         response.context = fitted.note()

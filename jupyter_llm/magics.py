@@ -84,6 +84,7 @@ HELP = """\
 PROMPT with {variables} from the namespace ({{ }} for literal braces; {Err[n]}: cell n's error)
 %%llm --map DATA [TARGET | --compare T1 T2 ...] [--schema NAME] [--workers N] [--stop-on-error]
       [--attach PATH] [--dry-run [--show]] [-o NAME] [--batch [TARGET]]
+      (--dry-run --show: the exact requests of the first 3 rows per target, and a verdict for every row)
 TEMPLATE per row: {row.col} {row["col"]} {item} {index}; result DataFrame in _llm_map"""
 
 
@@ -203,6 +204,9 @@ class LLMMagics(Magics):
         if not cell.strip():
             raise LLMError("BAD_ARGUMENT", "the cell is empty: write the prompt below %%llm")
         _text_ok(cell, "the cell", nul_ok=True)
+        if args.show and not args.dry_run:
+            raise LLMError("BAD_ARGUMENT", "--show works with --dry-run: %%llm --dry-run --show ... prints what "
+                           "each target would receive")
         if args.map is not None:
             from .mapcell import map_cell
             return map_cell(self, args, cell)

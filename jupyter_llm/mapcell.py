@@ -19,7 +19,6 @@ def _name(magics, name: str, what: str) -> Any:
 def cell_extras(magics, args, cell: str) -> tuple[str, dict[str, Any]]:
     """A single cell's prompt text and the `content` (images) and `schema` to send with it."""
     from . import media
-    from .schema import resolve
     attachments = [media.attach(p) for p in args.attach or []]
     table_rows = int(magics.session.settings.get("table_rows") or 20)
     content, prompt = media.render(cell.strip("\n"), magics.shell.user_ns, table_rows=table_rows,
@@ -28,6 +27,7 @@ def cell_extras(magics, args, cell: str) -> tuple[str, dict[str, Any]]:
     if isinstance(content, list):
         extra["content"] = content
     if args.schema:
+        from .schema import resolve
         extra["schema"] = resolve(_name(magics, args.schema, "--schema"), None)
     return prompt, extra
 
@@ -46,6 +46,9 @@ def map_cell(magics, args, cell: str):
     except ImportError:
         raise LLMError("BAD_ARGUMENT", "--map returns a pandas DataFrame: pip install pandas") from None
     from .mapping import DryRun, map_rows
+    if args.dry_run and args.show:   # the exact requests of the first rows, per target; nothing is sent
+        from .dryshow import show_map
+        return show_map(magics, args, cell, data, schema)
     if args.batch is not None:
         return _batch_cell(magics, args, cell, data, schema)
     result = map_rows(magics.session, cell, data, target=args.target, schema=schema, workers=args.workers,

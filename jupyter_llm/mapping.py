@@ -398,7 +398,9 @@ def map_rows(session, template: str, data: Any, target=None, schema: Any = None,
         results = runner.run()
     finally:
         release_budget(session)
-    line = summary_line(plan, results, time.monotonic() - runner.started, labels)
+    from .capcheck import schema_note
+    line = summary_line(plan, results, time.monotonic() - runner.started, labels) + schema_note(
+        session.config, targets, plan.schema)
     if runner.interrupted:
         line += " (interrupted: re-run to send the rest)"
     elif runner.stopped_by:

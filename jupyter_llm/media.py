@@ -20,8 +20,6 @@ _MAGIC = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"))
 MAX_IMAGE_BYTES = 20 * 1024 * 1024   # the largest inline image the providers take (OpenAI, Anthropic ~5-20 MB)
 _MARK = "\x00jupyter-llm-image-{}\x00"
 _MARK_RE = re.compile("\x00jupyter-llm-image-(\\d+)\x00")
-# Providers whose API has no image input at all; every other cloud is left to answer for its model.
-TEXT_ONLY_PROVIDERS = {"deepseek"}
 
 
 def _module(value: Any) -> str:
@@ -152,43 +150,10 @@ def render(template: str, namespace: Mapping[str, Any], *, table_rows: int = 20,
 
 
 def accepts_images(session: Any, target: Any) -> tuple[bool, str]:
-    """(True, "") when `target` can take image parts, else (False, why). llama.cpp says so in /props
-    (`modalities.vision`); providers without image input are known; other clouds answer per model."""
-    if target.is_local:
-        from .providers.llamacpp import probe
-        provider = session.provider(target)
-        try:
-            info = provider.resolve(target) if target.port is None else None
-        except LLMError as exc:
-            return False, exc.message
-        port = target.port if target.port is not None else info.port
-        vision = _vision(provider.host, port)
-        if vision is None:
-            return False, f"the llama.cpp server at {provider.host}:{port} does not answer /props"
-        return (True, "") if vision else (False, f"the llama.cpp server at {provider.host}:{port} has no "
-                                                 "vision support (start it with a multimodal model and --mmproj)")
-    if target.provider in TEXT_ONLY_PROVIDERS:
-        return False, f"{target.provider} has no image input"
-    return True, ""
-
-
-def _vision(host: str, port: int) -> bool | None:
-    import http.client
-    import json
-    conn = http.client.HTTPConnection(host, port, timeout=3)
-    try:
-        conn.request("GET", "/props")
-        resp = conn.getresponse()
-        body = resp.read()
-        if resp.status != 200:
-            return None
-        props = json.loads(body)
-    except (OSError, ValueError, http.client.HTTPException):
-        return None
-    finally:
-        conn.close()
-    modalities = props.get("modalities") or {}
-    return bool(modalities.get("vision")) or bool(props.get("multimodal"))
+    """(True, "") when `target` can take image parts, else (False, why): the model's capabilities decide
+    (capcheck.py: llama.cpp /props, known models, the config override); unknown is allowed."""
+    from .capcheck import vision
+    return vision(session, target)
 
 
 def require_images(session: Any, targets: list[Any]) -> None:
@@ -197,5 +162,5 @@ def require_images(session: Any, targets: list[Any]) -> None:
         ok, why = accepts_images(session, t)
         if not ok:
             raise LLMError("BAD_ARGUMENT", f"{t} cannot take images: {why}; nothing was sent",
-                           hint="choose a target with vision (e.g. openai:gpt-4o-mini), or drop the image")
+                           hint="choose a target with vision, or drop the image")
 

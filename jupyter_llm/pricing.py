@@ -4,13 +4,13 @@ Local llama.cpp and any endpoint on a loopback address (localhost, 127.0.0.0/8, 
 provider's config can set its own price (`price = {input = .., output = ..}`, USD per million
 tokens) or `free = true`, and `free = false` prices a loopback endpoint (a local proxy to a paid
 cloud) from the catalogue. A model nobody knows the price of costs None ("unknown"), never a
-guess. genai_prices (pydantic, a 1.5 MB table) is imported on first use.
+guess. Lookups go through price_table.py, a verified copy of the entries used so far kept in the data dir;
+genai_prices (pydantic, a 1.5 MB table) is only imported for a model the copy does not have yet.
 """
 from __future__ import annotations
 
 import ipaddress
 import math
-import threading
 from decimal import Decimal
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -37,29 +37,6 @@ DEFAULT_OUTPUT_TOKENS = 1024     # assumed answer length for an estimate when ma
 CHARS_PER_TOKEN = 4
 TOKENS_PER_MESSAGE = 4           # role markers and separators around each chat message
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
-
-
-_warming: threading.Thread | None = None
-
-
-def warm() -> None:
-    """Start loading the price table in a background thread (once), so that the first cloud answer's
-    cost is ready when the answer ends instead of adding the table's load time (~30 ms) to the cell.
-    A later lookup that arrives while it loads simply waits for the import lock."""
-    global _warming
-    import sys
-    if _warming is not None or "genai_prices" in sys.modules:
-        return
-    _warming = threading.Thread(target=_load_table, name="jupyter-llm-prices", daemon=True)
-    _warming.start()
-
-
-def _load_table() -> None:
-    try:
-        from genai_prices import Usage as GUsage, calc_price
-        calc_price(GUsage(input_tokens=1, output_tokens=1), "gpt-4o-mini", provider_id="openai")
-    except Exception:  # a broken table shows up (as an unknown price) when a cost is asked for
-        pass
 
 
 def genai_provider(provider_id: str) -> str | None:
@@ -143,6 +120,12 @@ def _where(provider_id: str, model: str) -> tuple[str | None, str] | None:
 
 
 def _calc(provider_id: str, model: str, input_tokens: int, output_tokens: int) -> Decimal | None:
+    from . import price_table
+    entry = price_table.entry((provider_id or "").lower(), model)
+    if entry is None:
+        return None
+    if entry.get("exact"):              # the compact copy (no genai-prices import)
+        return price_table.total(entry, input_tokens, output_tokens)
     where = _where((provider_id or "").lower(), model)
     if where is None:
         return None
@@ -228,11 +211,7 @@ def context_window(provider_id: str, model: str | None) -> int | None:
     """The model's context size in tokens where genai-prices records it, else None."""
     if not model:
         return None
-    where = _where((provider_id or "").lower(), model)
-    if where is None:
-        return None
-    from genai_prices import Usage as GUsage, calc_price
-    try:
-        return calc_price(GUsage(input_tokens=1), where[1], provider_id=where[0]).model.context_window
-    except (LookupError, ValueError, AttributeError):
-        return None
+    from . import price_table
+    entry = price_table.entry((provider_id or "").lower(), model)
+    window = entry.get("ctx") if entry else None
+    return window if isinstance(window, int) and window > 0 else None

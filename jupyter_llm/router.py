@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from .errors import FALLBACK_ON, LLMError
-from .events import Attempt, Event, Request, StreamError, TextDelta
+from .events import Attempt, Event, Notice, Request, StreamError, TextDelta
 from .targets import Target
 
 if TYPE_CHECKING:
@@ -152,7 +152,13 @@ class Router:
                 yield StreamError(self._with_chain_note(first_error, first_error, 0))
                 return
             try:
-                for ev in self._stream_one(t, request):
+                sent, note = request, None
+                if request.schema is not None:  # it goes as instructions to a model without structured output
+                    from .capcheck import adapt
+                    sent, note = adapt(self.config, t, request)
+                if note:
+                    yield Notice(note)
+                for ev in self._stream_one(t, sent):
                     if isinstance(ev, TextDelta):
                         got_text = True
                     elif isinstance(ev, Attempt) and first_error is not None and ev.n == 1:

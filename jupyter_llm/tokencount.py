@@ -250,7 +250,6 @@ class GeminiMeter(_CountingMeter):
 def meter_for(session: Any, target: "Target") -> Meter:
     """The meter for a target; never raises (an unreachable server gets an estimate with no window)."""
     from . import pricing
-    from .providers.catalogue import _CONTEXT
     try:
         spec = session._spec(target)
     except Exception:
@@ -268,7 +267,10 @@ def meter_for(session: Any, target: "Target") -> Meter:
         except Exception:
             return EstimateMeter(label="estimate (server not reachable)")
     model = target.model or spec.default_model or ""
-    window = pricing.context_window(target.provider, model) or _CONTEXT.get(model)
+    window = pricing.context_window(target.provider, model)
+    if window is None:
+        from .providers.catalogue import _CONTEXT
+        window = _CONTEXT.get(model)
     if window is None and model:
         window = _config_window(session, target.provider)
     if spec.kind == "ollama":  # its /v1 API runs every model at the server's num_ctx, not the model's own size

@@ -141,7 +141,9 @@ def test_magics_jobs_collect_cancel(cloud, emulator, capsys):
         m.llm_line(f"cancel {job.id}")
 
 
-@pytest.mark.parametrize("target", TARGETS)
+# Native structured output in a batch job: an Anthropic model that has it (Claude 3.x gets the schema as
+# instructions instead, which the emulator's batch rows do not follow).
+@pytest.mark.parametrize("target", [t if not t.startswith("anthropic:") else "anthropic:claude-haiku-4-5" for t in TARGETS])
 def test_map_cell_batch_with_schema_then_rerun_sends_nothing(cloud, emulator, target):
     """`%%llm --map df --batch TARGET --schema S`: one job, the schema's columns on the input's index; the
     interactive map of the same cell afterwards is answered from the cache (nothing sent)."""
