@@ -85,9 +85,12 @@ class Kernel:
         self.kc.shell_channel.send(msg)
         return msg["header"]["msg_id"]
 
-    def run(self, code: str, timeout: float = 60, *, stdin=None, cell_id: str | None = None) -> CellRun:
+    def run(self, code: str, timeout: float = 60, *, stdin=None, cell_id: str | None = None,
+            on_message=None) -> CellRun:
         """Execute `code`; collect iopub until the kernel is idle again. `stdin` answers input requests;
-        `cell_id` is sent as the frontend's cell id (execute_request metadata.cellId)."""
+        `cell_id` is sent as the frontend's cell id (execute_request metadata.cellId); `on_message(msg)` sees each
+        of the cell's iopub messages as it arrives (to act on an event, e.g. interrupt once streaming, instead of
+        after a fixed delay that a loaded machine can outlast)."""
         import time
         msg_id = self.execute(code, cell_id=cell_id, allow_stdin=stdin is not None)
         run = CellRun()
@@ -111,6 +114,8 @@ class Kernel:
                 break
             if msg["msg_type"] != "status":
                 run.messages.append(msg)
+                if on_message is not None:
+                    on_message(msg)
         while True:  # skip stale replies (a second kernel_info_reply from wait_for_ready can still be queued)
             reply = self.kc.get_shell_msg(timeout=timeout)
             if reply["parent_header"].get("msg_id") == msg_id:

@@ -11,7 +11,8 @@
 #
 # `Notebook` (from open_notebook) drives a notebook through `window.jupyterapp`: run(code) -> nbformat outputs,
 # run_text(code), eval(js), eval_app(js), command(id, args), activate(), cell(i) (a Locator), cell_sources(),
-# wait_ready(), kernel_status(), restart_kernel(), save(). `lab.write_config(toml)` sets the jupyter-llm config
+# wait_ready(), kernel_status(), restart_kernel(), save(); `settle(read, until)` polls a read until it holds.
+# `lab.write_config(toml)` sets the jupyter-llm config
 # new kernels read; `lab.write_notebook`, `lab.api`, `lab.shutdown_kernels`, `lab.log()` help too.
 from __future__ import annotations
 
@@ -350,6 +351,18 @@ class Notebook:
         self.eval("await panel.context.save();")
 
 
+def settle(read: Callable[[], Any], until: Callable[[Any], bool], timeout: float = 20.0, interval: float = 0.2) -> Any:
+    """`read()` polled until `until(value)` holds or `timeout` passes; returns the last value for the test to assert
+    on. The page renders outputs, runs commands and applies widget and comm updates asynchronously: a read right
+    after an action can see the state before it, so tests read the state they wait for, not the first one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = read()
+        if until(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
 def outputs_text(outputs: list[dict]) -> str:
     """Join stream text, text/plain of results and displays, and `ename: evalue` of errors."""
     parts = []
@@ -401,4 +414,4 @@ def screenshot_dir() -> Path:
 
 
 __all__ = ["Lab", "Notebook", "CHROMIUM", "CHROMIUM_ARGS", "lab_env", "start_lab", "stop_lab", "open_in_page",
-           "outputs_text", "screenshot_dir"]
+           "outputs_text", "screenshot_dir", "settle"]

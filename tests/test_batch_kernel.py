@@ -44,7 +44,11 @@ def test_ten_thousand_rows_survive_interrupt_and_restart(start, emulator, isolat
     while not emulator.batches.jobs and time.monotonic() < deadline:
         time.sleep(0.2)
     assert emulator.batch_rows == N
-    time.sleep(2)
+    # interrupt once the cell is in its wait: it has asked the provider for the job's state (a fixed delay
+    # after the upload can still land in the submission on a loaded machine)
+    while not any(j.retrieves for j in emulator.batches.jobs.values()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert any(j.retrieves for j in emulator.batches.jobs.values()), "the cell never polled the job"
     k.interrupt()
     reply = None
     while time.monotonic() < deadline:

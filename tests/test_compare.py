@@ -72,12 +72,26 @@ def test_targets_run_concurrently_and_updates_are_bounded(session, emulator, she
     # warm up: first imports (SDKs, pandas) and client set-up take ~1-2 s; not what is timed here
     run_compare(session, "warm up", [t.replace("+slow-1", "") for t in targets], shell=shell, rich=False)
     emulator.script(tokens=10, delay=0.02)
+    # Concurrency is read at the emulator, not from the wall clock (a loaded machine stretches any run): with each
+    # target waiting 1 s for its first token, all three requests are open at once only if they were sent together.
+    peak, stop = [0], threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            peak[0] = max(peak[0], sum(c.outcome == "pending" for c in emulator.calls()))
+            time.sleep(0.005)
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     t0 = time.monotonic()
-    results, outputs = captured(shell, lambda: run_compare(session, "hello", targets, shell=shell, rich=True))
-    wall = time.monotonic() - t0
+    try:
+        results, outputs = captured(shell, lambda: run_compare(session, "hello", targets, shell=shell, rich=True))
+    finally:
+        wall = time.monotonic() - t0
+        stop.set()
+        sampler.join()
     assert [r.target for r in results] == targets
     assert all(r.ok and r.text for r in results), results
-    assert wall < 2.0, f"{wall:.2f} s: the targets ran one after the other: {[(r.ttft, r.latency) for r in results]}"  # sequential would be > 3.6 s
+    assert peak[0] == 3, f"at most {peak[0]} requests open at once in {wall:.2f} s: the targets ran one after the other"
     assert all(r.ttft >= 0.9 for r in results)
     updates = [o for o in outputs if o.update]
     assert outputs[0].update is False and len(outputs) - len(updates) == 1  # one display, then updates
@@ -123,7 +137,7 @@ def test_slow_target_does_not_hold_back_the_others(session, emulator, shell):
         view_states.append([c.response is not None for c in self.columns])
     CompareView.flush = spy
     try:
-        results, _ = captured(shell, lambda: run_compare(session, "hi", ["openai:gpt-4o-mini+slow-1.5", "emu:quick"],
+        results, _ = captured(shell, lambda: run_compare(session, "hi", ["openai:gpt-4o-mini+slow-3", "emu:quick"],
                                                          shell=shell, rich=True))
     finally:
         CompareView.flush = real_flush
@@ -231,19 +245,47 @@ def test_live_updates_stay_linear_for_long_answers(session, emulator, shell):
     results, outputs = captured(shell, lambda: run_compare(session, "hi", ["emu:a", "emu:b"], shell=shell, rich=True))
     chars = sum(len(r.text) for r in results)
     live = [o.data for o in outputs[:-1]]
-    assert all(len(d["text/plain"]) < 2 * (WINDOW + 600) for d in live)  # live views show windows, not answers
+    # live views show streaming columns as windows, not answers. A column that is done is shown whole (by design),
+    # and on a loaded machine one of the two finishes first: its text is not counted against the window.
+    def streaming_part(plain: str) -> int:
+        return len(plain) - sum(len(r.text) for r in results if f"── {r.target} (ok" in plain)
+    sizes = [(streaming_part(d["text/plain"]), len(d["text/plain"])) for d in live]
+    assert all(n < 2 * (WINDOW + 600) for n, _ in sizes), sizes
     total = sum(len(d["text/html"]) + len(d["text/plain"]) for d in (o.data for o in outputs))
     assert total / chars < 20, (total / chars, len(outputs))
 
 
 def test_ctrl_c_stops_waiting_and_keeps_partial_text(session, emulator, shell):
     from IPython.core.error import UsageError
-    emulator.script(tokens=200, delay=0.02)  # ~4 s per target
-    threading.Timer(0.8, _thread.interrupt_main).start()
-    t0 = time.monotonic()
-    with pytest.raises(UsageError, match="interrupted"):
-        captured(shell, lambda: run_compare(session, "hi", ["emu:a", "openai:gpt-4o-mini+slow-30"], shell=shell, rich=True))
-    assert time.monotonic() - t0 < 2.5
+    emulator.script(tokens=500, delay=0.02)  # ~10 s per target
+    fired, running = [], threading.Event()
+
+    def interrupt_once_streaming():
+        """Ctrl-C 0.8 s after emu:a's request reached the emulator (a fixed delay from the start is eaten by a
+        first SDK import on a loaded machine: nothing would have streamed yet); never once the compare is over."""
+        deadline = time.monotonic() + 30
+        while not emulator.calls("emu") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.8)
+        if emulator.calls("emu") and running.is_set():
+            fired.append(time.monotonic())
+            _thread.interrupt_main()
+
+    def compare():
+        running.set()
+        try:
+            return run_compare(session, "hi", ["emu:a", "openai:gpt-4o-mini+slow-30"], shell=shell, rich=True)
+        finally:
+            running.clear()
+    threading.Thread(target=interrupt_once_streaming, daemon=True).start()
+    try:
+        captured(shell, compare)
+    except UsageError as exc:
+        assert "interrupted" in str(exc)
+    else:
+        pytest.fail(f"not interrupted (fired {fired}): {[(c.model, c.outcome) for c in emulator.requests]}")
+    stopped = time.monotonic() - fired[0]
+    assert stopped < 5, stopped  # at once: not after emu:a's ~9 s still to come, nor the 30 s slow target
     df = shell.user_ns["_llm_compare"]
     assert list(df.status) == ["interrupted", "interrupted"]
     assert 0 < len(df.text[0]) < 200 * 3 and df.text[1] == ""
@@ -326,14 +368,18 @@ def test_compare_columns_fill_progressively_in_jupyterlab(lab, open_notebook, em
     page.evaluate(RECORD)  # every version of the columns the page shows, as text lengths
     nb.start(f"%%llm --compare emu:chatty+tokens-60+delay-0.05 local:{llama_server.port} emu:broken+fault-500 "
                    "--max-tokens 1200 -t 0\nTell me a <long> story.")
-    page.wait_for_function("""() => {
+    # the partial columns are read in the same evaluation that sees them partial: the page keeps updating, and
+    # on a busy machine a read a moment later can already be a later (or the final) render
+    partial = page.wait_for_function("""() => {
         const t = document.querySelector('.jupyter-llm-compare');
-        return t && t.innerText.includes('streaming…') && t.innerText.includes('w10');
-    }""", timeout=20_000)
-    partial = column_texts(page)
+        if (!(t && t.innerText.includes('streaming…') && t.innerText.includes('w10'))) { return null; }
+        return Array.from(t.querySelectorAll('.jupyter-llm-column-body')).map(b => b.innerText);
+    }""", timeout=20_000).json_value()
     page.screenshot(path="/tmp/jupyter-llm-compare-partial.png")
-    nb.wait_ready(60)
-    page.wait_for_function("() => !document.querySelector('.jupyter-llm-compare').innerText.includes('streaming…')")
+    nb.wait_ready(120)
+    # the final render is the one where every column has its response (none streaming or still waiting)
+    page.wait_for_function("""() => { const t = document.querySelector('.jupyter-llm-compare').innerText;
+        return !t.includes('streaming…') && !t.includes('waiting…'); }""", timeout=30_000)
     final = column_texts(page)
     page.screenshot(path="/tmp/jupyter-llm-compare-final.png")
     page.locator(".jupyter-llm-compare table.jupyter-llm").screenshot(path="/tmp/jupyter-llm-compare-table.png")
@@ -370,11 +416,17 @@ def test_real_kernel_one_display_throttled_updates_and_interrupt(kernel_factory,
     out = k.run("print(type(_).__name__, len(_)); _").texts()
     assert any("<Comparison of 2 responses" in t for t in out)  # shown when asked for later
 
-    emulator.script(tokens=300, delay=0.05)  # ~15 s: interrupted after ~1.5 s
-    threading.Timer(1.5, k.interrupt).start()
-    t0 = time.monotonic()
-    run = k.run("%%llm --compare emu:a emu:b\nhi", timeout=30)
-    assert time.monotonic() - t0 < 6
+    emulator.script(tokens=600, delay=0.05)  # ~30 s: interrupted once both columns are streaming
+    fired = []
+
+    def interrupt_once_both_stream(msg):
+        # a live update shows "waiting…" for a column with no text yet: interrupt on the first one without it
+        if not fired and msg["msg_type"] == "update_display_data" and \
+                "waiting…" not in msg["content"]["data"].get("text/plain", ""):
+            fired.append(time.monotonic())
+            k.interrupt()
+    run = k.run("%%llm --compare emu:a emu:b\nhi", timeout=60, on_message=interrupt_once_both_stream)
+    assert fired and time.monotonic() - fired[0] < 10  # stopped at once, not after the ~30 s answers
     assert run.status == "error", (run.stderr, run.stdout, [m["msg_type"] for m in run.messages][:30])  # the cell fails (Run All stops), with one UsageError line, no traceback
     assert run.stderr.startswith("UsageError: interrupted: the ") and "Traceback" not in run.stderr, run.stderr
     out = k.run("print(list(_llm_compare.status), [0 < len(t) < 1500 for t in _llm_compare.text])").stdout

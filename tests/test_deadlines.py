@@ -99,14 +99,15 @@ def test_retries_never_run_past_the_deadline(cloud, emulator):
     s.set(deadline=2)
     r, took = timed(lambda: s.ask("hi", target="openai:m+fault-500"))
     assert r.error.code == "PROVIDER_ERROR" and "deadline" in r.error.message and "2s" in r.error.message
-    assert took < 6 and len(emulator.calls("openai")) < 3, (took, len(emulator.calls("openai")))
+    assert took < 10 and len(emulator.calls("openai")) < 3, (took, len(emulator.calls("openai")))  # 5 retries: 15 s+
 
 
 def test_a_retry_after_longer_than_the_deadline_is_not_waited_for(cloud, emulator):
     s = cloud()
-    s.set(deadline=3)
-    r, took = timed(lambda: s.ask("hi", target="openai:m+fault-429-10"))
-    assert r.error.code == "RATE_LIMITED" and took < 3 and len(emulator.calls("openai")) == 1
+    s.set(deadline=12)
+    r, took = timed(lambda: s.ask("hi", target="openai:m+fault-429-25"))  # 25 s: honoured (<= 30 s) but past the deadline
+    # given up at once: not after waiting out the deadline (12 s) nor the Retry-After (25 s)
+    assert r.error.code == "RATE_LIMITED" and took < 8 and len(emulator.calls("openai")) == 1, took
 
 
 def test_fallback_chain_shares_the_answers_deadline(cloud, silent_server, emulator):

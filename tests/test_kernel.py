@@ -41,13 +41,17 @@ def kernel(kernel_factory, emulator, isolated_env, monkeypatch):
 
 def test_answer_streams_through_one_display_and_bounded_updates(kernel, emulator):
     emulator.script(tokens=150, delay=0.01)
+    t0 = time.monotonic()
     run = kernel.run("%%llm\nstream please", timeout=60)
+    wall = time.monotonic() - t0
     assert run.status == "ok", run.stderr
     displays, updates = run.of("display_data"), run.of("update_display_data")
     assert len(displays) == 2  # the answer (placeholder, then updated in place) and the footer under it
     assert "jupyter-llm-footer" in displays[1]["content"]["data"]["text/html"]
     texts = [m["content"]["data"].get("text/markdown", "") for m in updates]
-    assert 3 <= len(updates) < 60, len(updates)  # streamed, but not once per token
+    # streamed, but not once per token: at most 10 updates a second (a loaded machine stretches the answer, so the
+    # bound follows the time it took)
+    assert 3 <= len(updates) <= 10 * wall + 5 and len(updates) < 150, (len(updates), wall)
     growing = [t for t in texts[1:] if t]
     assert all(b.startswith(a) for a, b in zip(growing, growing[1:]))  # each update extends the last
     final = kernel.run("print(_llm.text)").stdout.strip()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab import screenshot_dir
+from tests.lab import screenshot_dir, settle
 
 pytestmark = pytest.mark.browser
 
@@ -97,10 +97,11 @@ def test_insert_prompt_cell(open_notebook):
     nb = open_notebook("insert.ipynb", ["x = 1", "y = 2"])
     nb.eval("panel.content.activeCellIndex = 0;")
     palette(nb.page, "LLM: Insert prompt cell")
-    assert nb.cell_sources() == ["x = 1", "%%llm\n", "y = 2"]
+    expected = ["x = 1", "%%llm\n", "y = 2"]  # the command runs after the click returns: read it once it ran
+    assert settle(nb.cell_sources, lambda s: s == expected) == expected
     nb.page.wait_for_function("() => window.jupyterapp.shell.currentWidget.content.mode === 'edit'")
     nb.page.keyboard.type("Say hi")
-    assert nb.cell_sources()[1] == "%%llm\nSay hi"
+    assert settle(nb.cell_sources, lambda s: s[1] == "%%llm\nSay hi")[1] == "%%llm\nSay hi"
 
 
 def test_kernel_without_the_extension_shows_nothing(open_notebook):
@@ -168,7 +169,7 @@ def test_status_bar_shows_local_only_mode(open_notebook):
     assert "local-only" in nb.run_text("%llm offline on")
     expect()(status).to_have_text("LLM: local:8081 · $0.0000 · local only")
     expect()(status).to_have_attribute("data-mode", "local-only")
-    assert "local-only" in (status.get_attribute("title") or "")
+    expect()(status).to_have_attribute("title", re.compile("local-only"))
     nb.page.screenshot(path=str(screenshot_dir() / "jupyter-llm-local-only.png"))
     nb.run_text("%llm offline off")
     expect()(status).to_have_text("LLM: local:8081 · $0.0000")

@@ -210,7 +210,7 @@ def test_health_ok_names_model_and_ctx(llama_server):
     p = provider()
     h = p.health(Target("local", port=llama_server.port), None)
     assert h.ok and h.detail == f"ok, model {llama_server.alias}, ctx {llama_server.slot_ctx}"
-    assert h.model == llama_server.alias and 0 < h.latency < 1
+    assert h.model == llama_server.alias and 0 < h.latency < 5  # seconds (a loaded machine answers late)
 
 
 @pytest.mark.llama

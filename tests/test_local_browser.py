@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from tests.lab import screenshot_dir
+from tests.lab import screenshot_dir, settle
 from tests.llama import llama_server_module
 from tests.test_serve import gone
 
@@ -43,16 +43,20 @@ def test_server_on_another_port_from_the_panel_and_the_picker(lab, open_notebook
     panel = page.locator(".jupyter-llm-panel")
     panel.wait_for(state="visible")
     provider, model = panel.locator("select").nth(0), panel.locator("select").nth(1)
-    assert provider.input_value() == "● local (1 server)"
+    # widget views render their children and apply kernel updates asynchronously: wait for the state, then check it
+    expect()(provider).to_have_value("● local (1 server)", timeout=20_000)
     panel.locator("button[title^='scan servers']").click()
-    page.wait_for_timeout(500)
-    label = next(v for v in model.evaluate("s => Array.from(s.options).map(o => o.value)") if v.startswith(f"{port} "))
+    nb.run("pass")  # the kernel handles comm and execute messages in order: the rescan is done when this cell is
+    options = settle(lambda: model.evaluate("s => Array.from(s.options).map(o => o.value)"),
+                     lambda vs: any(v.startswith(f"{port} ") for v in vs))
+    label = next((v for v in options if v.startswith(f"{port} ")), None)
+    assert label, options
     model.select_option(value=label)
     panel.get_by_role("button", name="Switch").click()
     panel.get_by_text(f"using local:{port}").wait_for()
     expect()(page.locator(STATUS)).to_have_text(f"LLM: local:{port} · $0.0000")
     # the key row is hidden for local servers
-    assert not panel.locator("input[type=password]").is_visible()
+    expect()(panel.locator("input[type=password]")).to_be_hidden()
 
     # away to a cloud model, and back through the picker: it lists the server, and takes free text
     nb.run("%llm use openai:gpt-4o-mini")
@@ -77,11 +81,14 @@ def test_server_on_another_port_from_the_panel_and_the_picker(lab, open_notebook
     # 900 px wide with the file browser open: the panel wraps instead of overflowing
     page.set_viewport_size({"width": 900, "height": 800})
     nb.eval_app("await app.commands.execute('filebrowser:activate');")
-    page.wait_for_timeout(800)
+    page.locator("#filebrowser").wait_for(state="visible")
+    page.wait_for_function("""() => { const fb = document.querySelector('#filebrowser').getBoundingClientRect();
+        return fb.width > 0 && document.querySelector('#jp-main-dock-panel').getBoundingClientRect().left >= fb.right - 1; }""")
     root = panel.element_handle()
-    fits = page.evaluate("""(el) => { const out = el.closest('.jp-OutputArea-output') || el.parentElement;
-        return [el.getBoundingClientRect().right, out.getBoundingClientRect().right, el.scrollWidth, el.clientWidth]; }""",
-                         root)
+    geometry = """(el) => { const out = el.closest('.jp-OutputArea-output') || el.parentElement;
+        return [el.getBoundingClientRect().right, out.getBoundingClientRect().right, el.scrollWidth, el.clientWidth]; }"""
+    # Lumino lays the narrower notebook out on later frames: give the layout time to settle, then measure it
+    fits = settle(lambda: page.evaluate(geometry, root), lambda f: f[0] <= f[1] + 1 and f[2] <= f[3] + 1, timeout=10)
     page.screenshot(path=str(screenshot_dir() / "jupyter-llm-panel-900px.png"))
     assert fits[0] <= fits[1] + 1 and fits[2] <= fits[3] + 1, fits
 
@@ -103,7 +110,8 @@ def test_serve_then_stream_and_a_restart_stops_it(lab, open_notebook):
     rendered = cell.locator(".jp-RenderedMarkdown")
     rendered.first.wait_for(timeout=60_000)
     nb.wait_ready(60)
-    text = rendered.first.inner_text()
+    # idle kernel, but the last Markdown update may still be rendering: read the answer once it is all there
+    text = settle(lambda: rendered.first.inner_text(), lambda t: len(t.split()) >= 20)
     assert len(text.split()) >= 20, text
     assert nb.run_text("print(_llm.ok, _llm.answered_by)").split() == ["True", f"local:{port}/web"]
     servers = nb.run_text("%llm servers")
@@ -144,6 +152,7 @@ def test_the_quickstart_runs_as_it_is_in_jupyterlab(lab, open_notebook):
     assert errors == [], errors
     assert (lab.root / ".cache" / "models" / "tiny-llama.gguf").exists()
     answers = nb.page.locator(f"#{nb.panel_id()} .jp-OutputArea .jp-RenderedMarkdown")  # the %%llm answers
+    expect()(answers.nth(2)).to_be_attached(timeout=30_000)  # Markdown renders asynchronously after the idle kernel
     assert answers.count() >= 3
     page.screenshot(path=str(screenshot_dir() / "jupyter-llm-quickstart-in-lab.png"), full_page=True)
     stop = next(c for c in cells if c["src"] == "%llm stop all")

@@ -3,12 +3,12 @@ a saved notebook keeps, Ctrl-C (the kernel's interrupt) keeping finished rows, a
 the missing ones (counted at the emulator)."""
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
 
 from tests.test_compare import write_config
+from tests.test_mapping import wait_quiet
 
 
 @pytest.mark.kernel
@@ -32,18 +32,24 @@ def test_map_in_a_kernel_progress_interrupt_and_resume(kernel_factory, emulator)
     assert out.strip() == "40 True True"
 
     emulator.reset()
-    emulator.script(first_token_delay=0.25)                   # 80 rows / 4 workers: ~5 s, interrupted at 1.5 s
+    emulator.script(first_token_delay=0.25)                   # 80 rows / 4 workers: ~5 s, interrupted early
     assert k.run("more = [f'item {i}' for i in range(80)]").status == "ok"
-    threading.Timer(1.5, k.interrupt).start()
-    t0 = time.monotonic()
-    run = k.run("%%llm --map more --workers 4\nEcho {item}", timeout=60)
-    assert time.monotonic() - t0 < 10
+    fired = []
+
+    def interrupt_once_rows_done(msg):
+        # the first progress update with finished rows (a fixed delay can pass before any row is done under load)
+        state = msg["content"].get("data", {}).get("state", {}) if msg["msg_type"] == "comm_msg" else {}
+        if not fired and isinstance(state.get("value"), int) and state["value"] > 0:
+            fired.append(time.monotonic())
+            k.interrupt()
+    run = k.run("%%llm --map more --workers 4\nEcho {item}", timeout=60, on_message=interrupt_once_rows_done)
+    assert fired and time.monotonic() - fired[0] < 10
     assert run.status == "error"
     assert run.stderr.startswith("UsageError: interrupted: 80 rows in") and "Traceback" not in run.stderr, run.stderr
     counts = k.run("print((_llm_map.status == 'ok').sum(), (_llm_map.status == 'cancelled').sum())").stdout.split()
     ok, cancelled = int(counts[0]), int(counts[1])
     assert ok > 0 and cancelled > 0 and ok + cancelled == 80
-    time.sleep(0.5)
+    wait_quiet(emulator)  # rows in flight at the interrupt land before the count below starts
     emulator.reset()
     run = k.run("%%llm --map more --workers 4\nEcho {item}", timeout=120)
     assert run.status == "ok", run.error

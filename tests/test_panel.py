@@ -263,7 +263,7 @@ def test_slow_model_list_does_not_freeze_the_panel(session, monkeypatch):
     p = Panel(session)
     t0 = time.monotonic()
     p.provider.value = "openai"
-    assert time.monotonic() - t0 < 1.5
+    assert time.monotonic() - t0 < 5  # bounded by LIST_TIMEOUT (0.3 s), not the 10 s the list would take
     assert "TIMEOUT" in p.message.value
     assert p.model.options[0][1] == "openai:gpt-5.4-mini"  # the provider default is still offered
     release.set()
@@ -330,8 +330,12 @@ def test_panel_in_jupyterlab_switches_and_never_keeps_the_secret(lab, open_noteb
     panel = page.locator(".jupyter-llm-panel")
     panel.wait_for(state="visible")
     provider, model = panel.locator("select").nth(0), panel.locator("select").nth(1)
-    assert provider.input_value() == "● local (1 server)"
-    assert any(v.startswith(f"{llama_server.port} · tiny") for v in _options(model))
+    # the views of the panel's children render asynchronously: wait for their state rather than read it at once
+    from playwright.sync_api import expect
+    from tests.lab import settle
+    expect(provider).to_have_value("● local (1 server)", timeout=20_000)
+    options = settle(lambda: _options(model), lambda vs: any(v.startswith(f"{llama_server.port} · tiny") for v in vs))
+    assert any(v.startswith(f"{llama_server.port} · tiny") for v in options), options
 
     # choose a target in the browser and press Switch: the kernel's active target changes
     provider.select_option(value="✗ openai (no key)")
@@ -355,7 +359,7 @@ def test_panel_in_jupyterlab_switches_and_never_keeps_the_secret(lab, open_noteb
     secret.fill(CANARY)
     secret.press("Tab")
     panel.get_by_text("key received (****2461)").wait_for()
-    assert secret.input_value() == ""
+    expect(secret).to_have_value("")  # the kernel's clear reaches the view as a comm update
     panel.get_by_role("button", name="Save key").click()
     panel.get_by_text("stored the openai credential in the OS keyring").wait_for()
     page.wait_for_function("s => s.value === '✓ openai'", arg=provider.element_handle())

@@ -247,16 +247,17 @@ def test_error_event_mid_stream(emulator, name):
 
 @pytest.mark.parametrize("name", PROVIDERS)
 def test_stall_mid_stream_is_timeout(emulator, name):
-    emulator.fault("stall", after=2, seconds=5)
+    emulator.fault("stall", after=2, seconds=30)
     start = time.monotonic()
     events, error = run(adapter(name), name, emulator, request=Request([{"role": "user", "content": "x"}], timeout=0.4))
     assert len(texts(events)) == 2 and error.code == "TIMEOUT" and "0.4s" in error.message
-    assert time.monotonic() - start < 3 and len(emulator.calls(name)) == 1
+    took = time.monotonic() - start
+    assert took < 12 and len(emulator.calls(name)) == 1, took  # the stall lasts 30 s
 
 
 def test_slow_first_token_within_timeout_is_fine(emulator):
     emulator.fault("slow", seconds=0.3)
-    events, error = run(adapter("openai"), "openai", emulator, request=Request([{"role": "user", "content": "x"}], timeout=2))
+    events, error = run(adapter("openai"), "openai", emulator, request=Request([{"role": "user", "content": "x"}], timeout=5))
     assert error is None and events[-1] == Finish("stop")
 
 
@@ -277,7 +278,7 @@ def test_consumer_stopping_closes_the_stream(emulator, name):
     gen = provider.stream(Target(name), Request([{"role": "user", "content": "x"}], timeout=5), auth_for(emulator, name))
     assert isinstance(next(gen), TextDelta) and isinstance(next(gen), TextDelta)
     gen.close()
-    deadline = time.monotonic() + 3
+    deadline = time.monotonic() + 15  # waited for as an event: a loaded machine can take seconds to notice
     while emulator.calls(name)[0].outcome != "client-gone" and time.monotonic() < deadline:
         time.sleep(0.02)
     assert emulator.calls(name)[0].outcome == "client-gone"

@@ -64,8 +64,13 @@ def test_served_model_streams_is_listed_and_stops(kernel_factory, model):
     picker = k.run("import jupyter_llm; print(jupyter_llm.session().known_targets())").stdout
     assert "'local:kid'" in picker
     # a kernel interrupt is not for the server: it lives in its own session
-    k.kc.execute("import time; time.sleep(30)")
-    time.sleep(1.0)
+    sleeping = k.kc.execute("import time; time.sleep(30)")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # an interrupt before the cell runs is ignored (the kernel is idle)
+        msg = k.kc.get_iopub_msg(timeout=60)
+        if msg["parent_header"].get("msg_id") == sleeping and msg["msg_type"] == "execute_input":
+            break
+    time.sleep(0.3)
     k.interrupt()
     k.kc.get_shell_msg(timeout=30)
     assert not gone(pid, 1.0)

@@ -112,7 +112,7 @@ def test_answer_streams_as_markdown_in_jupyterlab(lab, open_notebook, emulator):
     assert len(set(growing)) >= 3, seen[-10:]  # several partial renders, not one jump to the end
     # a short answer is one output, updated in place, and the footer under it
     expect(nb.cell(-1).locator(".jupyter-llm-footer")).to_contain_text("emu:writer · ")
-    assert nb.cell(-1).locator(".jp-OutputArea-output").count() == 2
+    expect(nb.cell(-1).locator(".jp-OutputArea-output")).to_have_count(2)
     assert nb.cell(-1).locator(".jupyter-llm-footer").inner_text().startswith("emu:writer · ")
 
 
@@ -189,6 +189,8 @@ def test_footer_truncation_line_and_dark_theme_contrast(lab, open_notebook, emul
     nb.run("%llm set footer=off")
     emulator.script("short answer")
     nb.run("%%llm\nSay something short.")
+    # the answer has rendered (asynchronously), so a footer rendered with it would be there by now
+    _expect()(nb.cell(-1).locator(".jp-OutputArea-output").first).to_have_text("short answer", timeout=20_000)
     assert nb.cell(-1).locator(".jupyter-llm-footer").count() == 0
 
 
