@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -135,7 +136,17 @@ if arm.startswith("llm"):
     ip.run_line_magic("load_ext", "jupyter_llm")
 if arm.endswith("gc_off"):
     gc.disable()
+if arm in ("llm_keyring", "llm_preloaded"):   # what the cell would import, loaded first
+    import keyring
+    keyring.get_keyring()
+if arm == "llm_preloaded":
+    import importlib
+    for name in PRELOAD:
+        importlib.import_module("jupyter_llm." + name)
 sdk = SDK.format(url=url, key=key)
+if os.environ.get("JUPYTER_LLM_BENCH_NO_CELL"):   # the same process without the cell: a baseline to subtract
+    print("RESULT " + json.dumps({"cpu": 0.0, "ok": True}))
+    raise SystemExit(0)
 c0 = time.process_time()
 if arm.startswith("sdk"):
     ip.run_cell(sdk)
@@ -147,13 +158,61 @@ print("RESULT " + json.dumps({"cpu": cpu, "ok": bool(ok)}))
 """
 
 
+PRELOAD = ("answer", "store", "providers.openai_compat", "stream_display", "credentials", "writequeue", "tokencount",
+           "router", "media", "sensitive", "pricing", "price_table", "exchange", "prompt", "mapcell", "quota",
+           "policy", "render", "footer", "blocks")
+
+
+def _inproc_code() -> str:
+    return INPROC.replace("SDK.format", repr(SDK_CELL) + ".format").replace("PRELOAD", repr(PRELOAD))
+
+
+def run_instructions(emulator, bytecode: bool = True, log=print) -> dict:
+    """Instructions each arm's cell executes, counted by valgrind's callgrind (deterministic, unlike time on a
+    shared VM): each arm runs twice, with and without the cell, and the difference is the cell's count."""
+    import shutil
+    import subprocess
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+    if shutil.which("valgrind") is None:
+        raise RuntimeError("--instructions needs valgrind (apt install valgrind)")
+    env = dict(os.environ, **_kernel_env(bytecode), PYTHONHASHSEED="0")
+    env["PYTHONPATH"] = str(common.ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    code = _inproc_code()
+    arms = ["sdk", "llm", "llm_keyring", "llm_preloaded"]
+    for arm in ("sdk", "llm"):   # bytecode and the price table in place first, outside valgrind
+        emulator.script(tokens=40)
+        subprocess.run([sys.executable, "-c", code, arm, emulator.url("openai"), common.FAKE_KEY], env=env,
+                       capture_output=True, timeout=120, cwd=str(common.ROOT))
+    for _ in range(2 * len(arms)):
+        emulator.script(tokens=40)
+
+    def count(job):
+        arm, cell = job
+        run_env = dict(env) if cell else dict(env, JUPYTER_LLM_BENCH_NO_CELL="1")
+        out = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, "-c",
+                              code, arm, emulator.url("openai"), common.FAKE_KEY], env=run_env, capture_output=True,
+                             text=True, timeout=1800, cwd=str(common.ROOT))
+        found = re.search(r"Collected : (\d+)", out.stderr)
+        if found is None or '"ok": true' not in out.stdout:
+            raise RuntimeError(f"{arm} under callgrind failed: {out.stderr[-1500:]}")
+        log(f"[first-cell instructions] {arm:14s} {'cell' if cell else 'no cell'}: {int(found.group(1)):,}")
+        return int(found.group(1))
+    jobs = [(a, c) for a in arms for c in (True, False)]
+    with ThreadPoolExecutor(2) as pool:
+        counts = dict(zip(jobs, pool.map(count, jobs)))
+    cell = {a: counts[(a, True)] - counts[(a, False)] for a in arms}
+    return {"cell_instructions": cell, "overhead_instructions": {a: cell[a] - cell["sdk"] for a in arms[1:]},
+            "overhead_share": {a: (cell[a] - cell["sdk"]) / cell["sdk"] for a in arms[1:]}}
+
+
 def run_pairs(emulator, pairs: int, bytecode: bool = True, log=print) -> dict:
     """`pairs` x (sdk, llm, sdk_gc_off, llm_gc_off) in fresh interpreters without a kernel: cell CPU only."""
     import subprocess
     import sys
     env = dict(os.environ, **_kernel_env(bytecode))
     env["PYTHONPATH"] = str(common.ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    code = INPROC.replace("SDK.format", repr(SDK_CELL) + ".format")
+    code = _inproc_code()
     arms = ["sdk", "llm", "sdk_gc_off", "llm_gc_off"]
     cpu: dict[str, list[float]] = {a: [] for a in arms}
     for i in range(-1, pairs):
@@ -187,6 +246,8 @@ def main(argv=None) -> int:
     ap.add_argument("--ttft", type=float, default=0.3)
     ap.add_argument("--no-bytecode", action="store_true", help="compile the package on every start (as this dev box)")
     ap.add_argument("--pairs", type=int, default=0, help="also N in-process pairs (no kernel): a tighter CPU figure")
+    ap.add_argument("--instructions", action="store_true",
+                    help="also count each arm's instructions under valgrind's callgrind (deterministic; ~5 min)")
     args = ap.parse_args(argv)
     base = common.isolate()
     emulator = None
@@ -218,6 +279,14 @@ def main(argv=None) -> int:
                   f"+{q['gc_on']['median']:.1f} ms (quartiles {q['gc_on']['p25']:.1f} to {q['gc_on']['p75']:.1f}); "
                   f"with the garbage collector off +{q['gc_off']['median']:.1f} ms "
                   f"({q['gc_off']['p25']:.1f} to {q['gc_off']['p75']:.1f})")
+        if args.instructions:
+            res["instructions"] = ins = run_instructions(emulator, bytecode=not args.no_bytecode)
+            (common.OUT_DIR / "first_cell.json").write_text(json.dumps(res, indent=1))
+            c, o = ins["cell_instructions"], ins["overhead_instructions"]
+            print(f"instructions in the cell (callgrind): bare SDK {c['sdk'] / 1e6:,.1f} M | %%llm {c['llm'] / 1e6:,.1f} M "
+                  f"(+{o['llm'] / 1e6:,.1f} M, +{ins['overhead_share']['llm'] * 100:.1f} %) | with keyring loaded first "
+                  f"+{o['llm_keyring'] / 1e6:,.1f} M | with keyring and the answer path loaded first "
+                  f"+{o['llm_preloaded'] / 1e6:,.1f} M")
         print(f"load average {res['loadavg']}")
         if "pass" in res:
             print("goal:", res["goal"], "->", "ok" if res["pass"] else "MISSED (kernel medians)")
