@@ -41,21 +41,27 @@ def _pre_run_cell(info) -> None:
     _current = CellInfo(getattr(info, "cell_id", None) or None, count, notebook_path())
 
 
+def hook(shell, event: str, callback) -> None:
+    """Register `callback` for IPython's `event` once: loading the extension again does not add a second."""
+    unhook(shell, event, callback)
+    shell.events.register(event, callback)
+
+
+def unhook(shell, event: str, callback) -> None:
+    try:
+        shell.events.unregister(event, callback)
+    except ValueError:  # was not registered
+        pass
+
+
 def register(shell) -> None:
     """Hook `pre_run_cell` (idempotent)."""
     global _shell
     _shell = shell
-    try:
-        shell.events.unregister("pre_run_cell", _pre_run_cell)
-    except ValueError:
-        pass
-    shell.events.register("pre_run_cell", _pre_run_cell)
+    hook(shell, "pre_run_cell", _pre_run_cell)
 
 
 def unregister(shell) -> None:
     global _shell, _current
-    try:
-        shell.events.unregister("pre_run_cell", _pre_run_cell)
-    except ValueError:
-        pass
+    unhook(shell, "pre_run_cell", _pre_run_cell)
     _shell, _current = None, CellInfo()

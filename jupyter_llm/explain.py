@@ -98,11 +98,8 @@ def register(shell) -> None:
     """Hook `post_run_cell` and put `Err` in the namespace (unless the user has their own `Err`)."""
     global _shell
     _shell = shell
-    try:
-        shell.events.unregister("post_run_cell", _post_run_cell)
-    except ValueError:
-        pass
-    shell.events.register("post_run_cell", _post_run_cell)
+    from .cellinfo import hook
+    hook(shell, "post_run_cell", _post_run_cell)
     if "Err" not in shell.user_ns:
         shell.user_ns["Err"] = ERRORS
         shell.user_ns_hidden["Err"] = ERRORS
@@ -110,10 +107,8 @@ def register(shell) -> None:
 
 def unregister(shell) -> None:
     global _shell
-    try:
-        shell.events.unregister("post_run_cell", _post_run_cell)
-    except ValueError:
-        pass
+    from .cellinfo import unhook
+    unhook(shell, "post_run_cell", _post_run_cell)
     if shell.user_ns.get("Err") is ERRORS:
         del shell.user_ns["Err"]
         shell.user_ns_hidden.pop("Err", None)
