@@ -83,16 +83,6 @@ def set_alias(session, name: str, target: str) -> str:
     parsed = session.parse(target)  # refuse a target that does not parse or names no provider
     aliases = session.config.aliases
     old = aliases.get(name)
-    aliases[name] = target
-    try:
-        from .targets import parse_target
-        parse_target(name, session.config)  # catches a loop through other aliases
-    except LLMError:
-        if old is None:
-            aliases.pop(name, None)
-        else:
-            aliases[name] = old
-        raise
 
     def change(doc, tomlkit):
         table = doc.get("aliases")
@@ -101,9 +91,12 @@ def set_alias(session, name: str, target: str) -> str:
             doc["aliases"] = table
         table[name] = target
 
+    aliases[name] = target
     try:
+        from .targets import parse_target
+        parse_target(name, session.config)  # catches a loop through other aliases
         _edit(_path(session.config), change)
-    except LLMError:
+    except LLMError:  # a loop, or a file that cannot be written: the alias is as it was
         if old is None:
             aliases.pop(name, None)
         else:
