@@ -23,87 +23,19 @@ from typing import Any
 
 from .errors import LLMError
 from .events import Attempt, Finish, Response, StreamError, TextDelta
-from .tables import html_table, money, seconds, text_table
+from .compare_results import FRAME_COLUMNS, HEADERS, Comparison, metrics_rows, status, to_frame  # noqa: F401 (FRAME_COLUMNS: importable here as before)
+from .tables import html_table, seconds, text_table
 
 INTERVAL = 0.1        # seconds between display updates (at most 10 per second overall)
 BYTE_RATE = 100_000   # kept for callers that pass it; updates are now paid for by new text (see due_in)
 WINDOW = 800          # characters of each streaming column shown live (the end of it); all of it at the end
 PLAIN_WINDOW = 200    # the same in the live text/plain (for front ends without HTML)
 MAX_WAIT = 1.0        # seconds new text may wait when it does not pay for an update (all columns are resent)
-HEADERS = ["target", "TTFT", "total time", "output tokens", "tokens/s", "cost", "status"]
-FRAME_COLUMNS = ["target", "resolved", "ttft_s", "total_s", "output_tokens", "tokens_per_s", "cost_usd", "status", "text",
-                 "error"]
 
 
 @dataclass(frozen=True)
 class _Done:
     response: Response
-
-
-class Comparison(list):
-    """The Responses of one compare, in target order; shown as one short line per target, not the texts.
-
-    The cell that ran the compare already shows the table, so its own Out[] stays empty (`quiet` once);
-    showing the value again later prints the short lines."""
-
-    quiet = False
-
-    def _ipython_display_(self) -> None:
-        if self.quiet:
-            self.quiet = False
-            return
-        from IPython.display import display
-        display({"text/plain": repr(self)}, raw=True)
-
-    def __repr__(self) -> str:
-        lines = [f"[{i}] {r.target}  {status(r)}  {r.usage.output_tokens} tokens  {seconds(r.latency)}"
-                 for i, r in enumerate(self)]
-        return "\n".join([f"<Comparison of {len(self)} responses; table in _llm_compare>"] + lines)
-
-    def _repr_pretty_(self, p, cycle) -> None:
-        p.text(repr(self))
-
-
-def status(r: Response) -> str:
-    """One word for a response: ok, cached, interrupted, an error code, plus `incomplete`."""
-    if r.error is not None:
-        word = r.error.code
-    elif r.finish_reason == "interrupted":
-        word = "interrupted"
-    else:
-        word = "cached" if r.cached else "ok"
-    if r.incomplete and word != "interrupted":
-        word += " (incomplete)"
-    return word
-
-
-def metrics_rows(responses: list[Response], labels: list[str] | None = None) -> list[list[str]]:
-    """The metrics table as display strings, one row per response (`labels`: the targets as typed)."""
-    rows = []
-    for label, r in zip(labels or [r.target for r in responses], responses):
-        tps = r.tokens_per_second
-        cost = "" if r.cost is None and not r.usage.output_tokens else money(r.cost)
-        rows.append([label, seconds(r.ttft), seconds(r.latency), str(r.usage.output_tokens),
-                     "" if tps is None else f"{tps:.1f}", cost, status(r)])
-    return rows
-
-
-def records(responses: list[Response], labels: list[str] | None = None) -> list[dict[str, Any]]:
-    """The table as numbers (seconds, USD), with the resolved target and each answer's text: `_llm_compare`."""
-    return [dict(zip(FRAME_COLUMNS, (label, r.target, r.ttft, r.latency, r.usage.output_tokens,
-                                     r.tokens_per_second, r.cost, status(r), r.text,
-                                     r.error.line() if r.error is not None else None)))
-            for label, r in zip(labels or [r.target for r in responses], responses)]
-
-
-def to_frame(responses: list[Response], labels: list[str] | None = None) -> Any:
-    """A pandas DataFrame of `records` (pandas imported only now), or the records if pandas is missing."""
-    rows = records(responses, labels)
-    try:
-        import pandas as pd
-    except ImportError:
-        return rows
-    return pd.DataFrame(rows, columns=FRAME_COLUMNS)
 
 
 def _parse_all(session, targets: list[str]) -> list:
