@@ -363,6 +363,22 @@ def settle(read: Callable[[], Any], until: Callable[[Any], bool], timeout: float
         time.sleep(interval)
 
 
+def expect():
+    """Playwright's auto-waiting `expect` (imported on use: collecting the tests needs no browser)."""
+    from playwright.sync_api import expect as playwright_expect
+    return playwright_expect
+
+
+def palette(page, text: str) -> None:
+    """Open the command palette, filter by `text` and run the first match."""
+    page.keyboard.press("Escape")
+    page.keyboard.press("Control+Shift+C")
+    box = page.locator(".lm-CommandPalette-input")
+    box.wait_for(state="visible")
+    box.fill(text)
+    page.locator(".lm-CommandPalette-item:not(.lm-mod-disabled)", has_text=text).first.click()
+
+
 def outputs_text(outputs: list[dict]) -> str:
     """Join stream text, text/plain of results and displays, and `ename: evalue` of errors."""
     parts = []
@@ -414,4 +430,4 @@ def screenshot_dir() -> Path:
 
 
 __all__ = ["Lab", "Notebook", "CHROMIUM", "CHROMIUM_ARGS", "lab_env", "start_lab", "stop_lab", "open_in_page",
-           "outputs_text", "screenshot_dir", "settle"]
+           "outputs_text", "screenshot_dir", "settle", "expect", "palette"]

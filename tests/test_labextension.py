@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab import screenshot_dir, settle
+from tests.lab import expect, palette, screenshot_dir, settle
 
 pytestmark = pytest.mark.browser
 
@@ -32,22 +32,6 @@ def extension_installed():
 def llm_config(lab):
     """Every kernel in these tests starts on local:8081 with one alias."""
     lab.write_config(CONFIG)
-
-
-def expect():
-    from playwright.sync_api import expect as _expect
-    return _expect
-
-
-def palette(page, text):
-    """Open the command palette, filter by `text` and run the first match."""
-    page.keyboard.press("Escape")
-    page.keyboard.press("Control+Shift+C")
-    box = page.locator(".lm-CommandPalette-input")
-    box.wait_for(state="visible")
-    box.fill(text)
-    item = page.locator(".lm-CommandPalette-item:not(.lm-mod-disabled)", has_text=text).first
-    item.click()
 
 
 def llm_console_errors(page):

@@ -7,26 +7,12 @@ import re
 
 import pytest
 
-from tests.lab import screenshot_dir, settle
+from tests.lab import expect, palette, screenshot_dir, settle
 from tests.llama import llama_server_module
 from tests.test_serve import gone
 
 pytestmark = pytest.mark.browser
 STATUS = '[data-jupyter-llm="status"]'
-
-
-def expect():
-    from playwright.sync_api import expect as _expect
-    return _expect
-
-
-def palette(page, text):
-    page.keyboard.press("Escape")
-    page.keyboard.press("Control+Shift+C")
-    box = page.locator(".lm-CommandPalette-input")
-    box.wait_for(state="visible")
-    box.fill(text)
-    page.locator(".lm-CommandPalette-item:not(.lm-mod-disabled)", has_text=text).first.click()
 
 
 def test_server_on_another_port_from_the_panel_and_the_picker(lab, open_notebook, llama_server):

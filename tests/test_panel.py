@@ -331,9 +331,8 @@ def test_panel_in_jupyterlab_switches_and_never_keeps_the_secret(lab, open_noteb
     panel.wait_for(state="visible")
     provider, model = panel.locator("select").nth(0), panel.locator("select").nth(1)
     # the views of the panel's children render asynchronously: wait for their state rather than read it at once
-    from playwright.sync_api import expect
-    from tests.lab import settle
-    expect(provider).to_have_value("● local (1 server)", timeout=20_000)
+    from tests.lab import expect, settle
+    expect()(provider).to_have_value("● local (1 server)", timeout=20_000)
     options = settle(lambda: _options(model), lambda vs: any(v.startswith(f"{llama_server.port} · tiny") for v in vs))
     assert any(v.startswith(f"{llama_server.port} · tiny") for v in options), options
 
@@ -359,7 +358,7 @@ def test_panel_in_jupyterlab_switches_and_never_keeps_the_secret(lab, open_noteb
     secret.fill(CANARY)
     secret.press("Tab")
     panel.get_by_text("key received (****2461)").wait_for()
-    expect(secret).to_have_value("")  # the kernel's clear reaches the view as a comm update
+    expect()(secret).to_have_value("")  # the kernel's clear reaches the view as a comm update
     panel.get_by_role("button", name="Save key").click()
     panel.get_by_text("stored the openai credential in the OS keyring").wait_for()
     page.wait_for_function("s => s.value === '✓ openai'", arg=provider.element_handle())

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.lab import expect as lab_expect
+
 pytestmark = pytest.mark.browser
 
 ARTIFACTS = Path(os.environ.get("JUPYTER_LLM_ARTIFACTS", Path(__file__).resolve().parents[1] / ".cache" / "artifacts"))
@@ -55,11 +57,6 @@ CONTRAST = """(el) => {
 }"""
 
 
-def _expect():
-    from playwright.sync_api import expect
-    return expect
-
-
 def _shot(page, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / name))
@@ -98,7 +95,7 @@ def test_answer_streams_as_markdown_in_jupyterlab(lab, open_notebook, emulator):
     nb.wait_ready(60)
     # The kernel is idle once the last update is sent; JupyterLab renders Markdown asynchronously, so on a busy
     # machine the DOM catches up a little later: wait for the final render rather than read it at once.
-    expect = _expect()
+    expect = lab_expect()
     out = nb.cell(-1).locator(".jp-RenderedMarkdown").last
     expect(out).to_contain_text("That is all there is to it.", timeout=20_000)
     expect(out.locator("pre")).to_contain_text("yield i")
