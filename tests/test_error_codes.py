@@ -132,36 +132,16 @@ def test_error_bodies_sent_with_http_200_get_their_codes():
 def test_a_web_page_on_the_model_list_route_gives_the_catalogue_not_a_traceback():
     """A proxy or web app answering GET /models with HTML 200: `%llm models` shows the catalogue; health
     says what happened (one coded line) instead of a parse traceback."""
-    import http.server
-    import threading
-
     from jupyter_llm.providers import BUILTIN
     from jupyter_llm.providers.base import Auth
     from tests.conftest import CANARY
+    from tests.fake_http import FakeServer
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = b"<html><body>app</body></html>"
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *a):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    try:
+    with FakeServer(200, b"<html><body>app</body></html>", content_type="text/html") as page:  # a web app's page
         for name in PROVIDERS:
             p = adapter(name)
-            auth = Auth(secret=CANARY, base_url=base + ("/v1" if name == "openai" else ""))
+            auth = Auth(secret=CANARY, base_url=page.url + ("/v1" if name == "openai" else ""))
             models = p.list_models(auth)
             assert models[0].id == BUILTIN[name].default_model and all(m.source == "catalogue" for m in models)
             health = p.health(Target(name), auth)
             assert not health.ok and health.detail.startswith("PROVIDER_ERROR") and "\n" not in health.detail
-    finally:
-        httpd.shutdown()
-        httpd.server_close()

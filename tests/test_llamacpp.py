@@ -1,13 +1,11 @@
 """The `local` provider against real llama.cpp servers (tiny generated model), plus unit tests of port handling."""
 from __future__ import annotations
 
-import http.server
 import json
 import random
 import socket
 import subprocess
 import sys
-import threading
 
 import pytest
 
@@ -19,6 +17,7 @@ from jupyter_llm.providers.base import Auth, Provider
 from jupyter_llm.providers.llamacpp import LlamaCppProvider, ServerInfo, parse_ports
 from jupyter_llm.targets import Target
 
+from .fake_http import FakeServer
 from .llama import ROOT, llama_server_module
 
 
@@ -53,32 +52,6 @@ def collect(events) -> tuple[str, list, list]:
 
 def ask(max_tokens=8, temperature=0.0, text="hello there"):
     return Request(messages=[{"role": "user", "content": text}], temperature=temperature, max_tokens=max_tokens)
-
-
-class FakeServer:
-    """A stdlib HTTP server answering every GET with one fixed status/body (for loading and non-llama states)."""
-
-    def __init__(self, status: int, body: dict):
-        payload = json.dumps(body).encode()
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.httpd.server_address[1]
-        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 # ---------------------------------------------------------------- units: ports and resolution

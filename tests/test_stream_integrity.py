@@ -109,32 +109,12 @@ def test_html_200_is_never_an_empty_ok_in_a_session(cloud, emulator):
 
 def test_json_200_that_is_not_a_completion_is_provider_error(emulator):
     """A 200 JSON body without choices is not an answer (e.g. a gateway status page)."""
-    import http.server
-    import threading
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            body = json.dumps({"status": "healthy", "version": "1.2"}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *a):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        from jupyter_llm.providers.base import Auth
-        auth = Auth(secret=CANARY, base_url=f"http://127.0.0.1:{httpd.server_address[1]}/v1")
+    from jupyter_llm.providers.base import Auth
+    from tests.fake_http import FakeServer
+    with FakeServer(200, {"status": "healthy", "version": "1.2"}, methods=("POST",)) as status_page:
+        auth = Auth(secret=CANARY, base_url=status_page.url + "/v1")
         events, error = run(adapter("openai"), "openai", emulator, auth=auth)
         assert error.code == "PROVIDER_ERROR" and "application/json" in error.message and "not a completion" in error.message
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 # ---- truncation -------------------------------------------------------------------------------------
