@@ -163,6 +163,13 @@ PRELOAD = ("answer", "store", "providers.openai_compat", "stream_display", "cred
            "policy", "render", "footer", "blocks")
 
 
+def _inproc_env(bytecode: bool) -> dict[str, str]:
+    """The environment of an in-process arm: a kernel's, with this checkout's package first on the path."""
+    env = dict(os.environ, **_kernel_env(bytecode))
+    env["PYTHONPATH"] = str(common.ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
 def _inproc_code() -> str:
     return INPROC.replace("SDK.format", repr(SDK_CELL) + ".format").replace("PRELOAD", repr(PRELOAD))
 
@@ -176,8 +183,7 @@ def run_instructions(emulator, bytecode: bool = True, log=print) -> dict:
     from concurrent.futures import ThreadPoolExecutor
     if shutil.which("valgrind") is None:
         raise RuntimeError("--instructions needs valgrind (apt install valgrind)")
-    env = dict(os.environ, **_kernel_env(bytecode), PYTHONHASHSEED="0")
-    env["PYTHONPATH"] = str(common.ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env = dict(_inproc_env(bytecode), PYTHONHASHSEED="0")
     code = _inproc_code()
     arms = ["sdk", "llm", "llm_keyring", "llm_preloaded"]
     for arm in ("sdk", "llm"):   # bytecode and the price table in place first, outside valgrind
@@ -210,8 +216,7 @@ def run_pairs(emulator, pairs: int, bytecode: bool = True, log=print) -> dict:
     """`pairs` x (sdk, llm, sdk_gc_off, llm_gc_off) in fresh interpreters without a kernel: cell CPU only."""
     import subprocess
     import sys
-    env = dict(os.environ, **_kernel_env(bytecode))
-    env["PYTHONPATH"] = str(common.ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env = _inproc_env(bytecode)
     code = _inproc_code()
     arms = ["sdk", "llm", "sdk_gc_off", "llm_gc_off"]
     cpu: dict[str, list[float]] = {a: [] for a in arms}
