@@ -187,7 +187,7 @@ def test_footer_truncation_line_and_dark_theme_contrast(lab, open_notebook, emul
     emulator.script("short answer")
     nb.run("%%llm\nSay something short.")
     # the answer has rendered (asynchronously), so a footer rendered with it would be there by now
-    _expect()(nb.cell(-1).locator(".jp-OutputArea-output").first).to_have_text("short answer", timeout=20_000)
+    lab_expect()(nb.cell(-1).locator(".jp-OutputArea-output").first).to_have_text("short answer", timeout=20_000)
     assert nb.cell(-1).locator(".jupyter-llm-footer").count() == 0
 
 
