@@ -395,10 +395,7 @@ def run_compare(session, prompt: str, targets: list[str], *, fmt: str = "markdow
               if v is not None}
     session.check_budget(parsed, session.build_request(prompt, **params, context=not new))
     session.router, session.store  # build the shared collaborators here, not racing in the workers
-    for t in parsed:  # SDK imports happen here, one at a time: concurrent imports race (see SDKAdapter.preload)
-        provider = session.provider(t)
-        if hasattr(provider, "preload"):
-            provider.preload()
+    session.router.preload(parsed)  # SDK imports happen here, one at a time: concurrent imports race
     if shell is not None and "pandas" not in sys.modules:
         threading.Thread(target=_preload_pandas, name="llm-compare-pandas", daemon=True).start()
     if rich is None:

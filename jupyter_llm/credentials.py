@@ -15,12 +15,13 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
-from . import redact
+from . import keyring_backend, keyring_prefetch, redact
 from .errors import LLMError
+from .keyring_backend import PLAINTEXT_BACKEND, SERVICE
+from .keyring_backend import name as _name
 from .providers.base import Auth, mask
 
 if TYPE_CHECKING:
@@ -31,33 +32,10 @@ __all__ = ["SERVICE", "CredentialStore", "METHODS", "COMMAND_TIMEOUT", "DEFAULT_
 
 log = logging.getLogger(__name__)
 
-SERVICE = "jupyter-llm"                # keyring service name; username = provider id
 METHODS = ("api_key", "gateway", "command")
 COMMAND_TIMEOUT = 30.0                  # seconds a token command may run
 DEFAULT_COMMAND_TTL = 50 * 60.0         # seconds a command's token is reused (most are valid for 60 min)
-PLAINTEXT_BACKEND = "keyrings.alt.file.PlaintextKeyring"
-# Backends that ask for a master password on stdin: in a kernel that blocks forever, so they are
-# only used when the user named them explicitly.
-_PROMPTING = ("keyrings.cryptfile.", "keyrings.alt.file.EncryptedKeyring")
 _SHELL_CHARS = set("|&;<>$`*?(){}\n")
-
-
-@dataclass
-class _Backend:
-    """The keyring backend(s) this store may use: who to read, who to write, and why not."""
-    readers: list = field(default_factory=list)
-    writer: Any = None
-    description: str = ""
-    problem: str | None = None   # why nothing can be written (None: writer is usable)
-
-
-def _name(obj: Any) -> str:
-    cls = type(obj)
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def _prompts(obj: Any) -> bool:
-    return _name(obj).startswith(_PROMPTING)
 
 
 def _scrub(text: str, *secrets: str | None) -> str:
@@ -137,6 +115,7 @@ class CredentialStore:
         self._lock = threading.RLock()
         self._tokens: dict[str, tuple[str, float, str]] = {}   # provider -> (token, expiry, command)
         self._warned: set[str] = set()
+        self._prefetched: keyring_prefetch.Read | None = None   # a helper process's read, taken once
         redact.register_config(config)   # env keys and base-URL secrets are masked before first use
 
     def __repr__(self) -> str:
@@ -231,7 +210,7 @@ class CredentialStore:
             value = json.dumps({k: v for k, v in {"method": "command", "command": secret, "ttl": ttl}.items()
                                 if v is not None})
 
-        backend = self._backend()
+        backend = keyring_backend.select()
         if backend.problem:
             raise LLMError("CONFIG_ERROR", f"cannot store the {provider_id} credential: {backend.problem}",
                            hint=self._way_out(provider_id))
@@ -250,7 +229,7 @@ class CredentialStore:
         provider_id = (provider_id or "").strip().lower()
         with self._lock:
             self._tokens.pop(provider_id, None)
-        backend = self._backend()
+        backend = keyring_backend.select()
         if not backend.readers:
             return False
         targets = [backend.writer] if backend.writer is not None else []
@@ -274,7 +253,7 @@ class CredentialStore:
 
     def backend(self) -> tuple[bool, str]:
         """(usable for storing?, a one-line description of the keyring backend or what is wrong)."""
-        b = self._backend()
+        b = keyring_backend.select()
         if b.problem:
             return False, f"{b.problem}; {self._way_out(None)}"
         return True, b.description
@@ -286,83 +265,44 @@ class CredentialStore:
 
     # ---- keyring ----------------------------------------------------------------------------
 
-    def _backend(self) -> _Backend:
-        """Work out which keyring backend to use, refusing any that would hang or silently write plaintext."""
-        try:
-            import keyring
-            import keyring.core
-            from keyring.backends import chainer, fail, null
-        except Exception as exc:  # keyring missing or broken
-            return _Backend(description="keyring unavailable",
-                            problem=f"the keyring package cannot be imported ({type(exc).__name__})")
-        requested = os.environ.get("PYTHON_KEYRING_BACKEND", "").strip()
-        if requested:
+    def prefetch(self, specs: Iterable["ProviderSpec"]) -> None:
+        """Start reading these providers' keyring entries in a helper process, when that takes work off
+        this one (keyring not loaded yet, 2+ CPUs): the caller is about to import their SDKs."""
+        ids = [s.id for s in specs if s.needs_key]
+        if not ids or not keyring_prefetch.worthwhile():
+            return
+        with self._lock:
+            if self._prefetched is not None:
+                if self._prefetched.covers(ids):
+                    return
+                self._prefetched.discard()
             try:
-                kr = keyring.core.load_keyring(requested)
-            except Exception as exc:
-                return _Backend(description=requested, problem=(
-                    f"PYTHON_KEYRING_BACKEND={requested} cannot be used ({type(exc).__name__}: {exc})"))
-            explicit, how = True, "chosen by PYTHON_KEYRING_BACKEND"
-        else:
-            try:
-                kr = keyring.get_keyring()
-            except Exception as exc:
-                return _Backend(description="keyring unavailable",
-                                problem=f"no OS keyring backend could be loaded ({type(exc).__name__})")
-            try:
-                explicit = keyring.core.load_config() is not None
-            except Exception:
-                explicit = False
-            how = "chosen by keyringrc.cfg" if explicit else "detected"
-
-        if isinstance(kr, (fail.Keyring, null.Keyring)):
-            return _Backend(description=_name(kr), problem=f"there is no OS keyring backend ({_name(kr)})")
-        if isinstance(kr, chainer.ChainerBackend):
-            members = list(kr.backends)
-            usable = [b for b in members if explicit or not _prompts(b)]
-            if not usable:
-                names = ", ".join(_name(b) for b in members) or "none"
-                return _Backend(description=f"{_name(kr)} [{names}]",
-                                problem=f"there is no OS keyring backend (chained backends: {names})")
-            writer = usable[0]
-            desc = f"{_name(writer)} via {_name(kr)}, {how}"
-            return self._check_writer(keyring, usable, writer, desc, explicit)
-        if _prompts(kr) and not explicit:
-            return _Backend(description=_name(kr), problem=(
-                f"the detected keyring backend {_name(kr)} asks for a master password on the terminal, "
-                "which would hang a notebook kernel; it is used only when PYTHON_KEYRING_BACKEND names it"))
-        return self._check_writer(keyring, [kr], kr, f"{_name(kr)}, {how}", explicit)
-
-    def _check_writer(self, keyring: Any, readers: list, writer: Any, desc: str, explicit: bool) -> _Backend:
-        name = _name(writer)
-        if name == PLAINTEXT_BACKEND or name.endswith(".PlaintextKeyring"):
-            path = getattr(writer, "file_path", None)
-            desc += f" (plaintext file {path})" if path else " (plaintext file)"
-        if not explicit and not keyring.core.recommended(writer):
-            # e.g. keyrings.alt's PlaintextKeyring picked only because nothing better exists:
-            # reading is fine, writing a secret to a plaintext file needs the user's explicit choice.
-            return _Backend(readers=readers, writer=None, description=desc, problem=(
-                f"there is no OS keyring backend (only {name}, which is not secure enough to pick silently)"))
-        return _Backend(readers=readers, writer=writer, description=desc)
+                self._prefetched = keyring_prefetch.Read(ids)
+            except OSError as exc:
+                self._prefetched = None
+                log.debug("keyring helper could not start (%s): reading in-process", type(exc).__name__)
 
     def _read(self, provider_id: str) -> dict | None:
         """The stored entry as a dict ({"method": ..., ...}), or None; keyring trouble is logged, not raised."""
-        backend = self._backend()
-        if not backend.readers:
-            if backend.problem and "nokeyring" not in self._warned:
-                self._warned.add("nokeyring")
-                log.debug("keyring not used: %s", backend.problem)
-            return None
-        for kr in backend.readers:
-            try:
-                value = kr.get_password(SERVICE, provider_id)
-            except Exception as exc:
-                self._warn_once(f"read:{_name(kr)}", "could not read the keyring (%s): %s",
-                                _name(kr), type(exc).__name__)
-                continue
-            if value:
-                return self._parse(provider_id, value)
-        return None
+        with self._lock:
+            pending = self._prefetched
+        try:
+            if pending is None:
+                raise keyring_prefetch.Unavailable(provider_id)
+            value, errors, problem = pending.take(provider_id)
+        except keyring_prefetch.Unavailable:
+            backend, errors = keyring_backend.select(), []
+            problem = None if backend.readers else backend.problem
+            value = keyring_backend.read(backend, provider_id, lambda kr, exc: errors.append(
+                (keyring_backend.name(kr), type(exc).__name__)))
+        else:
+            keyring_prefetch.warm_in_background()   # later lookups read in-process, keyring already loaded
+        for reader, error in errors:
+            self._warn_once(f"read:{reader}", "could not read the keyring (%s): %s", reader, error)
+        if problem and "nokeyring" not in self._warned:
+            self._warned.add("nokeyring")
+            log.debug("keyring not used: %s", problem)
+        return self._parse(provider_id, value) if value else None
 
     @staticmethod
     def _parse(provider_id: str, value: str) -> dict:

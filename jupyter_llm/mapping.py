@@ -215,10 +215,7 @@ class MapRun:
         finished rows; unfinished ones are `cancelled`."""
         session = self.session
         session.router, session.store  # build the shared collaborators here, not racing in the workers
-        for t in self.targets:
-            provider = session.provider(t)
-            if hasattr(provider, "preload"):
-                provider.preload()
+        session.router.preload(self.targets)  # SDK imports one at a time, before the workers
         total = len(self.plan) * len(self.targets)
         threads = []
         for t in self.targets:

@@ -179,6 +179,27 @@ class Router:
         return LLMError(exc.code, f"{exc.message}; the fallback chain is exhausted (first failure: {first.code})",
                         hint=exc.hint, retry_after=exc.retry_after, status=exc.status, retryable=exc.retryable)
 
+    def preload(self, targets: "list[Target]", *, quiet: bool = False) -> None:
+        """Import the SDKs of `targets` not loaded yet, one at a time (concurrent imports race: see
+        SDKAdapter.preload), while a helper process reads their keyring entries (keyring_prefetch): on a
+        kernel's first cloud cell keyring's import then overlaps the SDK's instead of adding to it.
+        `quiet`: an SDK that fails to import is left for the client to report, with its install hint."""
+        from .providers import get_provider, spec_for
+        cold = []
+        for t in targets:
+            provider = get_provider(t.provider, self.config)
+            if hasattr(provider, "preload") and not provider.loaded():
+                cold.append((spec_for(t.provider, self.config), provider))
+        if not cold:
+            return
+        self.credentials.prefetch([spec for spec, _ in cold])
+        for _, provider in cold:
+            try:
+                provider.preload()
+            except Exception:
+                if not quiet:
+                    raise
+
     def _stream_one(self, target: Target, request: Request) -> Iterator[Event]:
         from .policy import enforce
         from .providers import get_provider, spec_for
@@ -192,6 +213,7 @@ class Router:
         if wait is not None:
             raise LLMError("NETWORK_ERROR", f"circuit open for {target} after {breaker.failures} consecutive failures; "
                            f"next try in {wait:.0f} s", hint=_HINT_FALLBACK, retryable=False)
+        self.preload([target], quiet=True)
         auth = self.credentials.resolve(spec)
         if auth is not None and getattr(auth, "base_url", None):
             enforce(target.provider, self.config, auth.base_url, target=target)  # a gateway's own URL

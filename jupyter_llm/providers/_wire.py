@@ -10,6 +10,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Iterator, Mapping
 from urllib.parse import urlsplit
 
+from .. import inflight
 from ..errors import LLMError
 from ..events import Request
 from ..targets import Target
@@ -273,6 +274,10 @@ class SDKAdapter:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.id} {self.spec.base_url}>"
 
+    def loaded(self) -> bool:
+        """Whether this adapter's SDK is imported already."""
+        return all(name in sys.modules for name in self.sdk_modules)
+
     def preload(self) -> None:
         """Import the SDK in this thread. Compare calls it before its workers start: SDKs imported
         concurrently can see each other's half-imported modules (openai reads sys.modules['httpx'],
@@ -327,6 +332,7 @@ class SDKAdapter:
         def items() -> Iterator:
             try:
                 sdk_stream = open_stream()
+                inflight.waiting()   # the request is out and answered: deferred work runs while the body comes
                 holder.append(sdk_stream)
                 _capture_quota(self.id, sdk_stream)
                 response = response_of(sdk_stream) if response_of is not None else None

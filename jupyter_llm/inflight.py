@@ -1,0 +1,45 @@
+"""Work deferred until a request is out and its reply has begun: the kernel's main thread then waits on
+the network for the answer's body (a cloud model's first token takes hundreds of milliseconds), so a
+daemon thread gets the GIL at no cost to the answer. Earlier, while the request is being built and sent,
+the main thread gives up the GIL at every socket call and would wait up to a switch interval (5 ms) to get
+it back each time. `keyring_prefetch` uses it to load keyring after a helper process has read the key."""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable
+
+__all__ = ["after_send", "waiting", "MAX_WAIT"]
+
+log = logging.getLogger(__name__)
+
+MAX_WAIT = 5.0   # seconds: the work runs anyway if no reply begins that soon
+_lock = threading.Lock()
+_waiting: list[threading.Event] = []
+
+
+def after_send(fn: Callable[[], object], name: str = "llm-inflight") -> None:
+    """Run `fn` in a daemon thread once the next request's reply has begun (at most MAX_WAIT s from now).
+    Its exceptions are logged at debug level: deferred work must never disturb an answer."""
+    go = threading.Event()
+    with _lock:
+        _waiting.append(go)
+
+    def run() -> None:
+        go.wait(MAX_WAIT)
+        try:
+            fn()
+        except Exception as exc:
+            log.debug("deferred %s failed: %s", name, type(exc).__name__)
+    threading.Thread(target=run, name=name, daemon=True).start()
+
+
+def waiting() -> None:
+    """A request is out and its reply has begun (status and headers are in): start what was deferred."""
+    if not _waiting:   # the usual case: nothing deferred, no lock taken
+        return
+    with _lock:
+        ready = _waiting[:]
+        _waiting.clear()
+    for go in ready:
+        go.set()
