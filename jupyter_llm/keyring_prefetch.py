@@ -48,8 +48,10 @@ def _cpus() -> int:
 
 
 def worthwhile() -> bool:
-    """Whether a helper process would take work off this process: keyring not loaded yet, 2+ CPUs."""
-    return "keyring" not in sys.modules and _cpus() >= 2
+    """Whether a helper process would take work off this process: keyring not loaded yet, 2+ CPUs, and
+    sys.executable a Python interpreter (an embedding application's binary must never be started)."""
+    return ("keyring" not in sys.modules and _cpus() >= 2 and not getattr(sys, "frozen", False)
+            and os.path.basename(sys.executable or "").lower().startswith("python"))
 
 
 class Read:

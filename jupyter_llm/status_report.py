@@ -58,10 +58,7 @@ def providers(session, *, probe: bool = True) -> list[dict[str, Any]]:
             if not r["configured"] and not r["health"]:
                 r["health"] = "no key"
         todo = [r for r in rows if r["configured"] and not r["health"]]
-        for r in todo:  # import SDKs one at a time: concurrent imports see half-imported modules
-            adapter = session.provider(Target(r["provider"]))
-            if hasattr(adapter, "preload"):
-                adapter.preload()
+        session.router.preload([Target(r["provider"]) for r in todo])  # SDK imports one at a time, not racing
         with ThreadPoolExecutor(max_workers=8) as pool:
             for row, health in zip(todo, pool.map(lambda r: session.check(Target(r["provider"])), todo)):
                 row["health"] = health_word(health)

@@ -171,6 +171,10 @@ def test_used_only_where_it_helps(monkeypatch):
     monkeypatch.setattr(keyring_prefetch, "_cpus", lambda: 1)   # one core: nothing would run beside the SDK
     assert not keyring_prefetch.worthwhile()
     monkeypatch.setattr(keyring_prefetch, "_cpus", lambda: 4)
+    python = sys.executable
+    monkeypatch.setattr(sys, "executable", "/opt/SomeApp/bin/someapp")   # embedded: never start that binary
+    assert not keyring_prefetch.worthwhile()
+    monkeypatch.setattr(sys, "executable", python)
     monkeypatch.setitem(sys.modules, "keyring", types.ModuleType("keyring"))   # loaded: in-process is cheap
     assert not keyring_prefetch.worthwhile()
     # only providers that take a key, and not when the read would not help
