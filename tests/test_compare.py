@@ -108,6 +108,8 @@ def test_sdks_are_imported_in_the_calling_thread_before_workers_start(session, e
         calls.append((self.id, threading.current_thread() is threading.main_thread(), threading.active_count()))
         original(self)
     monkeypatch.setattr(_wire.SDKAdapter, "preload", preload)
+    # as in a fresh kernel: an SDK counts as imported only once preload ran for it
+    monkeypatch.setattr(_wire.SDKAdapter, "loaded", lambda self: self.id in {c[0] for c in calls})
     before = threading.active_count()
     captured(shell, lambda: run_compare(session, "hi", ["openai:gpt-4o-mini", "anthropic:claude-3-5-haiku-latest"], shell=shell))
     assert [c[0] for c in calls] == ["openai", "anthropic"]
