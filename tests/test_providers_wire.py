@@ -370,3 +370,30 @@ def test_emulator_runs_standalone_and_takes_control_requests():
     finally:
         proc.terminate()
         proc.wait(5)
+
+
+def _adapter_of(modules: tuple[str, ...]) -> _wire.SDKAdapter:
+    adapter = _wire.SDKAdapter(BUILTIN["openai"])
+    adapter.sdk_modules = modules
+    return adapter
+
+
+def test_an_sdk_is_imported_on_a_fresh_stack_while_the_caller_waits(tmp_path, monkeypatch):
+    """preload imports on a short-lived thread (an empty call stack: on CPython 3.11 a deep one can make the
+    import 15-20 % slower) and returns only once the SDK is in; an SDK already imported is left alone."""
+    (tmp_path / "fake_sdk_mod.py").write_text("import threading\nTHREAD = threading.current_thread().name\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "fake_sdk_mod", raising=False)
+    adapter = _adapter_of(("fake_sdk_mod",))
+    assert not adapter.loaded()
+    adapter.preload()
+    assert adapter.loaded() and sys.modules["fake_sdk_mod"].THREAD == "llm-sdk-import"
+    first = sys.modules["fake_sdk_mod"]
+    adapter.preload()
+    assert sys.modules["fake_sdk_mod"] is first
+
+
+def test_an_sdk_that_cannot_be_imported_fails_in_the_caller():
+    with pytest.raises(ModuleNotFoundError) as info:
+        _adapter_of(("no_such_sdk_for_jupyter_llm",)).preload()
+    assert "no_such_sdk_for_jupyter_llm" in str(info.value)
