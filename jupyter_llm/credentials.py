@@ -115,7 +115,7 @@ class CredentialStore:
         self._lock = threading.RLock()
         self._tokens: dict[str, tuple[str, float, str]] = {}   # provider -> (token, expiry, command)
         self._warned: set[str] = set()
-        self._prefetched: keyring_prefetch.Read | None = None   # a helper process's read, taken once
+        self._prefetched: keyring_prefetch.Read | None = None   # a helper process's read, for one cell
         redact.register_config(config)   # env keys and base-URL secrets are masked before first use
 
     def __repr__(self) -> str:
@@ -210,6 +210,7 @@ class CredentialStore:
             value = json.dumps({k: v for k, v in {"method": "command", "command": secret, "ttl": ttl}.items()
                                 if v is not None})
 
+        self._forget_prefetched()   # what the helper read is out of date from here on
         backend = keyring_backend.select()
         if backend.problem:
             raise LLMError("CONFIG_ERROR", f"cannot store the {provider_id} credential: {backend.problem}",
@@ -229,6 +230,7 @@ class CredentialStore:
         provider_id = (provider_id or "").strip().lower()
         with self._lock:
             self._tokens.pop(provider_id, None)
+        self._forget_prefetched()
         backend = keyring_backend.select()
         if not backend.readers:
             return False
@@ -282,6 +284,12 @@ class CredentialStore:
                 self._prefetched = None
                 log.debug("keyring helper could not start (%s): reading in-process", type(exc).__name__)
 
+    def _forget_prefetched(self) -> None:
+        with self._lock:
+            if self._prefetched is not None:
+                self._prefetched.discard()
+            self._prefetched = None
+
     def _read(self, provider_id: str) -> dict | None:
         """The stored entry as a dict ({"method": ..., ...}), or None; keyring trouble is logged, not raised."""
         with self._lock:
@@ -296,7 +304,7 @@ class CredentialStore:
             value = keyring_backend.read(backend, provider_id, lambda kr, exc: errors.append(
                 (keyring_backend.name(kr), type(exc).__name__)))
         else:
-            keyring_prefetch.warm_in_background()   # later lookups read in-process, keyring already loaded
+            keyring_prefetch.warm_in_background(pending.detected)   # later lookups read in-process
         for reader, error in errors:
             self._warn_once(f"read:{reader}", "could not read the keyring (%s): %s", reader, error)
         if problem and "nokeyring" not in self._warned:

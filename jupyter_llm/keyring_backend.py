@@ -130,6 +130,24 @@ def _skip_macos_library_search() -> None:
     ctypes.util.find_library = find_library
 
 
+def detected() -> str | None:
+    """The backend keyring's own detection picked in this process (no PYTHON_KEYRING_BACKEND, no
+    keyringrc.cfg), when it is a single backend: the kernel can load just that one instead of detecting
+    again. None otherwise (named, configured, a chain, or keyring unusable)."""
+    if os.environ.get("PYTHON_KEYRING_BACKEND", "").strip():
+        return None
+    try:
+        import keyring
+        import keyring.core
+        from keyring.backends import chainer
+        kr = keyring.get_keyring()
+        if keyring.core.load_config() is not None or isinstance(kr, chainer.ChainerBackend):
+            return None
+        return name(kr)
+    except Exception:
+        return None
+
+
 def helper_main() -> None:
     """The helper process of `keyring_prefetch`: reads {"ids": [...], "path": [...]} from stdin (then
     stdin is closed, so nothing can prompt), prints {"values", "errors", "problem" (why nothing is read), "inprocess"} as JSON."""
@@ -140,7 +158,7 @@ def helper_main() -> None:
     _skip_macos_library_search()
     backend = select()
     out: dict[str, Any] = {"values": {}, "errors": [], "inprocess": False,
-                           "problem": None if backend.readers else backend.problem}
+                           "problem": None if backend.readers else backend.problem, "detected": detected()}
     if any(prompts(kr) for kr in backend.readers):   # it would ask for a password: the kernel's own call
         out["inprocess"] = True
     else:

@@ -55,16 +55,27 @@ def test_the_helper_reads_what_an_in_process_read_would():
         assert via_helper.expiry == pytest.approx(in_process.expiry, abs=30) if in_process.expiry else True
 
 
-def test_a_value_is_handed_out_once_and_later_reads_are_live():
+def test_a_read_serves_one_cell_and_later_reads_are_live(monkeypatch):
     creds = _fresh_store()
     creds.store("openai", CANARY)
     spec = spec_for("openai", Config())
     creds._prefetched = keyring_prefetch.Read(["openai"])
     assert creds.lookup(spec).secret == CANARY
-    creds.store("openai", "sk-rotated-key-9999")   # a new key after the helper read
-    assert creds.lookup(spec).secret == "sk-rotated-key-9999"   # read in-process, not the helper's old value
+    assert creds.lookup(spec).secret == CANARY   # a compare or map may look the key up twice in one cell
+    read = creds._prefetched
+    creds.store("openai", "sk-rotated-key-9999")   # a login after the helper read: its value is dropped
+    assert creds._prefetched is None
+    assert creds.lookup(spec).secret == "sk-rotated-key-9999"
+    # a rotation from outside (another process) is seen once the read is older than the cell it served
+    rotate = ("import keyring; keyring.set_password('jupyter-llm', 'openai', 'sk-outside-key-7777')")
+    creds._prefetched = keyring_prefetch.Read(["openai"])
+    assert creds.lookup(spec).secret == "sk-rotated-key-9999"
+    import subprocess
+    subprocess.run([sys.executable, "-c", rotate], check=True)
+    monkeypatch.setattr(keyring_prefetch, "MAX_AGE", 0.0)
+    assert creds.lookup(spec).secret == "sk-outside-key-7777"
     with pytest.raises(keyring_prefetch.Unavailable):
-        creds._prefetched.take("openai")
+        read.take("openai")
 
 
 def test_keyring_first_still_wins_over_the_environment(monkeypatch):
@@ -225,12 +236,18 @@ deadline = time.monotonic() + 20
 while "keyring" not in sys.modules and time.monotonic() < deadline:   # the warm-up after the request went out
     time.sleep(0.05)
 warmed = "keyring" in sys.modules
+deadline = time.monotonic() + 20
+while getattr(sys.modules.get("keyring.core"), "_keyring_backend", None) is None and time.monotonic() < deadline:
+    time.sleep(0.05)
+backend = type(getattr(sys.modules.get("keyring.core"), "_keyring_backend", None)).__name__
+redetected = "keyring.backends.SecretService" in sys.modules   # detection imports every backend module
 ip.run_cell_magic("llm", sys.argv[1], "again")
 try:
     left = os.waitpid(-1, os.WNOHANG)   # (0, 0): a child still runs; (pid, status): one was never reaped
 except ChildProcessError:
     left = None                          # no child process at all
 print("RESULT " + json.dumps({"ids": None if read is None else list(read.ids), "warmed": warmed,
+      "backend": backend, "redetected": redetected,
       "same_read": jupyter_llm.session().credentials._prefetched is read,
       "children": left}))
 '''
@@ -259,6 +276,8 @@ def test_a_fresh_kernels_first_cloud_cell_reads_the_keyring_through_the_helper(c
     providers = ["openai"] + (["anthropic"] if "compare" in cell else [])
     assert got["ids"] == providers   # one helper read every target's entry
     assert got["warmed"] and got["same_read"] and got["children"] is None
+    # the kernel loaded just the backend the helper's detection picked, without detecting again
+    assert got["backend"] == "PlaintextKeyring" and got["redetected"] is False
     for provider in providers:
         calls = emulator.calls(provider)
         assert len(calls) == 2

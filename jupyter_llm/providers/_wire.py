@@ -284,10 +284,9 @@ class SDKAdapter:
         sys.modules['httpx'], which google-genai may be importing at that moment).
 
         The import runs on a short-lived thread while this one waits, so it starts on an empty call stack.
-        On CPython 3.11 a cell's deep stack (IPython, the magic, the router's generators) can sit where the
-        import's own recursion crosses a data-stack chunk boundary thousands of times, allocating a chunk
-        each time: `import openai` measured 15 to 20 % slower at some depths (30 to 50 frames), about
-        100 ms of a kernel's first cloud cell."""
+        Its speed depends on the depth it starts at: on CPython 3.11 `import openai` measured 15 to 20 %
+        slower 30 to 50 frames deep, where a cell's stack (IPython, the magic, the router's generators)
+        is; about 100 ms of a kernel's first cloud cell (benchmarks/README.md, section 5)."""
         if self.loaded():
             return
         import importlib
