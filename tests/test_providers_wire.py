@@ -387,7 +387,7 @@ def test_an_sdk_is_imported_on_a_fresh_stack_while_the_caller_waits(tmp_path, mo
     adapter = _adapter_of(("fake_sdk_mod",))
     assert not adapter.loaded()
     adapter.preload()
-    assert adapter.loaded() and sys.modules["fake_sdk_mod"].THREAD == "llm-sdk-import"
+    assert adapter.loaded() and sys.modules["fake_sdk_mod"].THREAD == "llm-fresh-stack"
     first = sys.modules["fake_sdk_mod"]
     adapter.preload()
     assert sys.modules["fake_sdk_mod"] is first

@@ -25,8 +25,10 @@ class OpenAICompatProvider(_wire.SDKAdapter):
 
         def make():
             import openai
-            return openai.OpenAI(api_key=secret or "no-key", base_url=url, organization=org, project=project,
-                                 max_retries=0, timeout=openai.Timeout(read, connect=connect))
+            client = openai.OpenAI(api_key=secret or "no-key", base_url=url, organization=org, project=project,
+                                   max_retries=0, timeout=openai.Timeout(read, connect=connect))
+            client.chat.completions  # noqa: B018 (its lazy imports happen here, on make's fresh stack)
+            return client
         return self._clients.get((url, secret, org, project, connect, read), make)
 
     @staticmethod
