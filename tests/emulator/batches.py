@@ -251,10 +251,12 @@ def _openai_batch_create(h, store, prefix, rest, raw):
     job = store.add("openai", prefix, model, rows)
     job.files["input"] = body["input_file_id"]
     h.emu._note_batch(rows)
-    return 200, _openai_obj(store, job)
+    return 200, _openai_obj(store, job, polled=False)
 
 
-def _openai_obj(store: Batches, job: Job) -> dict:
+def _openai_obj(store: Batches, job: Job, polled: bool = True) -> dict:
+    """The batch object as OpenAI returns it. `polled`: a status request by the client (the create's own
+    reply is not one), counted in job.retrieves."""
     now = time.time()
     state = job.state(now)
     done = job.done_rows(now)
@@ -263,7 +265,7 @@ def _openai_obj(store: Batches, job: Job) -> dict:
               "cancelling": "cancelling", "failed": "failed"}[state]
     if job.retrieves == 0 and state == "running":
         status = "validating"
-    job.retrieves += 1
+    job.retrieves += 1 if polled else 0
     out: dict[str, Any] = {"id": job.id, "object": "batch", "endpoint": "/v1/chat/completions", "errors": None,
                            "input_file_id": job.files.get("input"), "completion_window": "24h", "status": status,
                            "output_file_id": None, "error_file_id": None, "created_at": int(job.created),
