@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 import time
+import weakref
 
 from .events import Attempt, Finish, Notice, ReasoningDelta, Request, Response, StreamError, TextDelta, Usage
 from .targets import Target, parse_target
@@ -31,6 +32,7 @@ def stream(session, target: Target, request: Request, response: Response, on_eve
     """Stream `request` through the session's router into `response`, passing every event on; an interrupt or
     a cut stream keeps the text received (marked incomplete), and usage is approximated when none came."""
     start = time.perf_counter()
+    warm_history(session)
     events = session.router.stream(target, request, fallback)
     try:
         for ev in events:
@@ -69,6 +71,26 @@ def stream(session, target: Target, request: Request, response: Response, on_eve
         response.max_tokens = request.max_tokens or response.usage.output_tokens or None
     if response.usage.output_tokens == 0 and response.text:
         response.usage = Usage(response.usage.input_tokens or approx_tokens(request), approx_tokens_text(response.text))
+
+
+_WARMING: "weakref.WeakSet" = weakref.WeakSet()
+
+
+def warm_history(session) -> None:
+    """Until the history database is open: import the store and open it once the reply has begun
+    (inflight.py), while a cloud model thinks, instead of after the answer, when the cell waits for its row."""
+    store = session._store
+    if (store is not None and (store.is_open or not store.ok)) or session in _WARMING:
+        return
+    from . import inflight
+    _WARMING.add(session)   # one warm-up at a time, however many map rows start together
+
+    def warm() -> None:
+        try:
+            session.store.warm()
+        finally:
+            _WARMING.discard(session)
+    inflight.after_send(warm, name="llm-history-warm", always=False, otherwise=lambda: _WARMING.discard(session))
 
 
 def account(session, target: Target, prompt: str, response: Response) -> tuple[str, str]:

@@ -2,7 +2,8 @@
 the network for the answer's body (a cloud model's first token takes hundreds of milliseconds), so a
 daemon thread gets the GIL at no cost to the answer. Earlier, while the request is being built and sent,
 the main thread gives up the GIL at every socket call and would wait up to a switch interval (5 ms) to get
-it back each time. `keyring_prefetch` uses it to load keyring after a helper process has read the key."""
+it back each time. `keyring_prefetch` uses it to load keyring after a helper process has read the key, and
+`exchange` to open the history database before the first answer's row is written."""
 from __future__ import annotations
 
 import logging
@@ -18,17 +19,25 @@ _lock = threading.Lock()
 _waiting: list[threading.Event] = []
 
 
-def after_send(fn: Callable[[], object], name: str = "llm-inflight") -> None:
-    """Run `fn` in a daemon thread once the next request's reply has begun (at most MAX_WAIT s from now).
-    Its exceptions are logged at debug level: deferred work must never disturb an answer."""
+def after_send(fn: Callable[[], object], name: str = "llm-inflight", *, always: bool = True,
+               otherwise: Callable[[], object] | None = None) -> None:
+    """Run `fn` in a daemon thread once the next request's reply has begun, or after MAX_WAIT s when none
+    has (`always=False`: then `otherwise` instead, if given). Exceptions are logged at debug level: deferred
+    work must never disturb an answer."""
     go = threading.Event()
     with _lock:
         _waiting.append(go)
 
     def run() -> None:
-        go.wait(MAX_WAIT)
+        work = fn
+        if not go.wait(MAX_WAIT):
+            with _lock:   # no reply began (the request failed, or is slow to start): stop waiting for one
+                if go in _waiting:
+                    _waiting.remove(go)
+            if not always:
+                work = otherwise or (lambda: None)
         try:
-            fn()
+            work()
         except Exception as exc:
             log.debug("deferred %s failed: %s", name, type(exc).__name__)
     threading.Thread(target=run, name=name, daemon=True).start()

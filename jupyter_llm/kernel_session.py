@@ -60,8 +60,10 @@ class Session:
     @property
     def store(self):
         if self._store is None:
-            from .store import default_store
-            self._store = default_store()
+            with self._lock:   # exchange.warm_history may build it from another thread
+                if self._store is None:
+                    from .store import default_store
+                    self._store = default_store()
         return self._store
 
     @property

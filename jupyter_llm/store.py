@@ -171,6 +171,10 @@ class Store(EventsStore, SpendStore, JobsStore):
         """False once the file proved impossible to open (everything then degrades to no-ops)."""
         return self._disabled is None
 
+    @property
+    def is_open(self) -> bool:
+        return self._conn is not None
+
     # ---- plumbing -------------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
@@ -199,6 +203,16 @@ class Store(EventsStore, SpendStore, JobsStore):
         conn.row_factory = sqlite3.Row
         self._conn = conn
         return conn
+
+    def warm(self) -> None:
+        """Open the database now, quietly (a failure is for the next write to report): done while a session's
+        first reply is awaited, so its history row is not held up by the connection and schema check."""
+        with self._lock:
+            if self._conn is None and not self._disabled:
+                try:
+                    self._connect()
+                except _STORE_ERRORS as exc:
+                    log.debug("history warm-up: %s", type(exc).__name__)
 
     def _run(self, what: str, fn: Callable[[sqlite3.Connection], T], default: T) -> T:
         """Run `fn` on the connection under the lock; any database or disk error returns `default`."""

@@ -28,6 +28,22 @@ def test_ask_every_provider(cloud, emulator, target, wire):
     assert row["target"] == r.target and row["status"] == "ok" and row["response"] == r.text
 
 
+def test_history_opens_while_the_first_reply_is_awaited(cloud, emulator):
+    """The first exchange's history row is not held up by opening the database: that is done once the
+    request is out, while the model has not answered yet (exchange.warm_history)."""
+    s = cloud()
+    emulator.script(tokens=5, first_token_delay=1.0)
+    seen = []
+
+    def on_event(ev):
+        if isinstance(ev, TextDelta) and not seen:
+            seen.append(s._store is not None and s._store.is_open)
+    r = s.ask("ping", on_event=on_event)
+    assert r.ok, r.error
+    assert seen == [True]
+    assert s.history(1)[-1]["response"] == r.text
+
+
 def test_switch_keeps_conversation_and_sends_it(cloud, emulator):
     s = cloud()
     s.ask("first question")
