@@ -7,17 +7,17 @@ text so far is kept and one calm line says so, with no error.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from typing import Any
 
 from .errors import LLMError
 from .events import Response, Usage
+from .records import record
 
 CONTINUE = ("Continue your previous answer exactly where it stopped. Do not repeat anything already written and "
             "do not add a preamble: your reply is appended to it as it is.")
 
 
-@dataclass
+@record
 class _Last:
     response: Response
     prompt: str

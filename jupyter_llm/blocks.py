@@ -11,7 +11,9 @@ linear; the renderer then replaces the blocks with one final render when the ans
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+
+from .records import record
+
 
 SOFT = 400     # freeze at the last clean cut once the live tail is this long
 HARD = 1000    # past this, freeze at a dirty cut when there is no clean one
@@ -23,7 +25,7 @@ _LIST_ITEM = re.compile(r"^ {0,3}(?:[-*+]|\d{1,9}[.)])(?:[ \t]|$)")
 _SHALLOW = re.compile(r"^ {1,3}(?![ \t]|[-*+][ \t]|\d{1,9}[.)][ \t]|>)\S")  # a paragraph indented 1-3 spaces
 
 
-@dataclass
+@record
 class Cut:
     offset: int          # absolute offset in the answer where the next block starts
     clean: bool

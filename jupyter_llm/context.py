@@ -16,17 +16,18 @@ from __future__ import annotations
 
 import math
 import threading
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Iterable
 
 from .errors import LLMError
+from .records import record
 
 SLACK = 0.25                    # share of the room left free when trimming moves the start of the request
 DEFAULT_RESERVE = 1024          # output reserved when max_tokens is not set (at most a quarter of the window)
 PROVIDER_RESERVE = {"anthropic": 4096}  # what the adapter sends as max_tokens when none is set
 
 
-@dataclass
+@record
 class Exchange:
     prompt: str
     answer: str
@@ -140,7 +141,7 @@ class Conversation:
             return before - len(kept)
 
 
-@dataclass
+@record
 class Fit:
     """What one request to one target carries after fitting."""
     target: str

@@ -7,25 +7,26 @@ already received, so nothing is lost).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, asdict
+from dataclasses import field, asdict
 from typing import Any, Iterator, Union
 
 from .errors import LLMError
+from .records import record
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class TextDelta:
     text: str
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ReasoningDelta:
     """Reasoning/thinking text (llama.cpp and DeepSeek `reasoning_content`, Anthropic thinking blocks,
     Gemini thought parts): kept out of the answer text, shown collapsed, stored in `Response.reasoning`."""
     text: str
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
@@ -36,12 +37,12 @@ class Usage:
         return self.input_tokens + self.output_tokens
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Finish:
     reason: str  # "stop", "length", "content_filter", "interrupted", "error", ...
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Attempt:
     """The router is about to send to `target` (attempt number `n` on it); lets faces show a fallback."""
     target: str
@@ -50,12 +51,12 @@ class Attempt:
     replayed: bool = False              # answered from a `%llm replay` recording, nothing sent
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class StreamError:
     error: LLMError
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Notice:
     """A one-line note about the exchange (e.g. a parameter a reasoning model rejects was not sent)."""
     text: str
@@ -64,7 +65,7 @@ class Notice:
 Event = Union[TextDelta, ReasoningDelta, Usage, Finish, Attempt, StreamError, Notice]
 
 
-@dataclass
+@record
 class Request:
     """What is sent: chat messages plus sampling parameters. `messages` holds user/assistant turns; a
     message's `content` is a string or a list of parts, `{"type": "text", "text": ...}` and
@@ -105,7 +106,7 @@ def image_parts(content: Any) -> list[dict[str, Any]]:
     return [p for p in content if isinstance(p, dict) and p.get("type") == "image"]
 
 
-@dataclass
+@record
 class Response:
     """The result of one exchange (the `_llm` object). Iterating yields the text chunks received."""
     text: str = ""

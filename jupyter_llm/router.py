@@ -5,11 +5,12 @@ from __future__ import annotations
 import random
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from .errors import FALLBACK_ON, LLMError
 from .events import Attempt, Event, Notice, Request, StreamError, TextDelta
+from .records import record
 from .targets import Target
 
 if TYPE_CHECKING:
@@ -21,7 +22,7 @@ MAX_RETRY_AFTER = 30.0
 _HINT_FALLBACK = "switch to local with %llm use local, or set a fallback with %llm fallback TARGET"
 
 
-@dataclass
+@record
 class CircuitBreaker:
     """Opens after `threshold` consecutive failures; after `cooldown` s lets one trial through."""
     threshold: int

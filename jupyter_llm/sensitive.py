@@ -10,10 +10,10 @@ not copies made from it.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from .errors import LLMError
+from .records import record
 
 if TYPE_CHECKING:
     from .config import Config
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 _lock = threading.Lock()
 
 
-@dataclass
+@record
 class _Mark:
     obj: Any                      # kept alive so its id is not reused while marked
     columns: frozenset | None     # None: the whole object

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .errors import LLMError
+from .records import record
 
 if TYPE_CHECKING:
     from .config import Config
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 _PROVIDER_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Target:
     """A provider and a model. For `local`, `port` addresses the llama.cpp server (None: discover)
     and `model` is an optional alias for display."""

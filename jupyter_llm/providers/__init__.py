@@ -2,10 +2,11 @@
 `jupyter_llm.providers` entry-point group. Adapter modules (and their SDKs) load on first use."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from typing import TYPE_CHECKING, Any
 
 from ..errors import LLMError
+from ..records import record
 from .base import Auth, Health, ModelInfo, Provider, mask
 
 if TYPE_CHECKING:
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
 __all__ = ["Auth", "Health", "ModelInfo", "Provider", "ProviderSpec", "BUILTIN", "get_provider", "provider_ids", "spec_for", "mask"]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ProviderSpec:
     id: str
     kind: str                       # openai-compatible | anthropic | gemini | llamacpp | ollama | entry point name

@@ -11,10 +11,10 @@ import json
 import socket
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from ..errors import LLMError
+from ..records import record
 
 DEFAULT_TIMEOUT = 60.0
 # Longest silence allowed once an answer has started, when the request names none (a stall_timeout
@@ -31,7 +31,7 @@ class NonStreamBody(Exception):
         self.content_type = content_type
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Limits:
     """The limits one attempt runs under (seconds; `deadline_at` is a time.monotonic() instant)."""
     timeout: float          # until the answer starts (connect, headers, first piece)

@@ -1,14 +1,15 @@
 """What every provider adapter offers, and the small value types they return."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Iterator, Protocol, runtime_checkable
 
 from ..events import Event, Request
+from ..records import record
 from ..targets import Target
 
 
-@dataclass
+@record
 class Auth:
     """A resolved credential, ready to send. `secret` is never shown: use `masked`."""
     secret: str | None = None
@@ -36,7 +37,7 @@ def mask(secret: str | None) -> str:
     return "****" + (secret[-4:] if len(secret) >= 8 else "")
 
 
-@dataclass
+@record
 class ModelInfo:
     id: str
     context: int | None = None           # tokens
@@ -46,7 +47,7 @@ class ModelInfo:
     extra: dict = field(default_factory=dict)
 
 
-@dataclass
+@record
 class Health:
     ok: bool
     detail: str = ""
