@@ -90,7 +90,20 @@ class Kernel:
         """Execute `code`; collect iopub until the kernel is idle again. `stdin` answers input requests;
         `cell_id` is sent as the frontend's cell id (execute_request metadata.cellId); `on_message(msg)` sees each
         of the cell's iopub messages as it arrives (to act on an event, e.g. interrupt once streaming, instead of
-        after a fixed delay that a loaded machine can outlast)."""
+        after a fixed delay that a loaded machine can outlast).
+
+        A cell the kernel aborted unrun is sent again (up to 10 times, 0.2 s apart): after an interrupted answer
+        (interrupts.stop_queued_cells) or an error, ipykernel 6 keeps aborting requests until its event loop
+        next turns, so a cell sent right after the reply can be refused though nothing was queued behind it."""
+        import time
+        for _ in range(10):
+            run = self._run_once(code, timeout, stdin=stdin, cell_id=cell_id, on_message=on_message)
+            if run.status != "aborted":
+                break
+            time.sleep(0.2)
+        return run
+
+    def _run_once(self, code: str, timeout: float, *, stdin, cell_id: str | None, on_message) -> CellRun:
         import time
         msg_id = self.execute(code, cell_id=cell_id, allow_stdin=stdin is not None)
         run = CellRun()
