@@ -190,6 +190,10 @@ class LLMMagics(Magics):
 
     def _cell(self, line: str, cell: str):
         args = _cell_parser().parse_args(_split(line))
+        if args.compare:   # `--compare a,b` as well as `--compare a b`: no target name has a comma
+            args.compare = [t for arg in args.compare for t in arg.split(",") if t.strip()]
+            if not args.compare:
+                raise LLMError("BAD_ARGUMENT", "--compare needs targets: --compare T1 T2 ...")
         import keyword
         if args.output is not None and (not args.output.isidentifier() or keyword.iskeyword(args.output)):
             raise LLMError("BAD_ARGUMENT", f"-o needs a variable name, got {args.output!r}")

@@ -81,3 +81,13 @@ def test_new_and_cache_are_honoured(ip, capsys, emulator):
     n = len(emulator.calls())
     result, out, err = run(ip, capsys, f"%%llm {PAIR} --cache -o again\ncached prompt")
     assert result.success and len(emulator.calls()) == n and all(r.cached for r in ip.user_ns["again"])
+
+
+def test_targets_may_be_separated_by_commas(ip, capsys, emulator):
+    emulator.script("side by side")
+    for line in ("--compare openai:gpt-4o-mini,anthropic -o answers", "--compare openai:gpt-4o-mini, anthropic -o answers"):
+        result, out, err = run(ip, capsys, f"%%llm {line}\nhi")
+        assert result.success, err
+        assert [a.target for a in ip.user_ns["answers"]] == ["openai:gpt-4o-mini", "anthropic"]
+    result, out, err = run(ip, capsys, "%%llm --compare ,\nhi")
+    assert_one_line_error(result, err, "BAD_ARGUMENT")
