@@ -186,11 +186,12 @@ class Router:
         kernel's first cloud cell keyring's import then overlaps the SDK's instead of adding to it.
         `quiet`: an SDK that fails to import is left for the client to report, with its install hint."""
         from .providers import get_provider, spec_for
-        cold = []
-        for t in targets:
-            provider = get_provider(t.provider, self.config)
-            if hasattr(provider, "preload") and not provider.loaded():
-                cold.append((spec_for(t.provider, self.config), provider))
+        self._preload([(spec_for(t.provider, self.config), get_provider(t.provider, self.config)) for t in targets],
+                      quiet=quiet)
+
+    def _preload(self, pairs: list[tuple], *, quiet: bool) -> None:
+        """`preload` for (spec, provider) pairs already looked up."""
+        cold = [(spec, provider) for spec, provider in pairs if hasattr(provider, "preload") and not provider.loaded()]
         if not cold:
             return
         self.credentials.prefetch([spec for spec, _ in cold])
@@ -214,7 +215,7 @@ class Router:
         if wait is not None:
             raise LLMError("NETWORK_ERROR", f"circuit open for {target} after {breaker.failures} consecutive failures; "
                            f"next try in {wait:.0f} s", hint=_HINT_FALLBACK, retryable=False)
-        self.preload([target], quiet=True)
+        self._preload([(spec, provider)], quiet=True)
         auth = self.credentials.resolve(spec)
         if auth is not None and getattr(auth, "base_url", None):
             enforce(target.provider, self.config, auth.base_url, target=target)  # a gateway's own URL
