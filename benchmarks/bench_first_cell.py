@@ -82,11 +82,14 @@ def _time_cell(kernel, code: str) -> tuple[float, float]:
     return wall, cpu
 
 
-def run(emulator, rounds: int = 7, ttft: float = 0.3, bytecode: bool = True, log=print) -> dict:
+ARMS = ("sdk", "llm", "llm_cold_prices", "llm_keyring_loaded")
+
+
+def run(emulator, rounds: int = 7, ttft: float = 0.3, bytecode: bool = True, log=print, arms=ARMS) -> dict:
     from jupyter_llm import price_table
     url = emulator.url("openai")
     table = price_table.path()
-    samples: dict[str, list[float]] = {"sdk": [], "llm": [], "llm_cold_prices": [], "llm_keyring_loaded": []}
+    samples: dict[str, list[float]] = {a: [] for a in arms}
     cpu: dict[str, list[float]] = {a: [] for a in samples}
     arms = list(samples)
     env = _kernel_env(bytecode)
@@ -121,13 +124,18 @@ def run(emulator, rounds: int = 7, ttft: float = 0.3, bytecode: bool = True, log
             log(f"[first-cell] round {i + 1}/{rounds} {arm:16s} wall {t * 1000:7.1f} ms  cpu {c * 1000:7.1f} ms")
     med = {a: common.median(v) for a, v in samples.items()}
     med_cpu = {a: common.median(v) for a, v in cpu.items()}
-    return {"ttft_s": ttft, "rounds": rounds, "bytecode": bytecode, "median_s": med, "median_cpu_s": med_cpu,
-            "overhead_ms": (med["llm"] - med["sdk"]) * 1000,
-            "overhead_cold_prices_ms": (med["llm_cold_prices"] - med["sdk"]) * 1000,
-            "cpu_overhead_ms": (med_cpu["llm"] - med_cpu["sdk"]) * 1000,
-            "cpu_overhead_cold_prices_ms": (med_cpu["llm_cold_prices"] - med_cpu["sdk"]) * 1000,
-            "overhead_keyring_loaded_ms": (med["llm_keyring_loaded"] - med["sdk"]) * 1000,
-            "cpu_overhead_keyring_loaded_ms": (med_cpu["llm_keyring_loaded"] - med_cpu["sdk"]) * 1000,
+    nan = float("nan")
+    over = {a: (med[a] - med["sdk"]) * 1000 if a in med else nan for a in ARMS}
+    over_cpu = {a: (med_cpu[a] - med_cpu["sdk"]) * 1000 if a in med_cpu else nan for a in ARMS}
+    # the same rounds paired: each round's (b) - (a), fresh kernels started back to back
+    paired = [(b - a) * 1000 for a, b in zip(samples["sdk"], samples["llm"])]
+    return {"ttft_s": ttft, "rounds": rounds, "bytecode": bytecode, "arms": arms, "median_s": med, "median_cpu_s": med_cpu,
+            "overhead_ms": over["llm"], "overhead_paired_ms": common.summary(paired),
+            "overhead_cold_prices_ms": over["llm_cold_prices"],
+            "cpu_overhead_ms": over_cpu["llm"],
+            "cpu_overhead_cold_prices_ms": over_cpu["llm_cold_prices"],
+            "overhead_keyring_loaded_ms": over["llm_keyring_loaded"],
+            "cpu_overhead_keyring_loaded_ms": over_cpu["llm_keyring_loaded"],
             "samples_s": samples, "cpu_s": cpu, "loadavg": os.getloadavg(),
             "goal": "first %%llm cloud cell <= +15 ms over the bare SDK (medians)",
             "pass": (med["llm"] - med["sdk"]) * 1000 <= 15}
@@ -299,6 +307,8 @@ def main(argv=None) -> int:
     import argparse
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--arms", default=",".join(ARMS), help="kernel arms to run, comma-separated; sdk and llm are "
+                    f"always needed (default: all of {', '.join(ARMS)})")
     ap.add_argument("--ttft", type=float, default=0.3)
     ap.add_argument("--no-bytecode", action="store_true", help="compile the package on every start (as this dev box)")
     ap.add_argument("--pairs", type=int, default=0, help="also N in-process pairs (no kernel): a tighter CPU figure")
@@ -309,6 +319,8 @@ def main(argv=None) -> int:
                     help="detected: no PYTHON_KEYRING_BACKEND, keyring picks its backend as on a user's machine "
                          "(the default); named: PYTHON_KEYRING_BACKEND names keyrings.alt's file backend")
     args = ap.parse_args(argv)
+    if not {"sdk", "llm"} <= set(args.arms.split(",")) or not set(args.arms.split(",")) <= set(ARMS):
+        ap.error(f"--arms: sdk and llm, plus any of {', '.join(ARMS[2:])}")
     base = common.isolate()
     if args.keyring == "detected":
         os.environ.pop("PYTHON_KEYRING_BACKEND", None)
@@ -322,16 +334,16 @@ def main(argv=None) -> int:
         res: dict = {"loadavg": os.getloadavg()}
         common.OUT_DIR.mkdir(parents=True, exist_ok=True)
         if args.rounds > 0:
-            res = run(emulator, args.rounds, args.ttft, bytecode=not args.no_bytecode)
+            res = run(emulator, args.rounds, args.ttft, bytecode=not args.no_bytecode, arms=tuple(args.arms.split(",")))
             (common.OUT_DIR / "first_cell.json").write_text(json.dumps(res, indent=1))
-            m = res["median_s"]
-            c = res["median_cpu_s"]
-            print(f"wall: bare SDK {m['sdk'] * 1000:.1f} ms | %%llm {m['llm'] * 1000:.1f} ms (+{res['overhead_ms']:.1f} ms) | "
-                  f"%%llm, cold price table {m['llm_cold_prices'] * 1000:.1f} ms (+{res['overhead_cold_prices_ms']:.1f} ms) | "
-                  f"keyring loaded {m['llm_keyring_loaded'] * 1000:.1f} ms (+{res['overhead_keyring_loaded_ms']:.1f} ms)")
-            print(f"cpu:  bare SDK {c['sdk'] * 1000:.1f} ms | %%llm {c['llm'] * 1000:.1f} ms (+{res['cpu_overhead_ms']:.1f} ms) | "
-                  f"%%llm, cold price table {c['llm_cold_prices'] * 1000:.1f} ms (+{res['cpu_overhead_cold_prices_ms']:.1f} ms) | "
-                  f"keyring loaded {c['llm_keyring_loaded'] * 1000:.1f} ms (+{res['cpu_overhead_keyring_loaded_ms']:.1f} ms)")
+            labels = {"sdk": "bare SDK", "llm": "%%llm", "llm_cold_prices": "%%llm, cold price table",
+                      "llm_keyring_loaded": "keyring loaded"}
+            for what, med in (("wall", res["median_s"]), ("cpu ", res["median_cpu_s"])):
+                print(f"{what}: " + " | ".join(
+                    f"{labels[a]} {med[a] * 1000:.1f} ms" + ("" if a == "sdk" else f" (+{(med[a] - med['sdk']) * 1000:.1f} ms)")
+                    for a in res["arms"]))
+            q = res["overhead_paired_ms"]
+            print(f"each round's %%llm - bare SDK: median +{q['median']:.1f} ms (quartiles {q['p25']:.1f} to {q['p75']:.1f})")
         if args.pairs:
             res["pairs"] = pr = run_pairs(emulator, args.pairs, args.ttft, bytecode=not args.no_bytecode, gc_arms=args.gc)
             (common.OUT_DIR / "first_cell.json").write_text(json.dumps(res, indent=1))
