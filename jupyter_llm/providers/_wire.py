@@ -31,19 +31,21 @@ _NAMES = {"openai": "OpenAI", "anthropic": "Anthropic", "gemini": "Gemini", "dee
 # Context-window errors as real servers word them: OpenAI `context_length_exceeded`, llama.cpp "exceeds the
 # available context size" (exceed_context_size_error), Anthropic "prompt is too long", Gemini "exceeds the
 # maximum number of tokens", vLLM "maximum context length", Mistral/Groq "too many tokens".
-_CONTEXT_RE = re.compile(r"context[ _-]?length|context[ _-]?window|maximum context|context[ _-]size|"
-                         r"exceed_context_size|too long|too many (input )?tokens|"
-                         r"exceeds the maximum number of tokens|input token count|reduce the length|"
-                         r"maximum number of tokens allowed|tokens? exceeds? (the )?(model'?s? )?(limit|maximum)", re.I)
+# These patterns only ever see error text: `re` compiles them on first use (and caches them), not at import,
+# which is on a kernel's first cell (about 1.2 ms).
+_CONTEXT_RE = (r"context[ _-]?length|context[ _-]?window|maximum context|context[ _-]size|"
+               r"exceed_context_size|too long|too many (input )?tokens|"
+               r"exceeds the maximum number of tokens|input token count|reduce the length|"
+               r"maximum number of tokens allowed|tokens? exceeds? (the )?(model'?s? )?(limit|maximum)")
 # A gateway's 4xx for a model it does not serve: LiteLLM "Invalid model name passed in model=..." and "No
 # healthy deployments for this model", OpenRouter "... is not a valid model ID", OpenAI `model_not_found`,
 # vLLM/Ollama "model ... does not exist" / "model '...' not found", Groq "model_decommissioned".
-_MODEL_RE = re.compile(r"no healthy deployments?|invalid model|model[ _]not[ _]found|model_decommissioned|"
-                       r"unknown model|not a valid model|no such model|no endpoints found for|"
-                       r"model\b[^.]{0,120}\b(does not exist|not found|is not (supported|available|served)|"
-                       r"(has been|was) decommissioned)|not_found_error", re.I)
-_BAD_KEY_RE = re.compile(r"api[ _-]?key (not valid|invalid|is invalid)|API_KEY_INVALID|invalid[ _-]api[ _-]key", re.I)
-_KEYLIKE_RE = re.compile(r"\b(sk-[A-Za-z0-9_\-]{6,}|AIza[0-9A-Za-z_\-]{10,}|Bearer\s+\S+)")
+_MODEL_RE = (r"no healthy deployments?|invalid model|model[ _]not[ _]found|model_decommissioned|"
+             r"unknown model|not a valid model|no such model|no endpoints found for|"
+             r"model\b[^.]{0,120}\b(does not exist|not found|is not (supported|available|served)|"
+             r"(has been|was) decommissioned)|not_found_error")
+_BAD_KEY_RE = r"api[ _-]?key (not valid|invalid|is invalid)|API_KEY_INVALID|invalid[ _-]api[ _-]key"
+_KEYLIKE_RE = r"\b(sk-[A-Za-z0-9_\-]{6,}|AIza[0-9A-Za-z_\-]{10,}|Bearer\s+\S+)"
 _TIMEOUT_NAMES = {"TimeoutException", "APITimeoutError", "TimeoutError", "timeout"}
 _NETWORK_NAMES = {"TransportError", "NetworkError", "RemoteProtocolError", "ProtocolError", "ConnectError",
                   "ReadError", "WriteError", "APIConnectionError", "ConnectionError", "IncompleteRead"}
@@ -63,7 +65,7 @@ def scrub(text: Any, secret: str | None = None, limit: int = 160) -> str:
     line = " ".join(str(text or "").split())
     if secret:
         line = line.replace(secret, "****")
-    line = _KEYLIKE_RE.sub("****", line)
+    line = re.sub(_KEYLIKE_RE, "****", line)
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
@@ -105,7 +107,7 @@ def status_error(provider_id: str, status: int, server_message: Any = "", *, mod
     name = display_name(provider_id)
     text = scrub(server_message, secret)
     wait = retry_after(headers) if wait is None else wait
-    if status in (401, 403) or (status == 400 and _BAD_KEY_RE.search(str(server_message))):
+    if status in (401, 403) or (status == 400 and re.search(_BAD_KEY_RE, str(server_message), re.I)):
         what = "rejected the credential" if status != 403 else "refused access with this credential"
         return LLMError("INVALID_CREDENTIALS", f"{name} {what} (HTTP {status})",
                         hint=f"%llm login {provider_id}", status=status)
@@ -116,11 +118,11 @@ def status_error(provider_id: str, status: int, server_message: Any = "", *, mod
         when = f"retry in {_duration(wait)}" if wait is not None else "retry later"
         return LLMError("RATE_LIMITED", f"{name} rate limit reached, {when}", retry_after=wait, status=status,
                         hint="wait, or set a fallback with %llm fallback TARGET")
-    if status == 413 or ((400 <= status < 500 or status == 200) and _CONTEXT_RE.search(str(server_message))):
+    if status == 413 or ((400 <= status < 500 or status == 200) and re.search(_CONTEXT_RE, str(server_message), re.I)):
         return LLMError("CONTEXT_TOO_LONG", f"the conversation is too long for {name} {model or ''}".rstrip()
                         + (f": {text}" if text else ""), hint="start afresh with %llm reset or --new", status=status,
                         retryable=False)
-    if (400 <= status < 500 or status == 200) and _MODEL_RE.search(str(server_message)):
+    if (400 <= status < 500 or status == 200) and re.search(_MODEL_RE, str(server_message), re.I):
         return LLMError("MODEL_NOT_FOUND", (f"{name} does not serve model {model!r}" if model else f"{name} does not know that model")
                         + (f" (HTTP {status})" if status != 200 else "") + f": {text}", hint=f"%llm models {provider_id}",
                         status=status, retryable=False)
