@@ -14,7 +14,6 @@ import re
 
 from .records import record
 
-
 SOFT = 400     # freeze at the last clean cut once the live tail is this long
 HARD = 1000    # past this, freeze at a dirty cut when there is no clean one
 

@@ -79,7 +79,7 @@ _WARMING: "weakref.WeakSet" = weakref.WeakSet()
 def warm_history(session) -> None:
     """Until the history database is open: import the store and open it once the reply has begun
     (inflight.py), while a cloud model thinks, instead of after the answer, when the cell waits for its row."""
-    store = session._store
+    store = getattr(session, "_store", None)
     if (store is not None and (store.is_open or not store.ok)) or session in _WARMING:
         return
     from . import inflight

@@ -191,7 +191,7 @@ class LLMMagics(Magics):
     def _cell(self, line: str, cell: str):
         args = _cell_parser().parse_args(_split(line))
         if args.compare:   # `--compare a,b` as well as `--compare a b`: no target name has a comma
-            args.compare = [t for arg in args.compare for t in arg.split(",") if t.strip()]
+            args.compare = [t.strip() for arg in args.compare for t in arg.split(",") if t.strip()]
             if not args.compare:
                 raise LLMError("BAD_ARGUMENT", "--compare needs targets: --compare T1 T2 ...")
         import keyword

@@ -6,7 +6,7 @@ kernel's first `%%llm` cell imports cost about 10 ms that way, most of it before
 A `@record` class is still a real dataclass (`dataclasses.fields`, `replace`, `asdict`, `is_dataclass`
 and `__match_args__` all work) with the same constructor, repr, equality, hashing and frozenness; only
 its methods are generic. Methods written in the class body are kept, as `@dataclass` keeps them.
-Not supported (refused): `InitVar`, `kw_only`, `order`, `unsafe_hash`, `slots`.
+It takes only `frozen`: no `order`, `unsafe_hash` or `slots`; `InitVar` and `kw_only` fields are refused.
 """
 from __future__ import annotations
 
@@ -33,6 +33,8 @@ def _build(cls: T, frozen: bool) -> T:
         params = getattr(base, "__dataclass_params__", None)
         if params is not None and params.frozen != frozen:
             raise TypeError(f"{cls.__name__}: cannot mix frozen and non-frozen dataclasses")
+    if any("InitVar" in str(a) for a in cls.__dict__.get("__annotations__", {}).values()):
+        raise TypeError(f"{cls.__name__}: InitVar fields are not supported by @record")
     if not cls.__dict__.get("__doc__"):
         cls.__doc__ = cls.__name__   # (@dataclass would call inspect.signature for one)
     dataclasses.dataclass(cls, init=False, repr=False, eq=False, frozen=False)

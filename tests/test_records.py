@@ -160,6 +160,13 @@ def test_replace_copy_pickle_and_subclass():
         record(type("Bad", (REC["Counts"],), {"__annotations__": {"z": int}, "z": 0}))
 
 
+def test_what_record_cannot_do_is_refused():
+    with pytest.raises(TypeError, match="InitVar"):
+        record(type("A", (), {"__annotations__": {"x": "dataclasses.InitVar[int]"}}))
+    with pytest.raises(TypeError, match="kw_only"):
+        record(type("B", (), {"__annotations__": {"x": "int"}, "x": field(default=0, kw_only=True)}))
+
+
 def test_real_package_records_pickle():
     from jupyter_llm.events import Response, TextDelta, Usage
     r = Response(target="openai:gpt-4o-mini", text="hi", usage=Usage(1, 2))
