@@ -148,16 +148,21 @@ def detected() -> str | None:
         return None
 
 
+def lower_priority() -> None:
+    """The helper process only (never the kernel): keyring's detection takes ~0.2 s of CPU, and the kernel,
+    importing an SDK beside it, comes first."""
+    if hasattr(os, "nice"):
+        try:
+            os.nice(10)
+        except OSError:
+            pass
+
+
 def helper_main() -> None:
     """The helper process of `keyring_prefetch`: reads {"ids": [...], "path": [...]} from stdin (then
     stdin is closed, so nothing can prompt), prints {"values", "errors", "problem" (why nothing is read), "inprocess"} as JSON."""
     import json
     import sys
-    if hasattr(os, "nice"):   # keyring's detection takes ~0.2 s of CPU: the kernel, importing an SDK, comes first
-        try:
-            os.nice(10)
-        except OSError:
-            pass
     job = json.loads(sys.stdin.read())
     sys.path[:] = [p for p in job.get("path", []) if isinstance(p, str)] or sys.path  # the kernel's view
     _skip_macos_library_search()

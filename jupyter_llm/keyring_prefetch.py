@@ -33,7 +33,7 @@ MAX_AGE = 10.0   # seconds a read stays usable: it is meant for the cell being p
 _BACKEND_FILE = str(Path(__file__).with_name("keyring_backend.py"))
 # Loads keyring_backend.py by path: the helper imports neither this package nor anything on its behalf.
 _CHILD = ("import importlib.util as u, sys; s = u.spec_from_file_location('_jupyter_llm_keyring', {path!r}); "
-          "m = sys.modules[s.name] = u.module_from_spec(s); s.loader.exec_module(m); m.helper_main()")
+          "m = sys.modules[s.name] = u.module_from_spec(s); s.loader.exec_module(m); m.lower_priority(); m.helper_main()")
 
 
 class Unavailable(Exception):

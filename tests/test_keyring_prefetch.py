@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 import types
+from pathlib import Path
 
 import pytest
 
@@ -132,7 +133,7 @@ def test_an_interrupt_while_waiting_stops_the_helper(tmp_path, monkeypatch):
     import os
     import signal
     helper = tmp_path / "slow.py"
-    helper.write_text("import time\ndef helper_main():\n    time.sleep(60)\n")
+    helper.write_text("import time\ndef lower_priority():\n    pass\ndef helper_main():\n    time.sleep(60)\n")
     monkeypatch.setattr(keyring_prefetch, "_BACKEND_FILE", str(helper))
     read = keyring_prefetch.Read(["openai"])
     timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))   # a real signal, as a kernel gets
@@ -161,6 +162,27 @@ def test_a_prompting_backend_is_left_to_the_kernel(monkeypatch, capsys):
     keyring_backend.helper_main()
     out = json.loads(capsys.readouterr().out)
     assert out["inprocess"] is True and out["values"] == {} and consulted == []
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "nice"), reason="no process priorities here")
+def test_the_helper_yields_the_cpu_and_the_caller_keeps_its_priority(tmp_path, monkeypatch, capsys):
+    """The helper process runs below the kernel's priority; helper_main itself (called here in-process)
+    never changes its caller's."""
+    import os
+    real = (Path(keyring_prefetch.__file__).parent / "keyring_backend.py").read_text()
+    helper = tmp_path / "report.py"
+    helper.write_text(real + "\ndef helper_main():\n    import json, os, sys\n"
+                      "    sys.stdout.write(json.dumps({'values': {}, 'nice': os.nice(0)}))\n")
+    monkeypatch.setattr(keyring_prefetch, "_BACKEND_FILE", str(helper))
+    before = os.nice(0)
+    read = keyring_prefetch.Read(["openai"])
+    assert read._done.wait(30)
+    assert read._result["nice"] == min(before + 10, 19)
+    monkeypatch.setattr(keyring_backend, "select", lambda: keyring_backend.Backend(readers=[]))
+    monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps({"ids": ["openai"], "path": sys.path})))
+    keyring_backend.helper_main()
+    capsys.readouterr()
+    assert os.nice(0) == before
 
 
 def test_the_helper_reports_failing_readers_by_type_only(monkeypatch, capsys):
