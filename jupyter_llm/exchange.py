@@ -90,7 +90,7 @@ def warm_history(session) -> None:
             session.store.warm()
         finally:
             _WARMING.discard(session)
-    inflight.after_send(warm, name="llm-history-warm", always=False, otherwise=lambda: _WARMING.discard(session))
+    inflight.after_send(warm, name="llm-history-warm", otherwise=lambda: _WARMING.discard(session))
 
 
 def account(session, target: Target, prompt: str, response: Response) -> tuple[str, str]:

@@ -19,11 +19,11 @@ _lock = threading.Lock()
 _waiting: list[threading.Event] = []
 
 
-def after_send(fn: Callable[[], object], name: str = "llm-inflight", *, always: bool = True,
+def after_send(fn: Callable[[], object], name: str = "llm-inflight", *,
                otherwise: Callable[[], object] | None = None) -> None:
-    """Run `fn` in a daemon thread once the next request's reply has begun, or after MAX_WAIT s when none
-    has (`always=False`: then `otherwise` instead, if given). Exceptions are logged at debug level: deferred
-    work must never disturb an answer."""
+    """Run `fn` in a daemon thread once the next request's reply has begun; when none has after MAX_WAIT s,
+    run `otherwise` instead if given, else `fn` anyway. Exceptions are logged at debug level: deferred work
+    must never disturb an answer."""
     go = threading.Event()
     with _lock:
         _waiting.append(go)
@@ -34,8 +34,8 @@ def after_send(fn: Callable[[], object], name: str = "llm-inflight", *, always: 
             with _lock:   # no reply began (the request failed, or is slow to start): stop waiting for one
                 if go in _waiting:
                     _waiting.remove(go)
-            if not always:
-                work = otherwise or (lambda: None)
+            if otherwise is not None:
+                work = otherwise
         try:
             work()
         except Exception as exc:

@@ -61,7 +61,6 @@ class Read:
         self.ids = tuple(dict.fromkeys(provider_ids))
         self.started = time.monotonic()
         self.waited = 0.0   # seconds take() spent waiting for the helper (0 when it beat the SDK import)
-        self.detected: str | None = None   # the backend keyring's detection picked in the helper, if one
         self._lock = threading.Lock()
         self._result: dict[str, Any] | None = None
         flags = getattr(subprocess, "CREATE_NO_WINDOW", 0) if sys.platform == "win32" else 0
@@ -80,6 +79,13 @@ class Read:
 
     def __repr__(self) -> str:   # never the values
         return f"<keyring_prefetch.Read {list(self.ids)} pid={self._proc.pid}>"
+
+    @property
+    def detected(self) -> str | None:
+        """The single backend keyring's detection picked in the helper, once it has answered; else None."""
+        with self._lock:
+            found = (self._result or {}).get("detected")
+        return found if isinstance(found, str) and found else None
 
     def covers(self, provider_ids: Iterable[str]) -> bool:
         """Whether this read still holds a fresh value for every one of `provider_ids`."""
@@ -110,8 +116,6 @@ class Read:
             if result.get("inprocess") or provider_id not in values or not self._fresh():
                 raise Unavailable(provider_id)
             value = values[provider_id]
-            found = result.get("detected")
-            self.detected = found if isinstance(found, str) and found else None
             errors = [tuple(e) for e in result.get("errors", [])]
             return (value if isinstance(value, str) and value else None), errors, result.get("problem")
 

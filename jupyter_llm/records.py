@@ -105,17 +105,16 @@ def _build(cls: T, frozen: bool) -> T:
 
     methods: dict[str, Any] = {"__init__": __init__, "__repr__": __repr__, "__eq__": __eq__}
     if frozen:
-        methods.update(__hash__=__hash__, __setattr__=__setattr__, __delattr__=__delattr__)
-    elif "__eq__" not in own and "__hash__" not in own:
-        methods["__hash__"] = None   # as @dataclass(eq=True): mutable, so unhashable
+        methods.update(__setattr__=__setattr__, __delattr__=__delattr__)
     for name, fn in methods.items():
-        if name in own and name != "__hash__":
-            continue
-        if name == "__hash__" and "__hash__" in own and cls.__dict__["__hash__"] is not None:
-            continue
-        if fn is not None:
+        if name not in own:   # methods written in the class body are kept
             fn.__qualname__ = f"{qual}.{name}"
-        setattr(cls, name, fn)
+            setattr(cls, name, fn)
+    if frozen and cls.__dict__.get("__hash__") is None:   # none written (a body's own __eq__ leaves None)
+        __hash__.__qualname__ = f"{qual}.__hash__"
+        cls.__hash__ = __hash__
+    elif not frozen and "__hash__" not in own:
+        cls.__hash__ = None   # as @dataclass(eq=True): mutable, so unhashable
     params = cls.__dataclass_params__   # what the class behaves as, for introspection and subclassing checks
     params.init = params.repr = params.eq = True
     params.frozen = frozen

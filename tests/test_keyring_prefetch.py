@@ -248,7 +248,7 @@ def test_deferred_work_runs_anyway_and_never_raises(monkeypatch, caplog):
 def test_work_that_needs_a_reply_is_skipped_without_one(monkeypatch):
     monkeypatch.setattr(inflight, "MAX_WAIT", 0.1)
     ran, skipped = threading.Event(), threading.Event()
-    inflight.after_send(ran.set, always=False, otherwise=skipped.set)
+    inflight.after_send(ran.set, otherwise=skipped.set)
     assert skipped.wait(5) and not ran.is_set()
     assert not inflight._waiting   # a request that never got a reply leaves nothing behind
     inflight.waiting()
