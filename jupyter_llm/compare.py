@@ -388,6 +388,20 @@ def run_compare(session, prompt: str, targets: list[str], *, fmt: str = "markdow
     far and then raises UsageError.
     """
     parsed = _parse_all(session, list(targets))
+    release = session.router.hold_collector(parsed)   # a first cloud cell: no collection before the sends
+    try:
+        return _run_parsed(session, prompt, parsed, targets, fmt=fmt, new=new, cache=cache, shell=shell,
+                           system=system, temperature=temperature, max_tokens=max_tokens, rich=rich,
+                           content=content, schema=schema, stream=stream)
+    finally:
+        if release is not None:
+            release()
+
+
+def _run_parsed(session, prompt: str, parsed: list, targets: list[str], *, fmt: str, new: bool,
+                cache: bool | None, shell, system: str | None, temperature: float | None, max_tokens: int | None,
+                rich: bool | None, content: list | None, schema: Any, stream: bool) -> Comparison:
+    """`run_compare` for targets already parsed."""
     if content is not None:  # images in the prompt (media.py): every target must take them
         from .media import require_images
         require_images(session, parsed)

@@ -6,7 +6,7 @@ import random
 import threading
 import time
 from dataclasses import field, replace
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .errors import FALLBACK_ON, LLMError
 from .events import Attempt, Event, Notice, Request, StreamError, TextDelta
@@ -189,18 +189,38 @@ class Router:
         self._preload([(spec_for(t.provider, self.config), get_provider(t.provider, self.config)) for t in targets],
                       quiet=quiet)
 
-    def _preload(self, pairs: list[tuple], *, quiet: bool) -> None:
-        """`preload` for (spec, provider) pairs already looked up."""
-        cold = [(spec, provider) for spec, provider in pairs if hasattr(provider, "preload") and not provider.loaded()]
+    def hold_collector(self, targets: "list[Target]") -> Callable[[], None] | None:
+        """When requests to `targets` are about to import an SDK (a kernel's first cloud cell), pause the
+        garbage collector until a reply has begun (gc_pause) and return its release, for the caller to call
+        once its requests are over; None when every SDK is loaded. Never raises: a target that cannot be
+        resolved is for the request to report."""
+        from .providers import get_provider
+        try:
+            cold = [p for p in (get_provider(t.provider, self.config) for t in targets) if _cold(p)]
+        except LLMError:
+            return None
+        return _pause() if cold else None
+
+    def _preload(self, pairs: list[tuple], *, quiet: bool, until_reply: bool = False) -> Callable[[], None] | None:
+        """`preload` for (spec, provider) pairs already looked up; with `until_reply` and an SDK to import,
+        the garbage collector stays paused until a reply has begun, and its release is returned."""
+        cold = [(spec, provider) for spec, provider in pairs if _cold(provider)]
         if not cold:
-            return
+            return None
         self.credentials.prefetch([spec for spec, _ in cold])
-        for _, provider in cold:
-            try:
-                provider.preload()
-            except Exception:
-                if not quiet:
-                    raise
+        release = _pause() if until_reply else None
+        try:
+            for _, provider in cold:
+                try:
+                    provider.preload()
+                except Exception:
+                    if not quiet:
+                        raise
+        except BaseException:
+            if release is not None:
+                release()
+            raise
+        return release
 
     def _stream_one(self, target: Target, request: Request) -> Iterator[Event]:
         from .policy import enforce
@@ -215,7 +235,19 @@ class Router:
         if wait is not None:
             raise LLMError("NETWORK_ERROR", f"circuit open for {target} after {breaker.failures} consecutive failures; "
                            f"next try in {wait:.0f} s", hint=_HINT_FALLBACK, retryable=False)
-        self._preload([(spec, provider)], quiet=True)
+        release = self._preload([(spec, provider)], quiet=True, until_reply=True)
+        if release is None:
+            yield from self._attempts(target, request, spec, provider, breaker)
+            return
+        try:   # the collector resumes once the reply has begun, or now if the request never gets that far
+            yield from self._attempts(target, request, spec, provider, breaker)
+        finally:
+            release()
+
+    def _attempts(self, target: Target, request: Request, spec: Any, provider: Any,
+                  breaker: CircuitBreaker) -> Iterator[Event]:
+        """`_stream_one` once the SDK is loaded: the credentials, then the attempts with retry and backoff."""
+        from .policy import enforce
         auth = self.credentials.resolve(spec)
         if auth is not None and getattr(auth, "base_url", None):
             enforce(target.provider, self.config, auth.base_url, target=target)  # a gateway's own URL
@@ -277,6 +309,16 @@ class Router:
         rel = self.config.reliability
         cap = min(rel.max_backoff, rel.backoff * (2 ** (attempt - 1)))
         return self.rng.uniform(cap / 2, cap)
+
+
+def _cold(provider: Any) -> bool:
+    """Whether `provider` has an SDK still to import."""
+    return hasattr(provider, "preload") and not provider.loaded()
+
+
+def _pause() -> Callable[[], None]:
+    from .gc_pause import pause_until_reply
+    return pause_until_reply()
 
 
 def _left(request: Request) -> float | None:
