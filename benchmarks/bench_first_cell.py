@@ -337,20 +337,20 @@ def main(argv=None) -> int:
                       "llm_keyring_loaded": "keyring loaded", "sdk_print": "bare SDK printing the answer"}
             for what, med in (("wall", res["median_s"]), ("cpu ", res["median_cpu_s"])):
                 print(f"{what}: " + " | ".join(
-                    f"{labels[a]} {med[a] * 1000:.1f} ms" + ("" if a == "sdk" else f" (+{(med[a] - med['sdk']) * 1000:.1f} ms)")
+                    f"{labels[a]} {med[a] * 1000:.1f} ms" + ("" if a == "sdk" else f" ({(med[a] - med['sdk']) * 1000:+.1f} ms)")
                     for a in res["arms"]))
             q = res["overhead_paired_ms"]
-            print(f"each round's %%llm - bare SDK: median +{q['median']:.1f} ms (quartiles {q['p25']:.1f} to {q['p75']:.1f})")
+            print(f"each round's %%llm - bare SDK: median {q['median']:+.1f} ms (quartiles {q['p25']:+.1f} to {q['p75']:+.1f})")
         if args.pairs:
             res["pairs"] = pr = run_pairs(emulator, args.pairs, args.ttft, bytecode=not args.no_bytecode, gc_arms=args.gc)
             (common.OUT_DIR / "first_cell.json").write_text(json.dumps(res, indent=1))
             for what in ("wall", "cpu"):
                 q = pr[f"overhead_{what}_ms_quartiles"]
-                gc = (f"; with the garbage collector off +{q['gc_off']['median']:.1f} ms "
+                gc = (f"; with the garbage collector off {q['gc_off']['median']:+.1f} ms "
                       f"({q['gc_off']['p25']:.1f} to {q['gc_off']['p75']:.1f})" if "gc_off" in q else "")
                 print(f"in-process pairs ({args.pairs}, keyring {pr['keyring']}), cell {what}: bare SDK "
                       f"{pr[f'median_{what}_s']['sdk'] * 1000:.1f} ms | %%llm {pr[f'median_{what}_s']['llm'] * 1000:.1f} ms"
-                      f" | median of the pairs' differences +{q['gc_on']['median']:.1f} ms (quartiles "
+                      f" | median of the pairs' differences {q['gc_on']['median']:+.1f} ms (quartiles "
                       f"{q['gc_on']['p25']:.1f} to {q['gc_on']['p75']:.1f}){gc}")
             w = pr["helper_wait_ms"]
             print(f"keyring helper used in {pr['helper_used']} of {args.pairs} %%llm cells; the cell waited for it "
@@ -360,9 +360,9 @@ def main(argv=None) -> int:
             (common.OUT_DIR / "first_cell.json").write_text(json.dumps(res, indent=1))
             c, o, share = ins["cell_instructions"], ins["overhead_instructions"], ins["overhead_share"]
             print(f"instructions in the cell (callgrind, every thread): bare SDK {c['sdk'] / 1e6:,.1f} M | %%llm "
-                  f"{c['llm'] / 1e6:,.1f} M (+{o['llm'] / 1e6:,.1f} M, +{share['llm'] * 100:.1f} %), of which "
+                  f"{c['llm'] / 1e6:,.1f} M ({o['llm'] / 1e6:+,.1f} M, {share['llm'] * 100:+.1f} %), of which "
                   f"{ins['deferred_instructions'] / 1e6:,.1f} M deferred until the reply has begun (keyring's load, "
-                  f"the history database) | without the deferred work {o['llm_no_deferred'] / 1e6:+,.1f} M "
+                  f"the history database, one full garbage collection) | without the deferred work {o['llm_no_deferred'] / 1e6:+,.1f} M "
                   f"({share['llm_no_deferred'] * 100:+.1f} %) | keyring loaded first {o['llm_keyring'] / 1e6:+,.1f} M | "
                   f"keyring and the answer path loaded first {o['llm_preloaded'] / 1e6:+,.1f} M")
         print(f"load average {res['loadavg']}")

@@ -112,9 +112,10 @@ def sendall(self, *a, **kw):
     marks["sends"].append(time.monotonic())
     return _sendall(self, *a, **kw)
 socket.socket.sendall = sendall
+ip.user_ns["items"] = ["lighthouses", "tides", "gulls"]
 start = time.monotonic()
 try:
-    ip.run_cell_magic("llm", sys.argv[1], "hello")
+    ip.run_cell_magic("llm", sys.argv[1], "hello" if "--map" not in sys.argv[1] else "Tell me about {item}")
 except Exception:   # an error shown by the magic (the unreachable endpoint)
     pass
 enabled_at_end = gc.isenabled()
@@ -139,12 +140,13 @@ def _first_cell(cell: str, emulator, isolated_env, *, config: str | None = None)
     return json.loads(line[7:])
 
 
-@pytest.mark.parametrize("cell", ["openai:gpt-4o-mini", "--compare openai:gpt-4o-mini anthropic:claude-haiku-5-5"])
+@pytest.mark.parametrize("cell", ["openai:gpt-4o-mini", "--compare openai:gpt-4o-mini anthropic:claude-haiku-5-5",
+                                  "openai:gpt-4o-mini --map items"])
 def test_a_fresh_interpreters_first_cloud_cell_collects_while_the_model_answers(cell, emulator, isolated_env):
-    """The SDK's import sets off no full collection before the request leaves; one runs after it, and the
-    collector is on again when the cell ends."""
+    """The SDK's import (and the price table's first fill) sets off no full collection before the first
+    request leaves; one runs after it, and the collector is on again when the cell ends."""
     got = _first_cell(cell, emulator, isolated_env)
-    assert len(emulator.calls("openai")) == 1 and got["sends"], got
+    assert len(emulator.calls("openai")) == (3 if "--map" in cell else 1) and got["sends"], got
     first_send = min(got["sends"])
     assert not [t for t in got["full"] if got["start"] <= t < first_send]   # none on the way to the send
     assert [t for t in got["full"] if t >= first_send]                      # one while the model answered
