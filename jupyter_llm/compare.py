@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import html
 import queue
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -368,14 +367,6 @@ def _drain(view: CompareView, events: queue.SimpleQueue) -> None:
         view.apply(index, ev)
 
 
-def _preload_pandas() -> None:
-    """Import pandas while the answers stream (it takes ~1 s), so the table is ready when they end."""
-    try:
-        import pandas  # noqa: F401
-    except ImportError:
-        pass
-
-
 def run_compare(session, prompt: str, targets: list[str], *, fmt: str = "markdown", new: bool = False,
                 cache: bool | None = None, shell=None, system: str | None = None, temperature: float | None = None,
                 max_tokens: int | None = None, rich: bool | None = None, content: list | None = None,
@@ -410,8 +401,9 @@ def _run_parsed(session, prompt: str, parsed: list, targets: list[str], *, fmt: 
     session.check_budget(parsed, session.build_request(prompt, **params, context=not new))
     session.router, session.store  # build the shared collaborators here, not racing in the workers
     session.router.preload(parsed)  # SDK imports happen here, one at a time: concurrent imports race
-    if shell is not None and "pandas" not in sys.modules:
-        threading.Thread(target=_preload_pandas, name="llm-compare-pandas", daemon=True).start()
+    if shell is not None:   # the frame's pandas loads while the answers stream
+        from .inflight import import_after_send
+        import_after_send("pandas")
     if rich is None:
         from .render import in_kernel
         rich = in_kernel()

@@ -6,11 +6,13 @@ it back each time. `keyring_prefetch` uses it to load keyring after a helper pro
 `exchange` to open the history database before the first answer's row is written."""
 from __future__ import annotations
 
+import importlib
 import logging
+import sys
 import threading
 from typing import Callable
 
-__all__ = ["after_send", "waiting", "MAX_WAIT"]
+__all__ = ["after_send", "import_after_send", "waiting", "MAX_WAIT"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,21 @@ def after_send(fn: Callable[[], object], name: str = "llm-inflight", *,
         except Exception as exc:
             log.debug("deferred %s failed: %s", name, type(exc).__name__)
     threading.Thread(target=run, name=name, daemon=True).start()
+
+
+def import_after_send(module: str) -> None:
+    """Import `module`, if installed and not loaded yet, once the next reply has begun: pandas for a compare's
+    or a map's frame (about 1 s cold) then loads while the answers stream, neither before the requests
+    leave nor after the answers are in."""
+    if module in sys.modules:
+        return
+
+    def load() -> None:
+        try:
+            importlib.import_module(module)
+        except ImportError:   # reported where the frame is built
+            pass
+    after_send(load, name=f"llm-import-{module}")
 
 
 def waiting() -> None:

@@ -112,7 +112,9 @@ def sendall(self, *a, **kw):
     marks["sends"].append(time.monotonic())
     return _sendall(self, *a, **kw)
 socket.socket.sendall = sendall
-ip.user_ns["items"] = ["lighthouses", "tides", "gulls"]
+if "--map" in sys.argv[1]:   # a map's user has pandas loaded already (the cell imports it before sending)
+    import pandas
+    ip.user_ns["items"] = pandas.Series(["lighthouses", "tides", "gulls"])
 start = time.monotonic()
 try:
     ip.run_cell_magic("llm", sys.argv[1], "hello" if "--map" not in sys.argv[1] else "Tell me about {item}")
