@@ -2,8 +2,9 @@
 the network for the answer's body (a cloud model's first token takes hundreds of milliseconds), so a
 daemon thread gets the GIL at no cost to the answer. Earlier, while the request is being built and sent,
 the main thread gives up the GIL at every socket call and would wait up to a switch interval (5 ms) to get
-it back each time. `keyring_prefetch` uses it to load keyring after a helper process has read the key, and
-`exchange` to open the history database before the first answer's row is written."""
+it back each time. `keyring_prefetch` uses it to load keyring after a helper process has read the key,
+`exchange` to open the history database before the first answer's row is written, `gc_pause` to run the
+garbage collection a first cell's SDK import postponed, and a compare to import pandas for its frame."""
 from __future__ import annotations
 
 import importlib
