@@ -6,13 +6,10 @@ on the network for the model's answer, the same collection costs the answer noth
 from __future__ import annotations
 
 import gc
-import logging
 import threading
 from typing import Callable
 
 __all__ = ["pause_until_reply"]
-
-log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _held = 0                 # pauses not released yet
