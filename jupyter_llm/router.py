@@ -197,7 +197,7 @@ class Router:
         from .providers import get_provider
         try:
             cold = [p for p in (get_provider(t.provider, self.config) for t in targets) if _cold(p)]
-        except LLMError:
+        except Exception:   # an unknown provider, a plugin that fails to load: the request reports it
             return None
         return _pause() if cold else None
 
