@@ -379,14 +379,10 @@ def run_compare(session, prompt: str, targets: list[str], *, fmt: str = "markdow
     far and then raises UsageError.
     """
     parsed = _parse_all(session, list(targets))
-    release = session.router.hold_collector(parsed)   # a first cloud cell: no collection before the sends
-    try:
+    with session.router.collector_paused(parsed):   # a first cloud cell: no collection before the sends
         return _run_parsed(session, prompt, parsed, targets, fmt=fmt, new=new, cache=cache, shell=shell,
                            system=system, temperature=temperature, max_tokens=max_tokens, rich=rich,
                            content=content, schema=schema, stream=stream)
-    finally:
-        if release is not None:
-            release()
 
 
 def _run_parsed(session, prompt: str, parsed: list, targets: list[str], *, fmt: str, new: bool,

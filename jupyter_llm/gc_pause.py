@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import gc
 import threading
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
-__all__ = ["pause_until_reply"]
+__all__ = ["pause_until_reply", "paused_until_reply"]
 
 _lock = threading.Lock()
 _held = 0                 # pauses not released yet
@@ -38,6 +39,17 @@ def pause_until_reply() -> Callable[[], None]:
     from . import inflight
     inflight.after_send(lambda: release(collect=True), name="llm-gc")
     return release
+
+
+@contextmanager
+def paused_until_reply() -> Iterator[None]:
+    """`pause_until_reply` around a block, released when the block ends however it ends: the collector comes
+    back at once if no reply began in it (a failure before the send, an interrupt, a cached answer)."""
+    release = pause_until_reply()
+    try:
+        yield
+    finally:
+        release()
 
 
 def _resume() -> bool:

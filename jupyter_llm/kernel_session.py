@@ -308,13 +308,9 @@ class Session:
         parsed object on `Response.value` (INVALID_OUTPUT when the answer does not match).
         `on_response` gets the answer (after the conversation) before the history row is written."""
         target = self.active if target is None else self.parse(target)
-        release = self.router.hold_collector([target])   # a first cloud cell: no collection before the send
-        try:
+        with self.router.collector_paused([target]):   # a first cloud cell: no collection before the send
             return self._ask(prompt, target, on_event, new=new, no_history=no_history, cache=cache,
                              fallback=fallback, content=content, schema=schema, on_response=on_response, **params)
-        finally:
-            if release is not None:
-                release()
 
     def _ask(self, prompt: str, target: Target, on_event: Callable[[Event], None] | None, *, new: bool,
              no_history: bool, cache: bool | None, fallback: bool, content: list | None, schema: Any,

@@ -215,13 +215,9 @@ class MapRun:
         finished rows; unfinished ones are `cancelled`."""
         session = self.session
         session.router, session.store  # build the shared collaborators here, not racing in the workers
-        release = session.router.hold_collector(self.targets)   # no collection before the first sends
-        try:
+        with session.router.collector_paused(self.targets):   # no collection before the first sends
             session.router.preload(self.targets)  # SDK imports one at a time, before the workers
             return self._send_all()
-        finally:
-            if release is not None:   # resumes the collector now if no row's reply began
-                release()
 
     def _send_all(self) -> dict[str, list[RowResult]]:
         """`run` once the SDKs are loaded: the workers, and the wait for every row."""

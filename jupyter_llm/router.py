@@ -5,8 +5,9 @@ from __future__ import annotations
 import random
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import field, replace
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator
 
 from .errors import FALLBACK_ON, LLMError
 from .events import Attempt, Event, Notice, Request, StreamError, TextDelta
@@ -189,38 +190,29 @@ class Router:
         self._preload([(spec_for(t.provider, self.config), get_provider(t.provider, self.config)) for t in targets],
                       quiet=quiet)
 
-    def hold_collector(self, targets: "list[Target]") -> Callable[[], None] | None:
-        """When requests to `targets` are about to import an SDK (a kernel's first cloud cell), pause the
-        garbage collector until a reply has begun (gc_pause) and return its release, for the caller to call
-        once its requests are over; None when every SDK is loaded. Never raises: a target that cannot be
-        resolved is for the request to report."""
+    def collector_paused(self, targets: "list[Target]") -> ContextManager[None]:
+        """A block whose requests to `targets` import an SDK (a kernel's first cloud cell) runs with the garbage
+        collector paused until a reply has begun (gc_pause); when every SDK is loaded, nothing is paused.
+        Never raises: a target that cannot be resolved is for the request to report."""
         from .providers import get_provider
         try:
-            cold = [p for p in (get_provider(t.provider, self.config) for t in targets) if _cold(p)]
+            cold = any(_cold(get_provider(t.provider, self.config)) for t in targets)
         except Exception:   # an unknown provider, a plugin that fails to load: the request reports it
-            return None
-        return _pause() if cold else None
+            cold = False
+        return _paused(cold)
 
-    def _preload(self, pairs: list[tuple], *, quiet: bool, until_reply: bool = False) -> Callable[[], None] | None:
-        """`preload` for (spec, provider) pairs already looked up; with `until_reply` and an SDK to import,
-        the garbage collector stays paused until a reply has begun, and its release is returned."""
+    def _preload(self, pairs: list[tuple], *, quiet: bool) -> None:
+        """`preload` for (spec, provider) pairs already looked up."""
         cold = [(spec, provider) for spec, provider in pairs if _cold(provider)]
         if not cold:
-            return None
+            return
         self.credentials.prefetch([spec for spec, _ in cold])
-        release = _pause() if until_reply else None
-        try:
-            for _, provider in cold:
-                try:
-                    provider.preload()
-                except Exception:
-                    if not quiet:
-                        raise
-        except BaseException:
-            if release is not None:
-                release()
-            raise
-        return release
+        for _, provider in cold:
+            try:
+                provider.preload()
+            except Exception:
+                if not quiet:
+                    raise
 
     def _stream_one(self, target: Target, request: Request) -> Iterator[Event]:
         from .policy import enforce
@@ -235,14 +227,9 @@ class Router:
         if wait is not None:
             raise LLMError("NETWORK_ERROR", f"circuit open for {target} after {breaker.failures} consecutive failures; "
                            f"next try in {wait:.0f} s", hint=_HINT_FALLBACK, retryable=False)
-        release = self._preload([(spec, provider)], quiet=True, until_reply=True)
-        if release is None:
+        with _paused(_cold(provider)):   # e.g. a fallback to a provider not used yet
+            self._preload([(spec, provider)], quiet=True)
             yield from self._attempts(target, request, spec, provider, breaker)
-            return
-        try:   # the collector resumes once the reply has begun, or now if the request never gets that far
-            yield from self._attempts(target, request, spec, provider, breaker)
-        finally:
-            release()
 
     def _attempts(self, target: Target, request: Request, spec: Any, provider: Any,
                   breaker: CircuitBreaker) -> Iterator[Event]:
@@ -316,9 +303,12 @@ def _cold(provider: Any) -> bool:
     return hasattr(provider, "preload") and not provider.loaded()
 
 
-def _pause() -> Callable[[], None]:
-    from .gc_pause import pause_until_reply
-    return pause_until_reply()
+def _paused(cold: bool) -> ContextManager[None]:
+    """The garbage collector paused for a block that imports an SDK (gc_pause); nothing otherwise."""
+    if not cold:
+        return nullcontext()
+    from .gc_pause import paused_until_reply
+    return paused_until_reply()
 
 
 def _left(request: Request) -> float | None:
