@@ -14,6 +14,20 @@ pytest_plugins = [
 CANARY = "sk-canary-7f3a9c1e5d80b2461"
 
 
+def run_fresh_script(script: str, *args: str, env: dict[str, str]) -> tuple[dict, str]:
+    """Run `script` (with `args`) in a fresh interpreter that has this tree on its path; returns the JSON it
+    printed after "RESULT " and everything it printed (stdout and stderr), to check for secrets."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    env = dict(env, PYTHONPATH=str(Path(__file__).parent.parent))
+    out = subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True, text=True, timeout=180)
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    assert line is not None, out.stderr[-3000:]
+    return json.loads(line[7:]), out.stdout + out.stderr
+
+
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path, monkeypatch):
     """Own config path, data dir and plaintext file keyring under tmp_path; no provider keys from outside."""

@@ -4,17 +4,13 @@ before the send, no reply, nested pauses), and a collector the user turned off l
 from __future__ import annotations
 
 import gc
-import json
 import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from jupyter_llm import gc_pause, inflight
-from tests.conftest import CANARY, emulator_config
+from tests.conftest import CANARY, emulator_config, run_fresh_script
 
 
 @pytest.fixture
@@ -132,14 +128,10 @@ print("RESULT " + json.dumps({"start": start, "enabled_at_end": enabled_at_end, 
 def _first_cell(cell: str, emulator, isolated_env, *, config: str | None = None) -> dict:
     cfg = isolated_env / "gc-config.toml"
     cfg.write_text(config if config is not None else emulator_config(emulator))
-    env = dict(os.environ, JUPYTER_LLM_CONFIG=str(cfg), OPENAI_API_KEY=CANARY, ANTHROPIC_API_KEY=CANARY,
-               PYTHONPATH=str(Path(__file__).parents[1]))
-    out = subprocess.run([sys.executable, "-c", FIRST_CELL, cell], env=env, capture_output=True, text=True,
-                         timeout=180)
-    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
-    assert line is not None, out.stderr[-3000:]
-    assert CANARY not in out.stdout + out.stderr
-    return json.loads(line[7:])
+    env = dict(os.environ, JUPYTER_LLM_CONFIG=str(cfg), OPENAI_API_KEY=CANARY, ANTHROPIC_API_KEY=CANARY)
+    got, printed = run_fresh_script(FIRST_CELL, cell, env=env)
+    assert CANARY not in printed
+    return got
 
 
 @pytest.mark.parametrize("cell", ["openai:gpt-4o-mini", "--compare openai:gpt-4o-mini anthropic:claude-haiku-5-5",

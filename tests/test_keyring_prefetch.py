@@ -17,7 +17,7 @@ from jupyter_llm import inflight, keyring_backend, keyring_prefetch
 from jupyter_llm.config import Config
 from jupyter_llm.credentials import CredentialStore
 from jupyter_llm.providers import spec_for
-from tests.conftest import CANARY, emulator_config
+from tests.conftest import CANARY, emulator_config, run_fresh_script
 
 OTHER = "sk-env-key-that-must-lose-0042"
 
@@ -291,20 +291,14 @@ def test_a_fresh_kernels_first_cloud_cell_reads_the_keyring_through_the_helper(c
     """A fresh interpreter whose keyring backend is detected (as on a user's machine): the first cloud cell
     (and a compare's every column) gets the keyring's key, not the environment's, read by one helper while
     the SDK imports; keyring is loaded in the background for the next cell; no process is left behind."""
-    import subprocess
     creds = _fresh_store()
     creds.store("openai", CANARY)
     creds.store("anthropic", CANARY + "-anthropic")
     cfg = isolated_env / "first-config.toml"
     cfg.write_text(emulator_config(emulator))
     monkeypatch.delenv("PYTHON_KEYRING_BACKEND")   # detected: keyrings.alt's file, read (never written) here
-    env = dict(__import__("os").environ, JUPYTER_LLM_CONFIG=str(cfg), OPENAI_API_KEY=OTHER,
-               ANTHROPIC_API_KEY=OTHER, PYTHONPATH=str(__import__("pathlib").Path(__file__).parents[1]))
-    out = subprocess.run([sys.executable, "-c", FIRST_CELL, cell], env=env, capture_output=True, text=True,
-                         timeout=180)
-    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
-    assert line is not None, out.stderr[-3000:]
-    got = json.loads(line[7:])
+    env = dict(__import__("os").environ, JUPYTER_LLM_CONFIG=str(cfg), OPENAI_API_KEY=OTHER, ANTHROPIC_API_KEY=OTHER)
+    got, printed = run_fresh_script(FIRST_CELL, cell, env=env)
     providers = ["openai"] + (["anthropic"] if "compare" in cell else [])
     assert got["ids"] == providers   # one helper read every target's entry
     assert got["warmed"] and got["same_read"] and got["children"] is None
@@ -316,4 +310,4 @@ def test_a_fresh_kernels_first_cloud_cell_reads_the_keyring_through_the_helper(c
         for call in calls:
             sent = call.headers.get("authorization") or call.headers.get("x-api-key") or ""
             assert sent.endswith(CANARY if provider == "openai" else CANARY + "-anthropic"), provider
-    assert CANARY not in out.stdout + out.stderr
+    assert CANARY not in printed
